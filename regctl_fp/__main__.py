@@ -1,0 +1,3 @@
+from regctl_fp.cli import main
+
+main()

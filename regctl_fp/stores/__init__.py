@@ -1,0 +1,1 @@
+"""Stores: where images live. One protocol (``base.Store``), interchangeable backends."""

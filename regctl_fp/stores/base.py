@@ -1,0 +1,129 @@
+"""The Store protocol every backend implements, and the image-level operations built on it.
+
+A store holds blobs (content-addressed, verified on every read), manifests, and names that point at
+manifests. Names use regfp's form ``repository:tag`` (``build/hello:<sha>``); a layout keeps them in
+``org.opencontainers.image.ref.name``, a registry maps them under a prefix.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator, Mapping
+from typing import BinaryIO, Protocol
+
+from ..errors import InvalidDocument, NotFound
+from ..layers import BlobSink
+from ..oci import mediatypes as mt
+from ..oci.descriptor import Descriptor, Platform
+from ..oci.digest import Digest
+from ..oci.image import Image, Layer
+from ..oci.manifest import Index, Manifest
+
+MANIFEST_LIMIT = 4 << 20  # bytes; the distribution registry's own limit for manifests
+CONFIG_LIMIT = 8 << 20
+
+
+class Store(Protocol):
+    @property
+    def location(self) -> str: ...
+
+    def has_blob(self, digest: Digest) -> bool: ...
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO:
+        """A stream of the blob that raises if its size or digest is wrong."""
+        ...
+
+    def read_blob(self, desc: Descriptor, limit: int) -> bytes:
+        """A whole small blob (config, manifest), verified."""
+        ...
+
+    def blob_sink(self) -> BlobSink: ...
+
+    def put_blob(self, stream: BinaryIO, desc: Descriptor) -> None:
+        """Copy ``stream`` in as ``desc``; fails (and stores nothing) if the content does not match."""
+        ...
+
+    def get_manifest(self, desc: Descriptor) -> bytes: ...
+
+    def put_manifest(self, data: bytes, media_type: str) -> Descriptor: ...
+
+    def resolve(self, name: str) -> Descriptor: ...
+
+    def names(self) -> dict[str, Descriptor]: ...
+
+    def set_names(self, updates: Mapping[str, Descriptor | None]) -> None:
+        """Move (or with ``None`` remove) names, only after everything they point to exists."""
+        ...
+
+
+def read_image(store: Store, desc: Descriptor, platform: Platform | None = None) -> Image:
+    """The image ``desc`` points at; an index is resolved to the manifest for ``platform``."""
+    seen = 0
+    while desc.media_type in mt.INDEX_TYPES:
+        seen += 1
+        if seen > 8:
+            raise InvalidDocument("image index", "nested more than 8 levels deep")
+        index = Index.parse(store.get_manifest(desc), desc.media_type)
+        desc = index.select(platform)
+    if desc.media_type not in mt.MANIFEST_TYPES:
+        raise InvalidDocument("manifest", f"{desc.digest} has media type {desc.media_type}, not an image manifest")
+    data = store.get_manifest(desc)
+    manifest = Manifest.parse(data, desc.media_type)
+    config = store.read_blob(manifest.config, CONFIG_LIMIT)
+    container = manifest.config.media_type in mt.IMAGE_CONFIG_TYPES
+    image = Image.from_manifest(manifest, config, (), data)
+    diff_ids = image.config.diff_ids if container else ()
+    if container and len(diff_ids) != len(manifest.layers):
+        raise InvalidDocument("image config", f"{len(diff_ids)} diff_ids for {len(manifest.layers)} layers "
+                                              f"in manifest {desc.digest}")
+    layers = tuple(
+        Layer(d, diff_ids[i] if container else None, _opener(store, d)) for i, d in enumerate(manifest.layers)
+    )
+    return Image.from_manifest(manifest, config, layers, data)
+
+
+def _opener(store: Store, desc: Descriptor) -> Callable[[], BinaryIO]:
+    return lambda: store.open_blob(desc)
+
+
+def write_image(store: Store, image: Image) -> Descriptor:
+    """Blobs first (skipping what exists), then the config, then the manifest. Names are not touched."""
+    for layer in image.layers:
+        if not store.has_blob(layer.digest):
+            with layer.open() as stream:
+                store.put_blob(stream, layer.descriptor)
+    cfg = image.config_descriptor
+    if not store.has_blob(cfg.digest):
+        store.put_blob(io.BytesIO(image.config_bytes), cfg)
+    return store.put_manifest(image.manifest_bytes, image.media_type)
+
+
+def children(store: Store, desc: Descriptor) -> Iterator[Descriptor]:
+    """The descriptors ``desc`` owns: index entries, or a manifest's config and layers.
+
+    A ``subject`` is not owned: an artifact that refers to an image does not keep it alive.
+    """
+    if desc.media_type in mt.INDEX_TYPES:
+        yield from Index.parse(store.get_manifest(desc), desc.media_type).manifests
+    elif desc.media_type in mt.MANIFEST_TYPES:
+        manifest = Manifest.parse(store.get_manifest(desc), desc.media_type)
+        yield manifest.config
+        yield from manifest.layers
+
+
+def closure(store: Store, roots: list[Descriptor], *, missing_ok: bool = False) -> dict[Digest, Descriptor]:
+    """Every blob reachable from ``roots`` (roots included), by digest."""
+    found: dict[Digest, Descriptor] = {}
+    todo = list(roots)
+    while todo:
+        desc = todo.pop()
+        if desc.digest in found:
+            continue
+        if not store.has_blob(desc.digest):
+            if missing_ok:
+                continue
+            raise NotFound(f"blob {desc.digest} ({desc.media_type})", store.location)
+        found[desc.digest] = desc
+        if desc.media_type in mt.INDEX_TYPES | mt.MANIFEST_TYPES:
+            todo.extend(children(store, desc))
+    return found

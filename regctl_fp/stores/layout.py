@@ -1,0 +1,367 @@
+"""An OCI image-layout directory as a Store: atomic, locked, verified.
+
+Blobs go to a temp file under ``.regfp/tmp`` and are renamed to ``blobs/<alg>/<hex>``; ``index.json``
+is rewritten to a temp file and renamed over the old one, last, under an exclusive lock, so a crash
+at any point leaves a valid layout and concurrent writers never lose each other's names. Writers hold
+a shared "session" lock that ``gc`` takes exclusively, so gc never deletes a blob that a running
+writer has stored but not yet named. Every read is checked against its digest and size.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import DigestMismatch, InvalidDocument, LayoutError, LockTimeout, NotFound, SizeMismatch
+from ..oci import mediatypes as mt
+from ..oci.canonical import canonical_json
+from ..oci.descriptor import Descriptor
+from ..oci.digest import Digest
+from ..oci.manifest import Index
+from ..oci.verify import VerifyingReader, read_verified
+from .base import MANIFEST_LIMIT, closure
+
+REF_NAME = "org.opencontainers.image.ref.name"
+LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
+LOCK_WAIT = 120.0  # seconds a writer waits for another before giving up
+
+
+class LayoutStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._session_fd: int | None = None
+
+    # -- opening ------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path) -> LayoutStore:
+        p = Path(path)
+        if not p.is_dir():
+            raise LayoutError(str(p), "no such directory")
+        layout_file = p / "oci-layout"
+        try:
+            doc = json.loads(layout_file.read_bytes())
+        except FileNotFoundError:
+            raise LayoutError(str(p), "no 'oci-layout' file: not an OCI image layout") from None
+        except (OSError, ValueError) as e:
+            raise LayoutError(str(p), f"unreadable 'oci-layout' file ({e})") from None
+        if not isinstance(doc, dict) or doc.get("imageLayoutVersion") != "1.0.0":
+            raise LayoutError(str(p), "'oci-layout' must declare imageLayoutVersion 1.0.0")
+        if not (p / "index.json").is_file():
+            raise LayoutError(str(p), "no index.json")
+        return cls(p)
+
+    @classmethod
+    def open_or_create(cls, path: str | Path) -> LayoutStore:
+        """Open the layout, creating it if needed. Creation is atomic: a directory that did not exist
+        appears complete or not at all; an existing empty directory is filled index-last."""
+        p = Path(path)
+        if (p / "oci-layout").exists() and (p / "index.json").exists():
+            return cls.open(p)
+        if p.exists():
+            if not p.is_dir():
+                raise LayoutError(str(p), "exists and is not a directory")
+            unexpected = {c.name for c in p.iterdir()} - {"oci-layout", "blobs", ".regfp", "index.json"}
+            if unexpected:
+                raise LayoutError(str(p), f"directory is not empty and not an OCI layout "
+                                          f"(found {', '.join(sorted(unexpected)[:3])})")
+            _populate(p)
+            return cls.open(p)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".creating", dir=p.parent))
+        try:
+            os.chmod(staging, 0o755)
+            _populate(staging)
+            try:
+                os.rename(staging, p)
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # Someone else created it first: theirs is as good as ours.
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return cls.open(p)
+
+    @property
+    def location(self) -> str:
+        return f"OCI layout {self.path}"
+
+    def close(self) -> None:
+        if self._session_fd is not None:
+            os.close(self._session_fd)
+            self._session_fd = None
+
+    def __enter__(self) -> LayoutStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- blobs --------------------------------------------------------------------------------------
+    def blob_path(self, digest: Digest) -> Path:
+        return self.path / "blobs" / digest.algorithm / digest.hex
+
+    def has_blob(self, digest: Digest) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO:
+        path = self.blob_path(desc.digest)
+        try:
+            raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+        except FileNotFoundError:
+            raise NotFound(f"blob {desc.digest}", self.location) from None
+        return VerifyingReader(raw, desc.digest, desc.size, f"blob {desc.digest} in {self.path}")  # type: ignore[return-value]
+
+    def read_blob(self, desc: Descriptor, limit: int) -> bytes:
+        with self.open_blob(desc) as f:
+            return read_verified(f, desc.digest, desc.size, f"blob {desc.digest} in {self.path}", limit)
+
+    def blob_sink(self) -> _FileSink:
+        self._enter_session()
+        return _FileSink(self)
+
+    def put_blob(self, stream: BinaryIO, desc: Descriptor) -> None:
+        sink = self.blob_sink()
+        try:
+            while chunk := stream.read(1 << 20):
+                sink.write(chunk)
+            sink.commit(desc.media_type, expected=desc)
+        except BaseException:
+            sink.abort()
+            raise
+
+    def get_manifest(self, desc: Descriptor) -> bytes:
+        return self.read_blob(desc, MANIFEST_LIMIT)
+
+    def put_manifest(self, data: bytes, media_type: str) -> Descriptor:
+        sink = self.blob_sink()
+        sink.write(data)
+        return sink.commit(media_type)
+
+    # -- names --------------------------------------------------------------------------------------
+    def read_index(self) -> Index:
+        try:
+            data = (self.path / "index.json").read_bytes()
+        except OSError as e:
+            raise LayoutError(str(self.path), f"cannot read index.json ({e.strerror})") from None
+        try:
+            return Index.parse(data, mt.OCI_INDEX, what=f"index.json of {self.path}")
+        except InvalidDocument as e:
+            raise LayoutError(str(self.path), e.reason) from None
+
+    def names(self) -> dict[str, Descriptor]:
+        return {d.ref_name: d for d in self.read_index().manifests if d.ref_name}
+
+    def resolve(self, name: str) -> Descriptor:
+        matches = [d for d in self.read_index().manifests if d.ref_name == name]
+        if not matches:
+            raise NotFound(f"name {name!r}", self.location)
+        if len({m.digest for m in matches}) > 1:
+            raise LayoutError(str(self.path), f"name {name!r} points at {len(matches)} different manifests")
+        return matches[0]
+
+    def resolve_digest(self, digest: Digest) -> Descriptor:
+        """The descriptor of a manifest by digest: from index.json, or sniffed from the blob itself."""
+        for d in self.read_index().manifests:
+            if d.digest == digest:
+                return d.with_annotations({})
+        path = self.blob_path(digest)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"manifest {digest}", self.location) from None
+        from ..oci.manifest import sniff_media_type
+
+        data = self.read_blob(Descriptor(mt.OCI_MANIFEST, digest, size), MANIFEST_LIMIT)
+        return Descriptor(sniff_media_type(data), digest, size)
+
+    def set_names(self, updates: Mapping[str, Descriptor | None]) -> None:
+        self._enter_session()  # so gc cannot remove what we are about to name
+        for name, desc in updates.items():
+            check_name(name)
+            if desc is not None:
+                closure(self, [desc])  # raises NotFound before any name moves
+        with self._lock("index"):
+            index = self.read_index()
+            kept = [d for d in index.manifests if d.ref_name not in updates]
+            for name, desc in updates.items():
+                if desc is not None:
+                    kept.append(desc.with_annotations({**desc.annotations, REF_NAME: name}))
+            kept.sort(key=lambda d: (d.ref_name or "", d.digest.text))
+            new = Index(manifests=tuple(kept), annotations=index.annotations)
+            self._replace_file("index.json", new.to_bytes())
+
+    # -- gc -----------------------------------------------------------------------------------------
+    def gc(self, *, dry_run: bool = False) -> GcReport:
+        """Delete blobs no name reaches, and temp files of dead writers."""
+        with self._lock("session", shared=False), self._lock("index"):
+            roots = list(self.read_index().manifests)
+            keep = closure(self, roots, missing_ok=True)
+            removed: list[tuple[Digest, int]] = []
+            blobs = self.path / "blobs"
+            for alg_dir in sorted(blobs.iterdir()) if blobs.is_dir() else []:
+                for blob in sorted(alg_dir.iterdir()):
+                    try:
+                        digest = Digest(alg_dir.name, blob.name)
+                    except Exception:  # not a blob name; leave foreign files alone
+                        continue
+                    if digest in keep:
+                        continue
+                    removed.append((digest, blob.stat().st_size))
+                    if not dry_run:
+                        blob.unlink()
+            stale = 0
+            tmp = self.path / ".regfp" / "tmp"
+            if tmp.is_dir():
+                for leftover in tmp.iterdir():
+                    stale += 1
+                    if not dry_run:
+                        leftover.unlink(missing_ok=True)
+        return GcReport(removed=tuple(removed), kept=len(keep), temp_files=stale)
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _private(self) -> Path:
+        d = self.path / ".regfp"
+        (d / "tmp").mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _enter_session(self) -> None:
+        """Hold the shared session lock for this store's lifetime, so gc waits for us."""
+        if self._session_fd is None:
+            fd = os.open(self._private() / "session.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                _flock(fd, fcntl.LOCK_SH, str(self.path))
+            except BaseException:
+                os.close(fd)
+                raise
+            self._session_fd = fd
+
+    @contextmanager
+    def _lock(self, which: str, *, shared: bool = False) -> Iterator[None]:
+        if which == "session" and self._session_fd is not None:
+            # Upgrading our own shared lock would deadlock with other holders; drop it first.
+            os.close(self._session_fd)
+            self._session_fd = None
+        fd = os.open(self._private() / f"{which}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, str(self.path))
+            yield
+        finally:
+            os.close(fd)
+
+    def _replace_file(self, name: str, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f"{name}.", dir=self._private() / "tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.path)
+
+
+@dataclass(frozen=True)
+class GcReport:
+    removed: tuple[tuple[Digest, int], ...]
+    kept: int
+    temp_files: int
+
+    @property
+    def freed(self) -> int:
+        return sum(size for _, size in self.removed)
+
+
+class _FileSink:
+    """A blob being written: temp file + running sha256; ``commit`` renames it to its digest."""
+
+    def __init__(self, store: LayoutStore) -> None:
+        self._store = store
+        fd, name = tempfile.mkstemp(prefix="blob.", dir=store._private() / "tmp")
+        self._tmp = Path(name)
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._hash.update(data)
+        self._size += len(data)
+        self._file.write(data)
+
+    def commit(self, media_type: str, expected: Descriptor | None = None) -> Descriptor:
+        digest = Digest("sha256", self._hash.hexdigest())
+        try:
+            if expected is not None:
+                if self._size != expected.size:
+                    raise SizeMismatch(f"blob {expected.digest}", expected.size, self._size)
+                if expected.digest.algorithm == "sha256" and digest != expected.digest:
+                    raise DigestMismatch(f"blob {expected.digest}", expected.digest.text, digest.text)
+                digest = expected.digest if expected.digest.algorithm != "sha256" else digest
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.chmod(self._tmp, 0o644)
+            final = self._store.blob_path(digest)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._tmp, final)
+        except BaseException:
+            self.abort()
+            raise
+        return Descriptor(media_type, digest, self._size)
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def _populate(directory: Path) -> None:
+    (directory / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    for name, data in (("oci-layout", LAYOUT_FILE),
+                       ("index.json", canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+                                                      "manifests": []}))):
+        target = directory / name
+        if target.exists():
+            continue
+        tmp = directory / f".{name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+
+def _flock(fd: int, op: int, where: str) -> None:
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise LockTimeout(where, f"another regfp process held the lock for {LOCK_WAIT:.0f} s") from None
+            time.sleep(0.01)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_name(name: str) -> None:
+    """Names are OCI-reference-like: ``[a-z0-9._/-]+`` repository, optional ``:tag``."""
+    from ..refs import check_layout_name
+
+    check_layout_name(name)

@@ -1,0 +1,76 @@
+"""Deep verification of stored content: every manifest, config and layer, digests, sizes and diff_ids."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from .errors import RegfpError
+from .oci import mediatypes as mt
+from .oci.descriptor import Descriptor
+from .oci.digest import Digest
+from .oci.manifest import Index
+from .oci.validate import ValidationError, validate
+from .progress import SILENT, Progress
+from .stores.base import Store, closure, read_image
+from .stores.layout import LayoutStore
+
+
+@dataclass
+class Report:
+    checked: list[str] = field(default_factory=list)  # what was verified, by name or digest
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_descriptor(store: Store, desc: Descriptor, report: Report, label: str,
+                      progress: Progress = SILENT) -> None:
+    """Verify what ``desc`` points at (every platform of an index); findings go to ``report``."""
+    try:
+        if desc.media_type in mt.INDEX_TYPES:
+            index = Index.parse(store.get_manifest(desc), desc.media_type)
+            for child in index.manifests:
+                verify_descriptor(store, child, report, f"{label} [{child.platform or child.digest.short}]",
+                                  progress)
+            return
+        image = read_image(store, desc)
+        on_bytes = progress.task(f"verify {label}", sum(la.size for la in image.layers))
+        validate(image, on_bytes=on_bytes)
+    except ValidationError as e:
+        report.problems.extend(f"{label}: {p}" for p in e.problems)
+    except RegfpError as e:
+        report.problems.append(f"{label}: {e}")
+    else:
+        report.checked.append(label)
+
+
+def verify_layout(store: LayoutStore, progress: Progress = SILENT) -> Report:
+    """Every named image, then every other blob file against the digest its file name claims."""
+    report = Report()
+    entries = store.read_index().manifests
+    for entry in entries:
+        verify_descriptor(store, entry, report, entry.ref_name or entry.digest.text, progress)
+    try:
+        reached = set(closure(store, list(entries), missing_ok=True))
+    except RegfpError:
+        reached = set()  # already reported above; hash every file below
+    blobs = store.path / "blobs"
+    for alg_dir in sorted(blobs.iterdir()) if blobs.is_dir() else []:
+        for blob in sorted(alg_dir.iterdir()):
+            try:
+                digest = Digest(alg_dir.name, blob.name)
+            except RegfpError:
+                continue
+            if digest in reached:
+                continue
+            h = hashlib.new(digest.algorithm)
+            with open(blob, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            if h.hexdigest() != digest.hex:
+                report.problems.append(f"unreferenced blob {digest}: content hashes to "
+                                       f"{digest.algorithm}:{h.hexdigest()}")
+    return report

@@ -1,0 +1,74 @@
+"""Shared fixtures: real tools (umoci, skopeo, runc), busybox root filesystems, the regfp CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+
+
+def need(tool: str) -> str:
+    """The path of a real tool the test depends on; CI installs them all, so missing ones fail loudly
+    there (REGFP_REQUIRE_TOOLS=1) and skip on a developer machine without them."""
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("REGFP_REQUIRE_TOOLS"):
+            pytest.fail(f"{tool} is required (see .ci/run)")
+        pytest.skip(f"{tool} not installed")
+    return path
+
+
+@pytest.fixture
+def tool_env(tmp_path: Path) -> dict[str, str]:
+    """An environment for skopeo/umoci with their own HOME and caches (never /var/lib/containers)."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = dict(os.environ, HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"),
+               XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"),
+               XDG_RUNTIME_DIR=str(home / "run"))
+    (home / "run").mkdir(exist_ok=True)
+    return env
+
+
+def make_busybox_rootfs(root: Path) -> Path:
+    """A minimal runnable root filesystem: busybox-static and a few applet links."""
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    os.chmod(root / "bin" / "busybox", 0o755)
+    for applet in ("sh", "env", "cat", "ls", "id", "echo", "true"):
+        os.symlink("busybox", root / "bin" / applet)
+    (root / "etc").mkdir()
+    (root / "etc" / "os-release").write_text('ID=busybox\nNAME="BusyBox test base"\n')
+    (root / "tmp").mkdir()
+    os.chmod(root / "tmp", 0o1777)
+    return root
+
+
+@pytest.fixture
+def busybox_rootfs(tmp_path: Path) -> Path:
+    if not Path(BUSYBOX).exists():
+        pytest.skip("busybox-static not installed")
+    return make_busybox_rootfs(tmp_path / "rootfs")
+
+
+def regfp(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+          check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess (exit codes, stdout/stderr separation, no tracebacks)."""
+    proc = subprocess.run([sys.executable, "-m", "regctl_fp", *args], cwd=cwd, env=env, input=input,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"regfp {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def regfp_json(*args: str, **kw: object) -> object:
+    proc = regfp(*args, "--json", **kw)  # type: ignore[arg-type]
+    return json.loads(proc.stdout)
