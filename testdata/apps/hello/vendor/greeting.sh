@@ -1,0 +1,2 @@
+# vendored dependency (demo)
+greet() { echo "hello, $1"; }
