@@ -1,5 +1,5 @@
-"""A deterministic ~200 MB tree of mixed files (text, binaries, incompressible assets, many tiny files)
-for the layer benchmark. Same seed, same bytes, on any machine."""
+"""Deterministic benchmark inputs: a ~180 MB tree of mixed files (text, binaries, incompressible assets,
+many tiny files) and one large compressible file. Same seed and size, same bytes, on any machine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 import sys
 from pathlib import Path
 
-WORDS = ("def class return import from self None True False for while if else elif try except with as "
+WORDS = ("def class return import from self None True False for while if else elif try except with as "  # noqa: SIM905
          "lambda yield async await struct int char void static const unsigned long double float pointer "
          "buffer size length offset index value key name path file data error result config layer image "
          "digest manifest registry blob tag the of and to in is that it for on are was").split()
@@ -64,7 +64,28 @@ def make_tree(root: Path, scale: float = 1.0, seed: int = 42) -> int:
     return total
 
 
+def make_big(path: Path, size: int, seed: int = 7) -> None:
+    """One ``size``-byte file cut from a 32 MiB pool of text, binary and random data in 4 KiB pieces at
+    random offsets: compressible about 2x like the tree, yet with no long-range repeats that would
+    favour zstd's larger window over gzip's 32 KiB."""
+    rng = random.Random(seed)
+    kinds = (text_blob, binary_blob, binary_blob, lambda r, n: r.randbytes(n))
+    pool = b"".join(kinds[i % len(kinds)](rng, 1 << 20) for i in range(32))
+    piece, mib = 4096, 1 << 20
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            offsets = [rng.randrange(len(pool) - piece) for _ in range(mib // piece)]
+            block = b"".join(pool[o:o + piece] for o in offsets)
+            f.write(block[:left])
+            left -= min(left, mib)
+
+
 if __name__ == "__main__":
-    target = Path(sys.argv[1])
-    target.mkdir(parents=True, exist_ok=False)
-    print(make_tree(target, float(sys.argv[2]) if len(sys.argv) > 2 else 1.0))
+    # tree.py DIR [SCALE]  |  tree.py big FILE MIB
+    if sys.argv[1] == "big":
+        make_big(Path(sys.argv[2]), int(sys.argv[3]) << 20)
+    else:
+        target = Path(sys.argv[1])
+        target.mkdir(parents=True, exist_ok=False)
+        print(make_tree(target, float(sys.argv[2]) if len(sys.argv) > 2 else 1.0))

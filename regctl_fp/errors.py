@@ -17,7 +17,8 @@ from .oci.errors import (
 
 __all__ = [
     "DigestMismatch", "InvalidDigest", "InvalidDocument", "InvalidInput", "LayerInputError", "LayoutError",
-    "LockTimeout", "NotFound", "RecipeError", "RefError", "RegfpError", "SizeMismatch", "VerificationError",
+    "LockTimeout", "NotFound", "RecipeError", "RefError", "RegfpError", "RegistryError", "SizeMismatch",
+    "VerificationError",
 ]
 
 
@@ -59,6 +60,41 @@ class LayoutError(RegfpError):
 
 class LockTimeout(LayoutError):
     pass
+
+
+class RegistryError(RegfpError):
+    """A registry request that failed: the method, the URL (credentials and query secrets removed), the
+    HTTP status (None when no response came) and the registry's error code, e.g. ``MANIFEST_INVALID``."""
+
+    def __init__(self, method: str, url: str, status: int | None, code: str | None = None,
+                 detail: str = "") -> None:
+        self.method = method
+        self.url = redact_url(url)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        what = f"HTTP {status}" if status is not None else "no response"
+        if code:
+            what += f" {code}"
+        super().__init__(f"{method} {self.url}: {what}" + (f": {detail}" if detail else ""))
+
+
+# Query parameters that say what a request is about; every other one (upload state, signed CDN
+# redirects) is dropped from URLs shown to people, because some of them work as credentials.
+_SHOWN_QUERY = frozenset({"digest", "mount", "from", "n", "last", "service", "scope"})
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user info and without query parameters that could carry secrets."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc.rpartition("@")[2]
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k in _SHOWN_QUERY]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(kept, safe=":/,"), ""))
 
 
 class RecipeError(InvalidInput):

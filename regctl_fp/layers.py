@@ -2,7 +2,8 @@
 
 The pass writes the tar stream, hashes it (diff_id), compresses it and hashes the compressed bytes
 (digest) while they go to a blob sink, so memory stays constant whatever the size. Entries are sorted
-by path bytes, owners normalised, user/group names dropped, mtimes fixed by the caller, setuid/setgid
+by path, one component at a time (``a``, ``a/x``, ``a-b``: depth first, as GNU ``tar --sort=name``
+writes them), owners normalised, user/group names dropped, mtimes fixed by the caller, setuid/setgid
 dropped unless asked. Device nodes, sockets, FIFOs, and paths that would escape the layer root are
 refused with a ``LayerInputError``.
 """
@@ -10,11 +11,13 @@ refused with a ``LayerInputError``.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import queue
 import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
@@ -22,12 +25,12 @@ from typing import BinaryIO, Literal, Protocol
 from . import tarformat as tf
 from .errors import LayerInputError
 from .oci import mediatypes as mt
-from .oci.compression import Compressor, compressor
+from .oci.compression import BLOCK, BlockCompressor, Buffer, block_compressor
 from .oci.descriptor import Descriptor
 from .oci.digest import Digest
 
 Kind = Literal["file", "dir", "symlink", "hardlink"]
-CHUNK = 1 << 20
+CHUNK = BLOCK  # the tar stream is cut here; gzip compresses each block on its own
 WHITEOUT_PREFIX = b".wh."
 
 
@@ -117,33 +120,42 @@ def collect_tree(root: str | Path, *, prefix: str | bytes = b"", uid: int = 0, g
     try:
         st = os.stat(base)
     except OSError as e:
-        raise LayerInputError(os.fsdecode(base), f"cannot read directory: {e.strerror}") from None
+        raise LayerInputError(_show(base), f"cannot read directory: {e.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise LayerInputError(os.fsdecode(base), "not a directory")
-    pre = normalize(_as_bytes(prefix)) if _as_bytes(prefix).strip(b"/") else b""
+        raise LayerInputError(_show(base), "not a directory")
+    raw_prefix = _as_bytes(prefix)
+    pre = normalize(raw_prefix) if raw_prefix.strip(b"/.") else b""
     out: list[Entry] = []
-    _walk(base, b"", pre, out, uid, gid, keep_special_bits, allow_whiteouts)
-    out.sort(key=lambda e: e.path)
+    # An explicit stack, not recursion: a hostile tree may nest deeper than Python's recursion limit.
+    pending = [b""]
+    while pending:
+        _scan(base, pending.pop(), pre, out, pending, uid, gid, keep_special_bits, allow_whiteouts)
+    out.sort(key=lambda e: order_key(e.path))
     return _link_hardlinks(out)
 
 
-def _walk(base: bytes, rel: bytes, pre: bytes, out: list[Entry], uid: int, gid: int, keep: bool,
-          allow_whiteouts: bool) -> None:
+def _show(path: bytes) -> str:
+    """A path for messages: undecodable bytes as ``\\xff`` escapes, never lone surrogates that break output."""
+    return path.decode("utf-8", "backslashreplace")
+
+
+def _scan(base: bytes, rel: bytes, pre: bytes, out: list[Entry], pending: list[bytes], uid: int, gid: int,
+          keep: bool, allow_whiteouts: bool) -> None:
+    """Entries for the children of ``base/rel``; subdirectories are queued on ``pending``."""
     directory = os.path.join(base, rel) if rel else base
     try:
         with os.scandir(directory) as it:
             children = sorted(it, key=lambda d: d.name)
     except OSError as e:
-        raise LayerInputError(os.fsdecode(directory), f"cannot list directory: {e.strerror}") from None
+        raise LayerInputError(_show(directory), f"cannot list directory: {e.strerror}") from None
     for child in children:
         name = child.name
         assert isinstance(name, bytes)
+        origin = _show(child.path)
         if name.startswith(WHITEOUT_PREFIX) and not allow_whiteouts:
-            raise LayerInputError(os.fsdecode(child.path),
-                                  "names starting with '.wh.' are reserved for OCI whiteouts")
+            raise LayerInputError(origin, "names starting with '.wh.' are reserved for OCI whiteouts")
         crel = rel + b"/" + name if rel else name
         lpath = pre + b"/" + crel if pre else crel
-        origin = os.fsdecode(child.path)
         try:
             st = child.stat(follow_symlinks=False)
         except OSError as e:
@@ -153,12 +165,12 @@ def _walk(base: bytes, rel: bytes, pre: bytes, out: list[Entry], uid: int, gid: 
             mode &= ~(stat.S_ISUID | stat.S_ISGID)
         if stat.S_ISDIR(st.st_mode):
             out.append(Entry(lpath, "dir", mode, uid=uid, gid=gid, origin=origin))
-            _walk(base, crel, pre, out, uid, gid, keep, allow_whiteouts)
+            pending.append(crel)
         elif stat.S_ISREG(st.st_mode):
-            path = child.path
             ident = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
             out.append(Entry(lpath, "file", mode, size=st.st_size, uid=uid, gid=gid, origin=origin,
-                             opener=_file_opener(path), target=repr(ident).encode() if ident else b""))
+                             opener=_file_opener(child.path, origin),
+                             target=repr(ident).encode() if ident else b""))
         elif stat.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(child.path)
@@ -166,18 +178,43 @@ def _walk(base: bytes, rel: bytes, pre: bytes, out: list[Entry], uid: int, gid: 
                 raise LayerInputError(origin, f"cannot read symlink: {e.strerror}") from None
             out.append(Entry(lpath, "symlink", 0o777, target=target, uid=uid, gid=gid, origin=origin))
         else:
-            kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
-                    else "a device node" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-                    else "a special file")
-            raise LayerInputError(origin, f"is {kind}; layers hold only files, directories and links")
+            raise LayerInputError(origin, f"is {_special_kind(st.st_mode)}; layers hold only files, "
+                                          "directories and links")
 
 
-def _file_opener(path: bytes) -> Callable[[], BinaryIO]:
-    return lambda: open(path, "rb")
+def _special_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device node"
+    return "a special file"
+
+
+def _file_opener(path: bytes, origin: str) -> Callable[[], BinaryIO]:
+    def open_checked() -> BinaryIO:
+        # The file is opened long after it was listed: if it has meanwhile become a symlink (to a file
+        # outside the tree) or a FIFO (which would block), refuse rather than follow or hang.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise LayerInputError(origin, f"became {_special_kind(mode)} while the layer was written")
+            os.set_blocking(fd, True)
+            # Unbuffered: the writer reads straight into its blocks, and a buffer per file costs time.
+            return os.fdopen(fd, "rb", buffering=0)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    return open_checked
 
 
 def _link_hardlinks(entries: list[Entry]) -> list[Entry]:
-    """Files sharing an inode (marked in ``target`` by ``_walk``): the first stays, the rest link to it."""
+    """Files sharing an inode (marked in ``target`` by ``_scan``): the first stays, the rest link to it."""
     first: dict[bytes, bytes] = {}
     out = []
     for e in entries:
@@ -206,33 +243,55 @@ def prepare(entries: Iterable[Entry]) -> list[Entry]:
             raise LayerInputError(e.show(), "the same path appears twice in one layer")
         if e.kind == "symlink" and (not e.target or b"\0" in e.target):
             raise LayerInputError(e.show(), "symlink target is empty or contains NUL")
-        if e.kind == "file" and e.data is None and e.opener is None:
-            raise LayerInputError(e.show(), "file entry has no content")
+        if e.kind == "file":
+            if e.data is None and e.opener is None:
+                raise LayerInputError(e.show(), "file entry has no content")
+            # The header promises ``size`` bytes: any other amount would corrupt every entry after it.
+            if e.size < 0 or (e.data is not None and len(e.data) != e.size):
+                raise LayerInputError(e.show(), f"file size {e.size} does not match its content")
         if e.uid < 0 or e.gid < 0:
             raise LayerInputError(e.show(), "negative uid or gid")
-        by_path[path] = e if path == e.path else _with_path(e, path)
-    ordered = [by_path[p] for p in sorted(by_path)]
+        target = _link_target(e) if e.kind == "hardlink" else e.target
+        by_path[path] = e if (path, target) == (e.path, e.target) else _with_path(e, path, target)
+    ordered = [by_path[p] for p in sorted(by_path, key=order_key)]
+    position = {e.path: i for i, e in enumerate(ordered)}
     for e in ordered:
         # Writing through a symlink is how hostile tars escape: no entry may live below a link.
+        # Parents sort first, so the nearest directory entry above was already checked the same way.
         parent = e.path
         while b"/" in parent:
             parent = parent.rpartition(b"/")[0]
             above = by_path.get(parent)
-            if above is not None and above.kind != "dir":
-                raise LayerInputError(e.show(), f"its parent {parent.decode('utf-8', 'replace')!r} is a "
-                                                f"{above.kind} in the same layer")
+            if above is None:
+                continue
+            if above.kind != "dir":
+                raise LayerInputError(e.show(), f"its parent {_show(parent)!r} is a {above.kind} in the same layer")
+            break
         if e.kind == "hardlink":
-            target = normalize(e.target, e.origin)
-            linked = by_path.get(target)
-            if linked is None or linked.kind != "file" or linked.path >= e.path:
-                raise LayerInputError(e.show(), "hardlink target must be a regular file earlier in the layer")
+            linked = by_path.get(e.target)
+            if linked is None or linked.kind != "file" or position[linked.path] >= position[e.path]:
+                raise LayerInputError(e.show(), f"hardlink target {_show(e.target)!r} must be a regular file "
+                                                "earlier in the layer")
     return ordered
 
 
-def _with_path(e: Entry, path: bytes) -> Entry:
-    return Entry(path, e.kind, e.mode, size=e.size,
-                 target=normalize(e.target, e.origin) if e.kind == "hardlink" else e.target,
-                 opener=e.opener, data=e.data, uid=e.uid, gid=e.gid, origin=e.origin)
+def order_key(path: bytes) -> bytes:
+    """Sort key of layer paths: component by component, so a directory's whole subtree follows it
+    directly. Plain byte order would put ``a-b`` between ``a`` and ``a/x``; GNU tar then applies the
+    mode of ``a`` before ``a/x`` arrives, and a non-root extraction of a read-only ``a`` fails."""
+    return path.replace(b"/", b"\0")  # NUL sorts below every byte a name can hold
+
+
+def _link_target(e: Entry) -> bytes:
+    try:
+        return normalize(e.target)
+    except LayerInputError as err:
+        raise LayerInputError(e.show(), f"hardlink target {_show(e.target)!r}: {err.reason}") from None
+
+
+def _with_path(e: Entry, path: bytes, target: bytes) -> Entry:
+    return Entry(path, e.kind, e.mode, size=e.size, target=target, opener=e.opener, data=e.data, uid=e.uid,
+                 gid=e.gid, origin=e.origin)
 
 
 # ---- writing ---------------------------------------------------------------------------------------
@@ -252,18 +311,26 @@ def write_layer(entries: Iterable[Entry], sink: BlobSink, *, mtime: int, compres
                 level: int | None = None, on_bytes: Callable[[int], None] | None = None) -> WrittenLayer:
     """Stream ``entries`` as one tar layer into ``sink``; the sink is committed on success, aborted on error.
 
-    Two stages overlap on two cores: this thread reads files, writes tar headers and hashes the tar
-    stream (diff_id); a worker thread compresses and hands the result to the sink (which hashes it
-    for the digest). At most ``_QUEUE_DEPTH`` chunks are in flight, so memory stays bounded.
+    The work overlaps on every core: this thread writes tar headers and reads files straight into
+    1 MiB blocks; one thread hashes the blocks (diff_id); compressor threads compress them (gzip blocks
+    independently, zstd in order with its own threads); one thread hands the results to the sink in
+    order (which hashes them for the digest). Every queue is bounded, so memory stays constant (a few
+    dozen MiB) whatever the size, and the bytes never depend on the thread count.
     """
-    ordered = prepare(entries)
-    media_type = mt.OCI_LAYER_FOR.get(compression)
-    if media_type is None:
-        raise LayerInputError(compression, "unknown compression (gzip, zstd, none)")
-    comp = compressor(compression, level)
-    pipe = _Pipe(comp, sink)
-    stream = _TarStream(pipe)
+    try:  # the sink exists already: refusing the input must not leave its temp file behind
+        ordered = prepare(entries)
+        media_type = mt.OCI_LAYER_FOR.get(compression)
+        if media_type is None:
+            raise LayerInputError(compression, "unknown compression (gzip, zstd, none)")
+        comp = block_compressor(compression, level)
+        # Uncompressed, the blob is the tar stream itself: the sink's digest is the diff_id, no second hash.
+        # Inside the try: starting the threads takes long enough for a Ctrl-C to land there.
+        pipe = _Pipe(comp, sink, hash_diff=compression != "none")
+    except BaseException:
+        sink.abort()
+        raise
     try:
+        stream = _TarStream(pipe)
         for e in ordered:
             size = e.size if e.kind == "file" else 0
             name = e.path + b"/" if e.kind == "dir" else e.path
@@ -273,124 +340,256 @@ def write_layer(entries: Iterable[Entry], sink: BlobSink, *, mtime: int, compres
                 continue
             if e.data is not None:
                 stream.add(e.data)
+                if on_bytes is not None:
+                    on_bytes(size)
             else:
                 _copy_file(e, stream, on_bytes)
-            stream.add(tf.padding(size))
-            if on_bytes is not None and e.data is not None:
-                on_bytes(size)
-        stream.add(tf.END_OF_ARCHIVE)
-        stream.flush()
-        pipe.finish()
+            stream.zeros(-size % tf.BLOCK)
+        stream.zeros(len(tf.END_OF_ARCHIVE))
+        stream.close()
+        diff = pipe.finish()
         desc = sink.commit(media_type)
     except BaseException:
         pipe.abandon()
         sink.abort()
         raise
-    return WrittenLayer(desc, Digest("sha256", stream.diff.hexdigest()), stream.size)
+    if diff is None:
+        if desc.digest.algorithm != "sha256":  # every sink regfp has hashes with sha256
+            raise RuntimeError(f"blob sink returned a {desc.digest.algorithm} digest; diff_ids are sha256")
+        return WrittenLayer(desc, desc.digest, stream.size)
+    return WrittenLayer(desc, Digest("sha256", diff), stream.size)
 
 
-_QUEUE_DEPTH = 4
+_DEPTH = 4  # blocks waiting at each stage: enough to ride out uneven files, little memory
+_ZEROS = bytes(2 * tf.BLOCK)
+
+
+class _Abandoned(Exception):
+    """Set as the pipe's error when the producer gives up, so every stage stops working and drains."""
 
 
 class _Pipe:
-    """Compress-and-store on a worker thread; chunks arrive in order through a bounded queue."""
+    """Hashing, compressing and storing on worker threads, each stage fed in order by a bounded queue.
 
-    def __init__(self, comp: Compressor, sink: BlobSink) -> None:
+    Every stage keeps draining its queue after a failure (doing no more work), so the producer never
+    blocks on a dead consumer; the first error is re-raised on the producer's thread. Blocks come
+    back to a free list once the hasher and the compressor are done with them: a fresh 1 MiB buffer
+    costs page faults, a recycled one nothing. Blocks handed to the sink itself (no compression) are
+    never recycled, since a sink may keep what it is given.
+    """
+
+    def __init__(self, comp: BlockCompressor, sink: BlobSink, *, hash_diff: bool) -> None:
         self._comp = comp
         self._sink = sink
-        self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(_QUEUE_DEPTH)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="regfp-compress", daemon=True)
-        self._thread.start()
+        self._closed = False
+        self._diff = hashlib.sha256() if hash_diff else None
+        self._hashes: queue.Queue[bytearray | None] | None = queue.Queue(_DEPTH) if hash_diff else None
+        self._jobs: queue.Queue[tuple[Callable[[], bytes], Future[bytes], bytearray] | None] | None = (
+            queue.Queue(_DEPTH) if comp.workers else None)
+        self._outputs: queue.Queue[Future[bytes] | None] = queue.Queue(_DEPTH + comp.workers)
+        self._free: list[bytearray] = []
+        self._users: dict[int, int] = {}  # id(block) -> stages still reading it
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        if hash_diff:
+            self._start("regfp-hash", self._hash_loop)
+        for i in range(comp.workers):
+            self._start(f"regfp-compress-{i}", self._compress_loop)
+        self._start("regfp-write", self._write_loop)
 
-    def _run(self) -> None:
-        while True:
-            chunk = self._queue.get()
-            if chunk is None:
-                break
-            if self._error is not None:
-                continue  # keep draining so the producer never blocks on a dead consumer
-            try:
-                out = self._comp.compress(chunk)
-                if out:
-                    self._sink.write(out)
-            except BaseException as e:  # handed to the producer thread, which re-raises it
-                self._error = e
+    def _start(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _fail(self, error: BaseException) -> None:
         if self._error is None:
-            try:
-                tail = self._comp.flush()
-                if tail:
-                    self._sink.write(tail)
-            except BaseException as e:
-                self._error = e
+            self._error = error
 
-    def put(self, chunk: bytes | bytearray) -> None:
+    def new_block(self) -> bytearray:
+        """A ``CHUNK``-sized buffer to fill, recycled when one is free; its old bytes are garbage."""
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return bytearray(CHUNK)
+
+    def _done_with(self, block: bytearray) -> None:
+        with self._lock:
+            left = self._users[id(block)] - 1
+            if left:
+                self._users[id(block)] = left
+            else:
+                del self._users[id(block)]
+                self._free.append(block)
+
+    def _hash_loop(self) -> None:
+        assert self._hashes is not None and self._diff is not None
+        while (block := self._hashes.get()) is not None:
+            if self._error is None:
+                try:
+                    self._diff.update(block)
+                    self._comp.track(block)
+                except BaseException as e:  # handed to the producer thread, which re-raises it
+                    self._fail(e)
+            self._done_with(block)
+
+    def _compress_loop(self) -> None:
+        assert self._jobs is not None
+        while (item := self._jobs.get()) is not None:
+            job, result, block = item
+            if self._error is not None:
+                result.set_exception(_Abandoned())  # the writer may be waiting on it
+            else:
+                try:
+                    result.set_result(job())
+                except BaseException as e:
+                    result.set_exception(e)
+            del job
+            self._done_with(block)
+
+    def _write_loop(self) -> None:
+        try:
+            if self._comp.header:
+                self._sink.write(self._comp.header)
+        except BaseException as e:
+            self._fail(e)
+        while (result := self._outputs.get()) is not None:
+            if self._error is None:
+                try:
+                    out = result.result()
+                    if out:
+                        self._sink.write(out)
+                except BaseException as e:
+                    self._fail(e)
+
+    def put(self, block: bytearray, final: bool) -> None:
+        """Hand over the next block of the tar stream; the caller never writes to it again."""
         if self._error is not None:
             raise self._error
-        self._queue.put(chunk)
+        job = self._comp.job(block, final)
+        result: Future[bytes] = Future()
+        if self._jobs is None:
+            result.set_result(job())  # nothing to compute: the sink gets the block itself
+        else:
+            with self._lock:
+                self._users[id(block)] = 1 + (self._hashes is not None)
+            self._jobs.put((job, result, block))
+        self._outputs.put(result)
+        if self._hashes is not None:
+            self._hashes.put(block)
 
-    def finish(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+    def finish(self) -> str | None:
+        """Wait for every stage; write the trailer. The diff_id's hex, unless it was not computed."""
+        self._close()
         if self._error is not None:
             raise self._error
+        trailer = self._comp.trailer()
+        if trailer:
+            self._sink.write(trailer)
+        return self._diff.hexdigest() if self._diff is not None else None
 
     def abandon(self) -> None:
-        if self._thread.is_alive():
-            self._error = self._error or RuntimeError("abandoned")
-            self._queue.put(None)
-            self._thread.join()
+        if not self._closed:
+            self._fail(_Abandoned())
+            self._close()
+
+    def _close(self) -> None:
+        self._closed = True
+        if self._hashes is not None:
+            self._hashes.put(None)
+        if self._jobs is not None:
+            for _ in range(self._comp.workers):
+                self._jobs.put(None)
+        self._outputs.put(None)
+        for thread in self._threads:
+            thread.join()
 
 
 class _TarStream:
-    """Collects small pieces into ~1 MiB chunks; hashes each chunk (diff_id) as it leaves."""
+    """The tar stream cut into ``CHUNK``-sized blocks at fixed offsets; files are read straight into them.
+
+    Every byte of a block is written before it is sent (blocks are recycled, so nothing is zero).
+    """
 
     def __init__(self, pipe: _Pipe) -> None:
         self._pipe = pipe
-        self._buf = bytearray()
-        self.diff = hashlib.sha256()
         self.size = 0
+        self._new_block()
 
-    def add(self, data: bytes) -> None:
-        self._buf += data
-        if len(self._buf) >= CHUNK:
-            self.flush()
+    def _new_block(self) -> None:
+        self._block = self._pipe.new_block()
+        self._view = memoryview(self._block)
+        self._pos = 0
 
-    def add_chunk(self, data: bytes) -> None:
-        """A piece that is already chunk-sized: sent as is, after whatever is buffered."""
-        self.flush()
-        self._send(data)
+    def _send_full(self) -> None:
+        self._view.release()
+        self._pipe.put(self._block, final=False)
+        self.size += CHUNK
+        self._new_block()
 
-    def flush(self) -> None:
-        if self._buf:
-            buf, self._buf = self._buf, bytearray()
-            self._send(buf)
+    def add(self, data: Buffer) -> None:
+        pos, n = self._pos, len(data)
+        if pos + n < CHUNK:
+            self._view[pos:pos + n] = data
+            self._pos = pos + n
+            return
+        src = memoryview(data)
+        while src:
+            take = min(len(src), CHUNK - self._pos)
+            self._view[self._pos:self._pos + take] = src[:take]
+            self._pos += take
+            src = src[take:]
+            if self._pos == CHUNK:
+                self._send_full()
 
-    def _send(self, data: bytes | bytearray) -> None:
-        self.diff.update(data)
-        self.size += len(data)
-        self._pipe.put(data)
+    def zeros(self, n: int) -> None:
+        """Tar padding and the end-of-archive marker: never more than 1 KiB."""
+        self.add(_ZEROS[:n])
+
+    def read_into(self, readinto: Callable[[memoryview], int | None], limit: int) -> int:
+        """Read up to ``limit`` bytes into the current block; 0 at the end of the file."""
+        pos = self._pos
+        with self._view[pos:pos + min(limit, CHUNK - pos)] as target:
+            got = readinto(target) or 0
+        self._pos = pos + got
+        if self._pos == CHUNK:
+            self._send_full()
+        return got
+
+    def close(self) -> None:
+        """Send the last block: shorter than ``CHUNK``, possibly empty."""
+        last = bytearray(self._view[:self._pos])
+        self._view.release()
+        self.size += len(last)
+        self._pipe.put(last, final=True)
 
 
 _TYPE = {"file": tf.REGULAR, "dir": tf.DIRECTORY, "symlink": tf.SYMLINK, "hardlink": tf.HARDLINK}
 
 
 def _copy_file(e: Entry, stream: _TarStream, on_bytes: Callable[[int], None] | None) -> None:
-    """Append a file's content; small files join the current chunk, big ones stream chunk by chunk."""
+    """Append exactly ``e.size`` bytes of the file, read straight into the stream's blocks when it can."""
     assert e.opener is not None
     remaining = e.size
     try:
         with e.opener() as f:
+            readinto = getattr(f, "readinto", None)
             while remaining:
-                data = f.read(min(CHUNK, remaining))
-                if not data:
-                    raise LayerInputError(e.show(), "file shrank while it was being read")
-                if len(data) == CHUNK:
-                    stream.add_chunk(data)
+                if readinto is not None:
+                    try:
+                        got = stream.read_into(readinto, remaining)
+                    except (NotImplementedError, io.UnsupportedOperation):
+                        readinto = None  # a reader with only read(): copy instead
+                        continue
                 else:
+                    data = f.read(min(CHUNK, remaining))
                     stream.add(data)
-                remaining -= len(data)
+                    got = len(data)
+                if not got:
+                    raise LayerInputError(e.show(), "file shrank while it was being read")
+                remaining -= got
                 if on_bytes is not None:
-                    on_bytes(len(data))
+                    on_bytes(got)
     except OSError as err:
         raise LayerInputError(e.show(), f"cannot read: {err.strerror}") from None

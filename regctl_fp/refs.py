@@ -87,9 +87,15 @@ class RegistryRef:
         return self.digest.text if self.digest is not None else (self.tag or "latest")
 
     @property
+    def host(self) -> str:
+        """The registry without its port; an IPv6 address keeps its brackets (``[::1]``)."""
+        if self.registry.startswith("["):
+            return self.registry[: self.registry.index("]") + 1]
+        return self.registry.rsplit(":", 1)[0]
+
+    @property
     def plain_http(self) -> bool:
-        host = self.registry.rsplit(":", 1)[0] if not self.registry.startswith("[") else self.registry
-        return host in ("localhost", "127.0.0.1", "[::1]")
+        return self.host in ("localhost", "127.0.0.1", "[::1]")
 
     def __str__(self) -> str:
         out = f"{self.registry}/{self.repository}"
@@ -107,7 +113,7 @@ def _parse_digest(ref: str, text: str) -> Digest:
     try:
         return Digest.parse(text)
     except InvalidDigest as e:
-        raise RefError(ref, e.reason) from None
+        raise RefError(ref, e.message) from None
 
 
 def parse_ref(text: str) -> Ref:
@@ -161,6 +167,9 @@ def parse_registry(text: str, *, original: str | None = None) -> RegistryRef:
     first, slash, remainder = rest.partition("/")
     if slash and (("." in first or ":" in first or first == "localhost") and _HOST.fullmatch(first)):
         registry, path = first, remainder
+        port = first.rpartition("]")[2].rpartition(":")[2] if ":" in first.rpartition("]")[2] else ""
+        if port and not 0 < int(port) < 65536:
+            _bad(orig, f"port {port} is out of range (1-65535)")
     elif "/" in rest or re.fullmatch(r"[a-z0-9._-]+(?::[A-Za-z0-9_.-]+)?", rest):
         registry, path = "docker.io", rest
     else:
@@ -179,6 +188,8 @@ def parse_registry(text: str, *, original: str | None = None) -> RegistryRef:
             path = f"library/{path}"
     if not _REPOSITORY.fullmatch(path):
         _bad(orig, f"{path!r} is not a valid repository name (lowercase, [a-z0-9._-/])")
+    if len(path) > 255:  # registries answer NAME_INVALID; say so before any network round trip
+        _bad(orig, f"the repository name is {len(path)} characters long (at most 255)")
     if tag is None and digest is None:
         tag = "latest"
     return RegistryRef(registry, path, tag, digest)

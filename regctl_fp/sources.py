@@ -6,6 +6,7 @@ image) is an explicit argument; the CLI decides it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +50,10 @@ def open_layout_ref(ref: LayoutRef) -> tuple[LayoutStore, Descriptor]:
 
 
 def load_image(ref: Ref, *, work: Store | None, platform: Platform | None = None,
-               options: BuildOptions = BuildOptions(), progress: Progress = SILENT) -> Image:
-    """The image ``ref`` names. ``work`` receives the blobs of images that must be computed (``dir:``)."""
+               options: BuildOptions = BuildOptions(), progress: Progress = SILENT,
+               registry: Callable[[RegistryRef], tuple[Store, Descriptor]] | None = None) -> Image:
+    """The image ``ref`` names. ``work`` receives the blobs of images that must be computed (``dir:``);
+    ``registry`` opens a registry reference (the CLI supplies one with its flags and credentials)."""
     if isinstance(ref, LayoutRef):
         store, desc = open_layout_ref(ref)
         return read_image(store, desc, platform)
@@ -59,8 +62,10 @@ def load_image(ref: Ref, *, work: Store | None, platform: Platform | None = None
             raise RefError(str(ref), "a dir: image needs somewhere to write its layer")
         return image_from_directory(Path(ref.path), work, options, progress)
     if isinstance(ref, RegistryRef):
-        raise RefError(str(ref), "registry references are not supported by this version yet; "
-                                 "copy the image into an OCI layout (e.g. with skopeo) and use oci:PATH:NAME")
+        if registry is None:
+            raise RefError(str(ref), "a registry reference cannot be used here (no registry access given)")
+        store, desc = registry(ref)
+        return read_image(store, desc, platform)
     raise RefError(str(ref), "unknown reference kind")
 
 

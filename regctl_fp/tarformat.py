@@ -7,6 +7,8 @@ otherwise (long or non-UTF-8 paths, sizes of 8 GiB and more, large ids), no user
 
 from __future__ import annotations
 
+from .oci.errors import InvalidInput
+
 BLOCK = 512
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
 
@@ -98,7 +100,8 @@ def header(name: bytes, *, typeflag: bytes, mode: int, uid: int, gid: int, mtime
         records.append(_pax_record("gid", str(gid).encode("ascii")))
         gid = 0
     if not 0 <= mtime <= _MAX_OCTAL_12:
-        raise ValueError(f"mtime {mtime} is outside the range tar headers can hold")
+        # An epoch past 2242 (or before 1970) is a caller's mistake, e.g. SOURCE_DATE_EPOCH in milliseconds.
+        raise InvalidInput(f"mtime {mtime} is outside the range tar headers can hold (0 to {_MAX_OCTAL_12})")
     main = _ustar(name, mode & 0o7777, uid, gid, size_field, mtime, typeflag, linkname)
     if not records:
         return main

@@ -1,4 +1,5 @@
-"""Copying content between stores, digests preserved: blobs first, then manifests bottom-up.
+"""Copying content between stores, digests preserved: blobs first (several at a time if asked), then
+manifests bottom-up.
 
 Names are the caller's business and move last, once ``copy_descriptor`` has returned.
 """
@@ -6,44 +7,115 @@ Names are the caller's business and move last, once ``copy_descriptor`` has retu
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import BinaryIO
 
 from .errors import VerificationError
 from .oci import mediatypes as mt
 from .oci.descriptor import Descriptor
+from .oci.digest import Digest
 from .oci.manifest import Index, Manifest
+from .progress import Progress
 from .stores.base import Store
 
 OnBytes = Callable[[int], None]
 
 
-def copy_descriptor(src: Store, dst: Store, desc: Descriptor, on_bytes: OnBytes | None = None) -> Descriptor:
-    """Copy what ``desc`` points at, recursively, keeping every byte (and so every digest)."""
-    if desc.media_type in mt.INDEX_TYPES:
-        data = src.get_manifest(desc)
-        for child in Index.parse(data, desc.media_type).manifests:
-            copy_descriptor(src, dst, child, on_bytes)
-    elif desc.media_type in mt.MANIFEST_TYPES:
-        data = src.get_manifest(desc)
-        manifest = Manifest.parse(data, desc.media_type)
-        for blob in (*manifest.layers, manifest.config):
-            copy_blob(src, dst, blob, on_bytes)
-    else:
-        copy_blob(src, dst, desc, on_bytes)
+def copy_descriptor(src: Store, dst: Store, desc: Descriptor, on_bytes: OnBytes | None = None, *,
+                    jobs: int = 1, progress: Progress | None = None) -> Descriptor:
+    """Copy what ``desc`` points at, recursively, keeping every byte (and so every digest).
+
+    Every blob is stored before the first manifest, and a manifest only after its children, so a
+    failure part-way leaves nothing that points at missing content. ``jobs`` blobs move at a time;
+    ``progress`` (if given) gets one task per blob.
+    """
+    if desc.media_type not in mt.INDEX_TYPES | mt.MANIFEST_TYPES:
+        copy_blobs(src, dst, [desc], on_bytes, jobs=1, progress=progress)
         return desc
-    written = dst.put_manifest(data, desc.media_type)
-    if written.digest != desc.digest:  # a sha512-addressed source stored under sha256
-        raise VerificationError(f"manifest {desc.digest} was stored as {written.digest}")
+    manifests: list[tuple[Descriptor, bytes]] = []
+    blobs: dict[Digest, Descriptor] = {}
+    _walk(src, desc, manifests, blobs, set())
+    copy_blobs(src, dst, list(blobs.values()), on_bytes, jobs=jobs, progress=progress)
+    for child, data in manifests:
+        written = dst.put_manifest(data, child.media_type)
+        if written.digest != child.digest:  # a sha512-addressed source stored under sha256
+            raise VerificationError(f"manifest {child.digest} was stored as {written.digest}")
     return Descriptor(desc.media_type, desc.digest, desc.size, platform=desc.platform,
                       artifact_type=desc.artifact_type)
 
 
+def _walk(src: Store, desc: Descriptor, manifests: list[tuple[Descriptor, bytes]],
+          blobs: dict[Digest, Descriptor], seen: set[Digest]) -> None:
+    """Manifests in post-order (children first) and the blobs they reference."""
+    if desc.digest in seen:
+        return
+    seen.add(desc.digest)
+    data = src.get_manifest(desc)
+    if desc.media_type in mt.INDEX_TYPES:
+        for child in Index.parse(data, desc.media_type).manifests:
+            if child.media_type in mt.INDEX_TYPES | mt.MANIFEST_TYPES:
+                _walk(src, child, manifests, blobs, seen)
+            else:
+                blobs.setdefault(child.digest, child)
+    else:
+        manifest = Manifest.parse(data, desc.media_type)
+        for blob in (*manifest.layers, manifest.config):
+            blobs.setdefault(blob.digest, blob)
+    manifests.append((desc, data))
+
+
+def copy_blobs(src: Store, dst: Store, descs: list[Descriptor], on_bytes: OnBytes | None = None, *,
+               jobs: int = 1, progress: Progress | None = None) -> None:
+    """Copy blobs, up to ``jobs`` at a time (largest first); the first failure stops the rest."""
+    def one(d: Descriptor) -> None:
+        counter = on_bytes
+        if progress is not None:
+            task = progress.task(f"{d.digest.short} {_kind(d.media_type)}", d.size)
+            counter = task if on_bytes is None else _both(task, on_bytes)
+        copy_blob(src, dst, d, counter)
+
+    ordered = sorted(descs, key=lambda d: -d.size)
+    if jobs <= 1 or len(ordered) <= 1:
+        for d in ordered:
+            one(d)
+        return
+    with ThreadPoolExecutor(max_workers=min(jobs, len(ordered)), thread_name_prefix="regfp-blob") as pool:
+        futures = [pool.submit(one, d) for d in ordered]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in pending:
+            f.cancel()
+        for f in futures:
+            if f.done() and not f.cancelled() and f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+        for f in done:
+            f.result()
+
+
 def copy_blob(src: Store, dst: Store, desc: Descriptor, on_bytes: OnBytes | None = None) -> None:
+    put_from = getattr(dst, "put_blob_from", None)
+    if put_from is not None:
+        # The destination can re-open the source to retry an upload that broke off mid-blob.
+        if not put_from(lambda: src.open_blob(desc), desc, on_bytes) and on_bytes is not None:
+            on_bytes(desc.size)
+        return
     if not dst.has_blob(desc.digest):
         with src.open_blob(desc) as stream:
             dst.put_blob(_Counting(stream, on_bytes) if on_bytes else stream, desc)
     elif on_bytes is not None:
         on_bytes(desc.size)
+
+
+def _kind(media_type: str) -> str:
+    if media_type in mt.IMAGE_CONFIG_TYPES:
+        return "config"
+    return "layer" if mt.is_layer(media_type) else "blob"
+
+
+def _both(a: OnBytes, b: OnBytes) -> OnBytes:
+    def call(n: int) -> None:
+        a(n)
+        b(n)
+    return call
 
 
 class _Counting:

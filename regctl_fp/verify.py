@@ -12,7 +12,7 @@ from .oci.digest import Digest
 from .oci.manifest import Index
 from .oci.validate import ValidationError, validate
 from .progress import SILENT, Progress
-from .stores.base import Store, closure, read_image
+from .stores.base import Store, children, read_image
 from .stores.layout import LayoutStore
 
 
@@ -53,18 +53,17 @@ def verify_layout(store: LayoutStore, progress: Progress = SILENT) -> Report:
     entries = store.read_index().manifests
     for entry in entries:
         verify_descriptor(store, entry, report, entry.ref_name or entry.digest.text, progress)
-    try:
-        reached = set(closure(store, list(entries), missing_ok=True))
-    except RegfpError:
-        reached = set()  # already reported above; hash every file below
+    reached = _reachable(store, list(entries))
     blobs = store.path / "blobs"
     for alg_dir in sorted(blobs.iterdir()) if blobs.is_dir() else []:
+        if not alg_dir.is_dir():
+            continue
         for blob in sorted(alg_dir.iterdir()):
             try:
                 digest = Digest(alg_dir.name, blob.name)
             except RegfpError:
                 continue
-            if digest in reached:
+            if digest in reached or not blob.is_file():
                 continue
             h = hashlib.new(digest.algorithm)
             with open(blob, "rb") as f:
@@ -74,3 +73,21 @@ def verify_layout(store: LayoutStore, progress: Progress = SILENT) -> Report:
                 report.problems.append(f"unreferenced blob {digest}: content hashes to "
                                        f"{digest.algorithm}:{h.hexdigest()}")
     return report
+
+
+def _reachable(store: Store, roots: list[Descriptor]) -> set[Digest]:
+    """What the names reach, as far as it can be read: a damaged manifest (already reported) still
+    counts as referenced, and only what it would have reached is unknown."""
+    seen: set[Digest] = set()
+    todo = list(roots)
+    while todo:
+        desc = todo.pop()
+        if desc.digest in seen:
+            continue
+        seen.add(desc.digest)
+        if desc.media_type in mt.INDEX_TYPES | mt.MANIFEST_TYPES and store.has_blob(desc.digest):
+            try:
+                todo.extend(children(store, desc))
+            except RegfpError:
+                pass
+    return seen

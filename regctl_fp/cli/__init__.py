@@ -1,4 +1,8 @@
-"""The ``regfp`` command line: the only code that prints, reads the clock or the environment, or exits."""
+"""The ``regfp`` command line: the only code that prints, reads the clock or the environment, or exits.
+
+``main`` is the single exit point: every error becomes a message on stderr (and, with ``--json``, an
+error document on stdout) and an exit code: 0 done, 1 the work failed, 2 bad usage or bad input.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,73 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> None:
+    import typer
+
     from ..errors import RegfpError
     from .app import app
 
+    args = sys.argv[1:] if argv is None else list(argv)
+    as_json = _wants_json(args)
     try:
-        app(args=argv, prog_name="regfp", standalone_mode=True)
+        code = app(args=args, prog_name="regfp", standalone_mode=False)
     except RegfpError as e:
-        _fail(str(e), e.exit_code)
+        _fail(str(e), e.exit_code, type(e).__name__, as_json)
+    except typer.Abort:
+        _fail("aborted", 1, "Aborted", as_json)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("interrupted", 130, "Interrupted", as_json)
     except OSError as e:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
-        _fail(f"{e.strerror or e}{where}", 1)
-    except Exception as e:  # a bug: say so plainly; the traceback only on request
+        _fail(f"{e.strerror or e}{where}", 1, "OSError", as_json)
+    except Exception as e:
+        if _is_click_error(e, "NoArgsIsHelpError"):  # bare ``regfp``: the help, as bad usage
+            e.show()  # type: ignore[attr-defined]
+            _fail("missing command", 2, "UsageError", as_json, shown=True)
+        if _is_click_error(e, "ClickException"):  # bad usage: unknown option, missing argument...
+            _usage_hint(e)
+            _fail(e.format_message(), e.exit_code, "UsageError", as_json)  # type: ignore[attr-defined]
+        # A bug: say so plainly; the traceback only on request.
         if os.environ.get("REGFP_DEBUG"):
             raise
-        _fail(f"internal error ({type(e).__name__}: {e}); rerun with REGFP_DEBUG=1 for a traceback", 1)
+        _fail(f"internal error ({type(e).__name__}: {e}); rerun with REGFP_DEBUG=1 for a traceback", 1,
+              "InternalError", as_json)
+    # Without standalone mode click returns the code of an explicit exit (--help, --version), and
+    # turns Ctrl-C into 130 itself.
+    if code == 130:
+        _fail("interrupted", 130, "Interrupted", as_json)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
-def _fail(message: str, code: int) -> None:
-    from .output import error
+def _wants_json(args: list[str]) -> bool:
+    """Whether ``--json`` was asked for; arguments after ``--`` are operands, not options."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
 
-    error(message)
+
+def _is_click_error(e: Exception, name: str) -> bool:
+    """By class name, because typer vendors its own copy of click (``typer._click``) and the plain
+    ``click`` package may raise too, depending on the typer version."""
+    return any(cls.__name__ == name for cls in type(e).__mro__)
+
+
+def _usage_hint(e: Exception) -> None:
+    """Click's usage line and help hint, before our own ``error:`` line (whose text is sanitised)."""
+    from .output import note
+
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None:
+        note(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.\n")
+
+
+def _fail(message: str, code: int, kind: str, as_json: bool, *, shown: bool = False) -> None:
+    from .output import error, json_error
+
+    if not shown:
+        error(message)
+    if as_json:
+        json_error(message, code, kind)
     sys.exit(code)

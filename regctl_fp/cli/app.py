@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,7 +19,14 @@ app = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
-PlatformOpt = Annotated[str | None, typer.Option("--platform", help="os/arch[/variant] to pick from an index.")]
+PlatformOpt = Annotated[str | None, typer.Option(
+    "--platform", metavar="OS/ARCH[/VARIANT]",
+    help="The platform to pick from an index (for dir: sources, the platform the image declares).")]
+InsecureOpt = Annotated[list[str] | None, typer.Option(
+    "--insecure-registry", metavar="HOST",
+    help="Use plain HTTP for this registry (repeatable; localhost and 127.0.0.1 always may).")]
+CaFileOpt = Annotated[str | None, typer.Option(
+    "--ca-file", metavar="PEM", help="Also trust this CA for registries (besides /etc/docker/certs.d/HOST/).")]
 
 
 def _version(value: bool) -> None:
@@ -36,16 +44,20 @@ def _root(
 
 
 @app.command()
-def inspect(ref: Annotated[str, typer.Argument(help="oci:PATH:NAME, oci:PATH@DIGEST or dir:PATH")],
-            platform: PlatformOpt = None, json_out: JsonOpt = False) -> None:
+def inspect(ref: Annotated[str, typer.Argument(
+                metavar="REF", help="oci:PATH:NAME, oci:PATH@DIGEST, dir:PATH or HOST/REPO[:TAG|@DIGEST]")],
+            platform: PlatformOpt = None, json_out: JsonOpt = False,
+            insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
     """Show an image's manifest, config, layers and annotations (or an index's entries)."""
-    from . import commands
+    from . import commands, registry_cmds
 
+    registry_cmds.configure(insecure_registry, ca_file)
     commands.inspect(ref, platform, json_out)
 
 
 @app.command()
-def verify(ref: Annotated[str, typer.Argument(help="oci:PATH[:NAME|@DIGEST], or a layout directory")],
+def verify(ref: Annotated[str, typer.Argument(
+               metavar="REF", help="oci:PATH[:NAME|@DIGEST], or a layout directory")],
            json_out: JsonOpt = False) -> None:
     """Re-read every blob and check digests, sizes and diff_ids; exit 1 naming anything bad."""
     from . import commands
@@ -54,20 +66,125 @@ def verify(ref: Annotated[str, typer.Argument(help="oci:PATH[:NAME|@DIGEST], or 
 
 
 @app.command()
-def copy(src: Annotated[str, typer.Argument(help="source: oci:PATH:NAME, oci:PATH@DIGEST or dir:PATH")],
-         dst: Annotated[str, typer.Argument(help="destination: oci:PATH:NAME")],
-         platform: PlatformOpt = None, json_out: JsonOpt = False) -> None:
+def copy(src: Annotated[str, typer.Argument(
+             metavar="SRC", help="source: oci:PATH:NAME, oci:PATH@DIGEST, dir:PATH or HOST/REPO[:TAG|@DIGEST]")],
+         dst: Annotated[str, typer.Argument(
+             metavar="DST", help="destination: oci:PATH:NAME or HOST/REPO[:TAG]")],
+         platform: PlatformOpt = None, json_out: JsonOpt = False,
+         insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
     """Copy an image, digests preserved; the destination name moves only once everything is stored."""
-    from . import commands
+    from . import commands, registry_cmds
 
+    registry_cmds.configure(insecure_registry, ca_file)
     commands.copy(src, dst, platform, json_out)
 
 
 @app.command()
-def gc(layout: Annotated[str, typer.Argument(help="path of an OCI layout (or oci:PATH)")],
+def login(server: Annotated[str, typer.Argument(metavar="HOST", help="registry host, e.g. ghcr.io")],
+          username: Annotated[str, typer.Option("--username", "-u", help="user name")] = "",
+          password_stdin: Annotated[bool, typer.Option("--password-stdin",
+                                                       help="Read the password (or token) from stdin.")] = False,
+          json_out: JsonOpt = False, insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
+    """Check credentials against a registry and store them where docker does (config.json or its helper)."""
+    from . import registry_cmds
+
+    registry_cmds.configure(insecure_registry, ca_file)
+    registry_cmds.login(server, username, password_stdin, json_out)
+
+
+@app.command()
+def gc(layout: Annotated[str, typer.Argument(
+       metavar="LAYOUT", help="path of an OCI layout (or oci:PATH)")],
        dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would go; delete nothing.")] = False,
        json_out: JsonOpt = False) -> None:
     """Delete blobs that no name in the layout reaches."""
     from . import commands
 
     commands.gc(layout, dry_run, json_out)
+
+
+RecipeArg = Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe file (YAML, format 1)")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="OCI layout to write (default: the recipe's output).")]
+NowOpt = Annotated[str | None, typer.Option("--now", help="ISO 8601 time to judge expiry by (default: now).")]
+
+
+@app.command()
+def build(recipe: RecipeArg, out: OutOpt = None,
+          only: Annotated[list[str] | None, typer.Option("--only", help="Only this stage (repeatable).")] = None,
+          now: NowOpt = None, json_out: JsonOpt = False) -> None:
+    """Compute the recipe's chain into its OCI layout; cached stages cost nothing."""
+    from . import recipe_cmds
+
+    recipe_cmds.build(recipe, out, only or [], now, json_out)
+
+
+@app.command()
+def plan(recipe: RecipeArg, out: OutOpt = None, now: NowOpt = None,
+         fmt: Annotated[str, typer.Option("--format", help="text (a tree), json or dot.")] = "text",
+         json_out: JsonOpt = False) -> None:
+    """Show the chain as a DAG: names, short keys, and what is cached, will build, or expired (and why)."""
+    from . import recipe_cmds
+
+    if fmt not in ("text", "json", "dot"):
+        raise typer.BadParameter("must be text, json or dot", param_hint="--format")
+    recipe_cmds.plan(recipe, out, now, "json" if json_out else fmt)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the recipe format, generated from the model."""
+    from . import recipe_cmds
+
+    recipe_cmds.schema()
+
+
+@app.command()
+def patch(recipe: RecipeArg, out: OutOpt = None,
+          channel: Annotated[list[str] | None,
+                             typer.Option("--channel", help="Only this channel (repeatable).")] = None,
+          now: NowOpt = None, json_out: JsonOpt = False) -> None:
+    """Rebase the build onto the recipe's OS channels (stable, current, next): no app rebuild."""
+    from . import recipe_cmds
+
+    recipe_cmds.build(recipe, out, ["build", "patch"], now, json_out, channels=channel or None)
+
+
+@app.command()
+def rebase(src: Annotated[str, typer.Argument(metavar="IMAGE", help="the image: oci:PATH:NAME")],
+           new_base: Annotated[str, typer.Argument(metavar="NEW_BASE", help="the new base (oci: or dir:)")],
+           dst: Annotated[str, typer.Argument(metavar="DST", help="where the result goes: oci:PATH:NAME")],
+           from_: Annotated[str | None, typer.Option("--from", help="the old base, when the image does not "
+                                                     "name it in its base annotations")] = None,
+           channel: Annotated[str | None, typer.Option("--channel", help="record this channel name")] = None,
+           platform: PlatformOpt = None, json_out: JsonOpt = False) -> None:
+    """Move an image onto a new base without rebuilding it (no layer blob is read or rewritten)."""
+    from . import rebase_cmd
+
+    rebase_cmd.rebase(src, new_base, dst, from_, channel, platform, json_out)
+
+
+@app.command()
+def rollout(recipe: RecipeArg, out: OutOpt = None,
+            delta: Annotated[int | None, typer.Option("--delta", help="Release delta to report (overrides "
+                                                      "--env's own delta).")] = None,
+            env: Annotated[str | None, typer.Option("--env", help="LOCATION.ENVIRONMENT the --delta is for.")] = None,
+            status: Annotated[bool, typer.Option("--status", help="Show the stream; cut nothing.")] = False,
+            yank: Annotated[str | None, typer.Option("--yank", help="Mark release rN bad.")] = None,
+            unyank: Annotated[str | None, typer.Option("--unyank", help="Undo --yank rN.")] = None,
+            now: NowOpt = None, json_out: JsonOpt = False) -> None:
+    """Cut a release when the rollout channel has a new image; show who runs what."""
+    from . import rollout_cmds
+
+    rollout_cmds.rollout(recipe, out, delta, env, status, yank, unyank, now, json_out)
+
+
+@app.command()
+def cohort(client_id: Annotated[str, typer.Argument(metavar="CLIENT_ID", help="the client's stable id")],
+           recipe: Annotated[Path | None, typer.Option("--recipe", help="recipe with rollouts.cohorts")] = None,
+           name: Annotated[str | None, typer.Option("--name", help="rollout name (without --recipe)")] = None,
+           buckets: Annotated[int | None, typer.Option("--buckets", help="bucket count (without --recipe)")] = None,
+           json_out: JsonOpt = False) -> None:
+    """Print the cohort name a client should pull: sha256("<name>:<client>")[:8] mod buckets."""
+    from . import rollout_cmds
+
+    rollout_cmds.cohort(client_id, recipe, name, buckets, json_out)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..errors import RefError
+from ..errors import RefError, RegfpError
 from ..oci import mediatypes as mt
 from ..oci.image import Image
 from ..oci.manifest import Index
@@ -13,18 +14,28 @@ from ..refs import DirRef, LayoutRef, Ref, RegistryRef, parse_ref
 from . import edge, output
 from .progress import progress_bar
 
+if TYPE_CHECKING:
+    from ..oci.descriptor import Descriptor, Platform
+    from ..sources import BuildOptions
+    from ..stores.base import Store
+
 
 def _ref(text: str) -> Ref:
-    """A reference; a bare path to an existing layout directory counts as ``oci:PATH``."""
+    """A reference; a bare path to a layout directory counts as ``oci:PATH``. A path that starts like
+    one (``/``, ``./``, ``../``) is taken as a layout even if missing, so the error says "no such
+    directory" rather than "not a valid repository name"."""
+    if text.startswith(("/", "./", "../")) or text in (".", ".."):
+        return LayoutRef(text)
     if ":" not in text.split("/")[0] and (Path(text) / "oci-layout").is_file():
         return LayoutRef(text)
     return parse_ref(text)
 
 
-def _options():  # type: ignore[no-untyped-def]
+def _options(platform: Platform | None = None) -> BuildOptions:
+    """How a ``dir:`` source becomes an image: ``--platform`` if given, else this host's."""
     from ..sources import BuildOptions
 
-    return BuildOptions(epoch=edge.source_date_epoch(), platform=edge.host_platform())
+    return BuildOptions(epoch=edge.source_date_epoch(), platform=platform or edge.host_platform())
 
 
 def inspect(text: str, platform: str | None, json_out: bool) -> None:
@@ -47,8 +58,13 @@ def inspect(text: str, platform: str | None, json_out: bool) -> None:
     if isinstance(ref, DirRef):
         with tempfile.TemporaryDirectory(prefix="regfp-inspect-") as tmp, \
                 LayoutStore.open_or_create(Path(tmp) / "layout") as work, progress_bar() as bar:
-            image = load_image(ref, work=work, options=_options(), progress=bar)
-            render.image(text, image, json_out)
+            image = load_image(ref, work=work, options=_options(want), progress=bar)
+        render.image(text, image, json_out)
+        return
+    if isinstance(ref, RegistryRef):
+        from . import registry_cmds
+
+        registry_cmds.inspect(ref, text, want, json_out)
         return
     _unsupported(ref, text)
 
@@ -73,7 +89,7 @@ def verify(text: str, json_out: bool) -> None:
         output.print_json({"ok": report.ok, "verified": report.checked, "problems": report.problems})
     else:
         for label in report.checked:
-            output.out_console().print(f"ok  {label}", soft_wrap=True, markup=False)
+            output.line(f"ok  {label}")
         for problem in report.problems:
             output.error(problem)
     if not report.ok:
@@ -87,6 +103,11 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool) -> 
     from ..transfer import copy_descriptor
 
     src, dst = _ref(src_text), parse_ref(dst_text)
+    if isinstance(src, RegistryRef) or isinstance(dst, RegistryRef):
+        from . import registry_cmds
+
+        registry_cmds.copy(src, dst, src_text, dst_text, edge.parse_platform(platform), json_out)
+        return
     if not isinstance(dst, LayoutRef):
         _unsupported(dst, dst_text)
         return
@@ -100,12 +121,13 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool) -> 
 
             desc = read_image(src_store, desc, want).descriptor
         with LayoutStore.open_or_create(dst.path) as store, progress_bar() as bar:
-            on_bytes = bar.task(f"copy {src_text}", None)
+            on_bytes = bar.task(f"copy {src_text}", _blob_bytes(src_store, desc))
             copied = copy_descriptor(src_store, store, desc, on_bytes)
             store.set_names({dst.name: copied})
     elif isinstance(src, DirRef):
+        _check_source_dir(src)
         with LayoutStore.open_or_create(dst.path) as store, progress_bar() as bar:
-            image: Image = load_image(src, work=store, options=_options(), progress=bar)
+            image: Image = load_image(src, work=store, options=_options(want), progress=bar)
             copied = write_image(store, image)
             store.set_names({dst.name: copied})
     else:
@@ -115,30 +137,59 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool) -> 
         output.print_json({"source": src_text, "destination": dst_text, "digest": copied.digest.text,
                            "mediaType": copied.media_type, "size": copied.size})
     else:
-        output.out_console().print(f"{dst_text} {copied.digest}", soft_wrap=True, markup=False)
+        output.line(f"{dst_text} {copied.digest}")
 
 
 def gc(text: str, dry_run: bool, json_out: bool) -> None:
     from ..stores.layout import LayoutStore
 
-    path = text[4:] if text.startswith("oci:") else text
-    report = LayoutStore.open(path).gc(dry_run=dry_run)
+    ref = _ref(text) if text.startswith("oci:") else LayoutRef(text)
+    if not isinstance(ref, LayoutRef):
+        _unsupported(ref, text)
+        return
+    if ref.name is not None or ref.digest is not None:
+        raise RefError(text, f"gc works on a whole layout: give its path ({ref.path}), not one image")
+    report = LayoutStore.open(ref.path).gc(dry_run=dry_run)
     if json_out:
         output.print_json({"removed": [{"digest": d.text, "size": s} for d, s in report.removed],
                            "freed": report.freed, "kept": report.kept, "tempFiles": report.temp_files,
                            "dryRun": dry_run})
         return
     verb = "would remove" if dry_run else "removed"
-    output.out_console().print(f"{verb} {len(report.removed)} blobs ({_size(report.freed)}), kept {report.kept}"
-                               + (f", {report.temp_files} temp files" if report.temp_files else ""),
-                               markup=False)
+    temp = f", {report.temp_files} temp files" if report.temp_files else ""
+    output.line(f"{verb} {len(report.removed)} blobs ({_size(report.freed)}), kept {report.kept}{temp}")
+
+
+def _check_source_dir(ref: DirRef) -> None:
+    """Fail on a missing source before the destination layout is created, so a typo leaves nothing."""
+    from ..errors import LayerInputError, NotFound
+
+    path = Path(ref.path)
+    if not path.exists():
+        raise NotFound(f"directory {path}", "the filesystem")
+    if not path.is_dir():
+        raise LayerInputError(str(path), "dir: needs a directory")
 
 
 def _unsupported(ref: Ref, text: str) -> None:
     if isinstance(ref, RegistryRef):
         raise RefError(text, f"{ref} is a registry reference; registries are not supported by this version "
                              "yet: use oci:PATH:NAME or dir:PATH")
+    if isinstance(ref, DirRef):
+        raise RefError(text, "a dir: reference is computed from a directory, not stored: this command needs "
+                             "an image in an OCI layout (oci:PATH:NAME)")
     raise RefError(text, "not usable here")
+
+
+def _blob_bytes(store: Store, desc: Descriptor) -> int | None:
+    """What copying ``desc`` moves, for the progress bar (manifests are too small to count)."""
+    from ..stores.base import closure
+
+    try:
+        blobs = closure(store, [desc])
+    except RegfpError:
+        return None  # the copy itself will say what is missing
+    return sum(d.size for d in blobs.values() if d.media_type not in mt.INDEX_TYPES | mt.MANIFEST_TYPES)
 
 
 def _size(n: int) -> str:

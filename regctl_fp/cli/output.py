@@ -1,45 +1,95 @@
-"""Terminal output: errors and notes on stderr, results on stdout, JSON as one document."""
+"""Terminal output: errors and notes on stderr, results on stdout, JSON as one document.
+
+Everything shown here may come from outside (arguments, paths, image configs), so it is printed
+literally: no rich markup, no emoji codes, and control characters escaped so a hostile name cannot
+move the cursor, recolour the terminal or hide text.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 _err: Console | None = None
 _out: Console | None = None
+
+# Categories a name never needs and a terminal may act on: controls, format chars (bidi overrides),
+# lone surrogates (undecodable bytes of a path), private use and unassigned code points.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 
 
 def err_console() -> Console:
     global _err
     if _err is None:
-        _err = Console(stderr=True, highlight=False)
+        _err = Console(stderr=True, highlight=False, emoji=False, markup=False)
     return _err
 
 
 def out_console() -> Console:
     global _out
     if _out is None:
-        _out = Console(highlight=False)
+        _out = Console(highlight=False, emoji=False, markup=False)
     return _out
 
 
+def clean(text: str, *, keep_newlines: bool = True) -> str:
+    """``text`` safe for a terminal: control and invisible characters become visible escapes."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch == "\n" and keep_newlines:
+            out.append(ch)
+        elif ch == "\t":
+            out.append("    ")
+        elif unicodedata.category(ch) in _ESCAPED_CATEGORIES:
+            code = ord(ch)
+            if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte kept by surrogateescape
+                out.append(f"\\x{code - 0xDC00:02x}")
+            elif code < 0x100:
+                out.append(f"\\x{code:02x}")
+            else:
+                out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def error(message: str) -> None:
-    err_console().print(f"[bold red]error:[/] {_escape(message)}", soft_wrap=True)
+    text = Text()
+    text.append("error:", style="bold red")
+    text.append(" " + clean(message))
+    err_console().print(text, soft_wrap=True)
 
 
 def note(message: str) -> None:
-    err_console().print(_escape(message), soft_wrap=True)
+    err_console().print(Text(clean(message)), soft_wrap=True)
+
+
+def line(text: str | Text) -> None:
+    """One line of a result on stdout, never wrapped (so it can be piped and grepped)."""
+    out_console().print(text if isinstance(text, Text) else Text(clean(text, keep_newlines=False)),
+                        soft_wrap=True)
 
 
 def print_json(value: Any) -> None:
+    """The one JSON document of a ``--json`` run. ASCII only, so any terminal or parser takes it."""
+    global _json_written
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()
+    _json_written = True
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+_json_written = False
 
-    return escape(text)
+
+def json_error(message: str, code: int, kind: str) -> None:
+    """With ``--json`` a failure is a JSON document too, so stdout always parses; unless the result was
+    already printed (a failure after it), because stdout holds exactly one document."""
+    if not _json_written:
+        print_json({"error": {"message": message, "type": kind, "exitCode": code}})

@@ -1,4 +1,5 @@
-"""A rich progress bar on stderr when it is a terminal; silence otherwise."""
+"""A rich progress bar on stderr when it is a terminal; silence otherwise (pipes, CI logs, ``--json``
+consumers reading stderr get nothing but errors)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ class _RichProgress:
         self._bar = bar
 
     def task(self, label: str, total: int | None) -> OnBytes:
-        task_id = self._bar.add_task(label, total=total)
+        from .output import clean
+
+        task_id = self._bar.add_task(clean(label, keep_newlines=False), total=total)
         return lambda n: self._bar.advance(task_id, n)
 
 
@@ -36,6 +39,7 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress]:
 
     from .output import err_console
 
-    with RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+    # markup=False: descriptions hold paths, and a path like "[/x]" is not rich markup.
+    with RichBar(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                  TimeRemainingColumn(), console=err_console(), transient=True) as bar:
         yield _RichProgress(bar)

@@ -1,15 +1,21 @@
-"""Rich rendering of images and indexes for ``inspect``."""
+"""Rendering of images and indexes for ``inspect``: aligned plain lines (full digests, never wrapped,
+so they can be grepped and copied), with bold labels on a terminal; or one JSON document."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rich.table import Table
+from rich.text import Text
 
 from ..oci.descriptor import Descriptor
 from ..oci.image import Image
 from ..oci.manifest import Index
 from . import output
+from .output import clean
+
+_LABEL_WIDTH = 13
+_OCI_LAYER_PREFIX = "application/vnd.oci.image.layer.v1."
 
 
 def human_size(n: int) -> str:
@@ -19,10 +25,6 @@ def human_size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
-
-
-def _short(digest: str) -> str:
-    return digest[: digest.index(":") + 13]
 
 
 def image_json(ref: str, image: Image) -> dict[str, Any]:
@@ -47,47 +49,78 @@ def _thawed(image: Image) -> Any:
     return thaw(image.config.doc)
 
 
+def _field(label: str, values: str | Iterable[str]) -> None:
+    """``label`` then its value(s), one per line, aligned; every value is sanitised."""
+    items = [values] if isinstance(values, str) else list(values)
+    for i, value in enumerate(items or [""]):
+        text = Text()
+        text.append((label if i == 0 else "").ljust(_LABEL_WIDTH), style="bold")
+        text.append(clean(value, keep_newlines=False))
+        output.line(text)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> None:
+    """Columns padded to their widest cell, two spaces apart, indented under the fields."""
+    cells = [[clean(c, keep_newlines=False) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+
+    def fmt(row: Sequence[str]) -> str:
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        return ("  " + "  ".join(parts)).rstrip()
+
+    output.line(Text(fmt(header), style="bold"))
+    for row in cells:
+        output.line(Text(fmt(row)))
+
+
+def _layer_type(media_type: str) -> str:
+    return media_type[len(_OCI_LAYER_PREFIX):] if media_type.startswith(_OCI_LAYER_PREFIX) else media_type
+
+
+def _pairs(mapping: Any) -> list[str]:
+    return [f"{k}={v}" for k, v in sorted(mapping.items())]
+
+
 def image(ref: str, img: Image, json_out: bool) -> None:
     if json_out:
         output.print_json(image_json(ref, img))
         return
-    con = output.out_console()
     cfg = img.config
-    head = Table.grid(padding=(0, 2))
-    head.add_column(style="bold")
-    head.add_column(overflow="fold")
-    head.add_row("Reference", ref)
-    head.add_row("Digest", img.digest.text)
-    head.add_row("Media type", img.media_type)
+    _field("Reference", ref)
+    _field("Digest", img.digest.text)
+    _field("Media type", img.media_type)
+    _field("Size", human_size(len(img.manifest_bytes)))
     if img.artifact_type:
-        head.add_row("Artifact type", img.artifact_type)
+        _field("Artifact type", img.artifact_type)
+    cd = img.config_descriptor
+    _field("Config", f"{cd.digest.text} ({human_size(cd.size)}, {cd.media_type})")
     if img.is_container_image:
-        head.add_row("Platform", str(cfg.platform))
+        _field("Platform", str(cfg.platform))
         if cfg.created:
-            head.add_row("Created", cfg.created)
+            _field("Created", cfg.created)
         for label, value in (("Entrypoint", cfg.entrypoint), ("Cmd", cfg.cmd)):
             if value is not None:
-                head.add_row(label, " ".join(value))
+                _field(label, " ".join(value))
         if cfg.workdir:
-            head.add_row("WorkingDir", cfg.workdir)
+            _field("WorkingDir", cfg.workdir)
         if cfg.user:
-            head.add_row("User", cfg.user)
-        for i, item in enumerate(cfg.env):
-            head.add_row("Env" if i == 0 else "", item)
-        for i, (k, v) in enumerate(sorted(cfg.labels.items())):
-            head.add_row("Labels" if i == 0 else "", f"{k}={v}")
-    for i, (k, v) in enumerate(sorted(img.annotations.items())):
-        head.add_row("Annotations" if i == 0 else "", f"{k}={v}")
-    con.print(head)
-    layers = Table(title=None, show_edge=False, header_style="bold")
-    for col in ("#", "digest", "size", "media type", "diff_id"):
-        layers.add_column(col, justify="right" if col in ("#", "size") else "left", overflow="fold")
-    for i, la in enumerate(img.layers):
-        layers.add_row(str(i), _short(la.digest.text), human_size(la.size), la.media_type,
-                       _short(la.diff_id.text) if la.diff_id else "-")
-    con.print(layers)
+            _field("User", cfg.user)
+        if cfg.env:
+            _field("Env", cfg.env)
+        if cfg.labels:
+            _field("Labels", _pairs(cfg.labels))
+    if img.subject is not None:
+        _field("Subject", img.subject.digest.text)
+    if img.annotations:
+        _field("Annotations", _pairs(img.annotations))
     total = sum(la.size for la in img.layers)
-    con.print(f"{len(img.layers)} layers, {human_size(total)}", markup=False)
+    count = len(img.layers)
+    _field("Layers", f"{count} {'layer' if count == 1 else 'layers'}, {human_size(total)}")
+    if img.layers:
+        _table(("#", "size", "type", "digest", "diff_id"),
+               [(str(i), human_size(la.size), _layer_type(la.media_type), la.digest.text,
+                 la.diff_id.text if la.diff_id else "-") for i, la in enumerate(img.layers)],
+               right=frozenset({0, 1}))
 
 
 def index(ref: str, desc: Descriptor, idx: Index, json_out: bool) -> None:
@@ -96,13 +129,19 @@ def index(ref: str, desc: Descriptor, idx: Index, json_out: bool) -> None:
                 "annotations": dict(d.annotations)} for d in idx.manifests]
     if json_out:
         output.print_json({"reference": ref, "digest": desc.digest.text, "mediaType": desc.media_type,
+                           "size": desc.size, "artifactType": idx.artifact_type,
                            "annotations": dict(idx.annotations), "manifests": entries})
         return
-    con = output.out_console()
-    con.print(f"[bold]Reference[/]  {ref}\n[bold]Digest[/]     {desc.digest}\n[bold]Media type[/] {desc.media_type}")
-    table = Table(show_edge=False, header_style="bold")
-    for col in ("platform", "digest", "size", "media type"):
-        table.add_column(col, overflow="fold")
-    for d in idx.manifests:
-        table.add_row(str(d.platform or "-"), _short(d.digest.text), human_size(d.size), d.media_type)
-    con.print(table)
+    _field("Reference", ref)
+    _field("Digest", desc.digest.text)
+    _field("Media type", desc.media_type)
+    _field("Size", human_size(desc.size))
+    if idx.annotations:
+        _field("Annotations", _pairs(idx.annotations))
+    platforms = sorted({str(d.platform) for d in idx.manifests if d.platform})
+    _field("Platforms", ", ".join(platforms) if platforms else "-")
+    _field("Manifests", str(len(idx.manifests)))
+    if idx.manifests:
+        _table(("platform", "size", "digest", "media type"),
+               [(str(d.platform or "-"), human_size(d.size), d.digest.text, d.media_type) for d in idx.manifests],
+               right=frozenset({1}))

@@ -1,30 +1,31 @@
 """The pure OCI model: digests, media types, descriptors, configs, manifests, indexes and images.
 
 Nothing here touches the filesystem or the network; layers carry openers supplied by the stores.
+Names are re-exported lazily, so importing one submodule (e.g. ``oci.errors``) stays cheap.
 """
 
-from .canonical import canonical_json
-from .config import History, ImageConfig
-from .descriptor import Descriptor, Platform
-from .digest import Digest
-from .errors import (
-    DigestMismatch,
-    InvalidDigest,
-    InvalidDocument,
-    InvalidInput,
-    RegfpError,
-    SizeMismatch,
-    VerificationError,
-)
-from .frozen import FrozenDict, freeze, thaw
-from .image import Image, Layer
-from .manifest import Index, Manifest, sniff_media_type
-from .validate import ValidationError, validate
-from .verify import VerifyingReader, read_verified
+from __future__ import annotations
 
-__all__ = [
-    "Descriptor", "Digest", "DigestMismatch", "FrozenDict", "History", "Image", "ImageConfig", "Index",
-    "InvalidDigest", "InvalidDocument", "InvalidInput", "Layer", "Manifest", "Platform", "RegfpError",
-    "SizeMismatch", "ValidationError", "VerificationError", "VerifyingReader", "canonical_json", "freeze",
-    "read_verified", "sniff_media_type", "thaw", "validate",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "canonical_json": "canonical", "History": "config", "ImageConfig": "config", "Descriptor": "descriptor",
+    "Platform": "descriptor", "Digest": "digest", "DigestMismatch": "errors", "InvalidDigest": "errors",
+    "InvalidDocument": "errors", "InvalidInput": "errors", "RegfpError": "errors", "SizeMismatch": "errors",
+    "VerificationError": "errors", "FrozenDict": "frozen", "freeze": "frozen", "thaw": "frozen",
+    "Image": "image", "Layer": "image", "Index": "manifest", "Manifest": "manifest",
+    "sniff_media_type": "manifest", "ValidationError": "validate", "validate": "validate",
+    "VerifyingReader": "verify", "read_verified": "verify",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -17,6 +17,8 @@ from .digest import Digest
 from .errors import InvalidDigest, InvalidDocument
 from .frozen import EMPTY, FrozenDict, freeze, thaw
 
+_HISTORY_KEYS = ("created", "created_by", "author", "comment", "empty_layer")
+
 
 @dataclass(frozen=True)
 class History:
@@ -25,9 +27,10 @@ class History:
     author: str | None = None
     comment: str | None = None
     empty_layer: bool = False
+    extra: FrozenDict = EMPTY  # fields other tools wrote; kept so a rewrite of the history drops nothing
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = thaw(self.extra)
         for key, value in (("created", self.created), ("created_by", self.created_by),
                            ("author", self.author), ("comment", self.comment)):
             if value is not None:
@@ -39,7 +42,8 @@ class History:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> History:
         return cls(created=doc.get("created"), created_by=doc.get("created_by"), author=doc.get("author"),
-                   comment=doc.get("comment"), empty_layer=bool(doc.get("empty_layer", False)))
+                   comment=doc.get("comment"), empty_layer=bool(doc.get("empty_layer", False)),
+                   extra=freeze({k: v for k, v in doc.items() if k not in _HISTORY_KEYS}))
 
 
 def _check(doc: Mapping[str, Any]) -> None:
@@ -134,7 +138,7 @@ class ImageConfig:
 
     @property
     def history(self) -> tuple[History, ...]:
-        return tuple(History.from_dict(h) for h in self.doc.get("history", ()))
+        return tuple(History.from_dict(h) for h in self.doc.get("history") or ())
 
     @property
     def env(self) -> tuple[str, ...]:
@@ -185,7 +189,8 @@ class ImageConfig:
     def with_container(self, **fields: Any) -> ImageConfig:
         """Fields of the ``config`` object set by their OCI names (``Env``, ``Cmd``...); ``None`` deletes."""
         doc = thaw(self.doc)
-        cfg = doc.setdefault("config", {})
+        cfg = doc.get("config") or {}  # Docker writes "config": null for images without settings
+        doc["config"] = cfg
         for key, value in fields.items():
             if value is None:
                 cfg.pop(key, None)

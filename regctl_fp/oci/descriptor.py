@@ -52,6 +52,14 @@ class Platform:
             doc.get("architecture"), str
         ):
             raise InvalidDocument(what, "platform needs string 'os' and 'architecture'")
+        for key in ("variant", "os.version"):
+            if doc.get(key) is not None and not isinstance(doc[key], str):
+                raise InvalidDocument(what, f"platform {key!r} must be a string")
+        for key in ("os.features", "features"):
+            value = doc.get(key)
+            if value is not None and (not isinstance(value, (list, tuple))
+                                      or not all(isinstance(v, str) for v in value)):
+                raise InvalidDocument(what, f"platform {key!r} must be a list of strings")
         return cls(
             os=doc["os"],
             architecture=doc["architecture"],

@@ -14,10 +14,16 @@ from .errors import InvalidDocument
 from .frozen import EMPTY, FrozenDict
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_json(data: bytes, what: str) -> Mapping[str, Any]:
+    # ValueError covers malformed JSON, NaN/Infinity (which Python's json would otherwise accept and
+    # canonical_json could not write back) and integers too long to convert; RecursionError, nesting.
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        doc = json.loads(data, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:
         raise InvalidDocument(what, f"not JSON ({e})") from None
     if not isinstance(doc, dict):
         raise InvalidDocument(what, "top level must be a JSON object")

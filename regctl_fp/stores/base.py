@@ -112,7 +112,12 @@ def children(store: Store, desc: Descriptor) -> Iterator[Descriptor]:
 
 
 def closure(store: Store, roots: list[Descriptor], *, missing_ok: bool = False) -> dict[Digest, Descriptor]:
-    """Every blob reachable from ``roots`` (roots included), by digest."""
+    """Every blob reachable from ``roots`` (roots included), by digest.
+
+    ``missing_ok`` skips missing blobs that own nothing (layers, configs: a foreign layout may leave
+    out non-distributable layers). A missing manifest or index always raises: what it would reach is
+    unknown, so a caller deciding what to keep (gc) must not guess.
+    """
     found: dict[Digest, Descriptor] = {}
     todo = list(roots)
     while todo:
@@ -120,7 +125,7 @@ def closure(store: Store, roots: list[Descriptor], *, missing_ok: bool = False) 
         if desc.digest in found:
             continue
         if not store.has_blob(desc.digest):
-            if missing_ok:
+            if missing_ok and desc.media_type not in mt.INDEX_TYPES | mt.MANIFEST_TYPES:
                 continue
             raise NotFound(f"blob {desc.digest} ({desc.media_type})", store.location)
         found[desc.digest] = desc

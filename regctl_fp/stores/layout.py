@@ -3,8 +3,9 @@
 Blobs go to a temp file under ``.regfp/tmp`` and are renamed to ``blobs/<alg>/<hex>``; ``index.json``
 is rewritten to a temp file and renamed over the old one, last, under an exclusive lock, so a crash
 at any point leaves a valid layout and concurrent writers never lose each other's names. Writers hold
-a shared "session" lock that ``gc`` takes exclusively, so gc never deletes a blob that a running
-writer has stored but not yet named. Every read is checked against its digest and size.
+a shared "session" lock from ``open_or_create`` on, which ``gc`` takes exclusively, so gc never deletes
+a blob that a running writer has stored, or found and skipped, but not yet named. Every read is
+checked against its digest and size.
 """
 
 from __future__ import annotations
@@ -63,9 +64,19 @@ class LayoutStore:
 
     @classmethod
     def open_or_create(cls, path: str | Path) -> LayoutStore:
-        """Open the layout, creating it if needed. Creation is atomic: a directory that did not exist
-        appears complete or not at all; an existing empty directory is filled index-last."""
-        p = Path(path)
+        """Open the layout for writing, creating it if needed, and enter the writer session at once.
+
+        Creation is atomic: a directory that did not exist appears complete or not at all; an existing
+        empty directory gets ``oci-layout`` last, so it is a layout only once it is a whole one. The
+        session starts here, not at the first write, because a writer that finds a blob already
+        present (``has_blob``) and skips it relies on that blob staying until its name is set.
+        """
+        store = cls._open_or_create(Path(path))
+        store._enter_session()
+        return store
+
+    @classmethod
+    def _open_or_create(cls, p: Path) -> LayoutStore:
         if (p / "oci-layout").exists() and (p / "index.json").exists():
             return cls.open(p)
         if p.exists():
@@ -112,6 +123,7 @@ class LayoutStore:
         return self.path / "blobs" / digest.algorithm / digest.hex
 
     def has_blob(self, digest: Digest) -> bool:
+        """Whether the blob is stored; a writer may rely on the answer only inside its session."""
         return self.blob_path(digest).is_file()
 
     def open_blob(self, desc: Descriptor) -> BinaryIO:
@@ -155,9 +167,9 @@ class LayoutStore:
         except OSError as e:
             raise LayoutError(str(self.path), f"cannot read index.json ({e.strerror})") from None
         try:
-            return Index.parse(data, mt.OCI_INDEX, what=f"index.json of {self.path}")
-        except InvalidDocument as e:
-            raise LayoutError(str(self.path), e.reason) from None
+            return Index.parse(data, mt.OCI_INDEX, what="index.json")
+        except InvalidDocument as e:  # e.what says where: "index.json entry 3"
+            raise LayoutError(str(self.path), f"{e.what}: {e.reason}") from None
 
     def names(self) -> dict[str, Descriptor]:
         return {d.ref_name: d for d in self.read_index().manifests if d.ref_name}
@@ -191,6 +203,8 @@ class LayoutStore:
             check_name(name)
             if desc is not None:
                 closure(self, [desc])  # raises NotFound before any name moves
+        # The renames that stored the blobs must be durable before a name can point at them.
+        self._fsync_blob_dirs()
         with self._lock("index"):
             index = self.read_index()
             kept = [d for d in index.manifests if d.ref_name not in updates]
@@ -201,6 +215,16 @@ class LayoutStore:
             new = Index(manifests=tuple(kept), annotations=index.annotations)
             self._replace_file("index.json", new.to_bytes())
 
+    @contextmanager
+    def exclusive(self, purpose: str) -> Iterator[None]:
+        """Serialize a read-modify-write that spans several steps (e.g. cutting a release) across
+        processes; ``purpose`` names the lock (a word: ``rollout``)."""
+        if not purpose.isalnum():
+            raise ValueError(f"lock name {purpose!r} must be alphanumeric")
+        self._enter_session()
+        with self._lock(f"op-{purpose}"):
+            yield
+
     # -- gc -----------------------------------------------------------------------------------------
     def gc(self, *, dry_run: bool = False) -> GcReport:
         """Delete blobs no name reaches, and temp files of dead writers."""
@@ -210,6 +234,8 @@ class LayoutStore:
             removed: list[tuple[Digest, int]] = []
             blobs = self.path / "blobs"
             for alg_dir in sorted(blobs.iterdir()) if blobs.is_dir() else []:
+                if not alg_dir.is_dir():
+                    continue
                 for blob in sorted(alg_dir.iterdir()):
                     try:
                         digest = Digest(alg_dir.name, blob.name)
@@ -230,6 +256,12 @@ class LayoutStore:
         return GcReport(removed=tuple(removed), kept=len(keep), temp_files=stale)
 
     # -- internals ----------------------------------------------------------------------------------
+    def _fsync_blob_dirs(self) -> None:
+        blobs = self.path / "blobs"
+        for alg_dir in blobs.iterdir() if blobs.is_dir() else []:
+            if alg_dir.is_dir():
+                _fsync_dir(alg_dir)
+
     def _private(self) -> Path:
         d = self.path / ".regfp"
         (d / "tmp").mkdir(parents=True, exist_ok=True)
@@ -328,16 +360,34 @@ class _FileSink:
 
 
 def _populate(directory: Path) -> None:
+    """Fill a directory with an empty layout, ``oci-layout`` last (it is what makes it a layout).
+
+    Each file is written in full under ``.regfp/tmp`` and hard-linked into place, which fails if the
+    name exists: a concurrent writer that already created the layout and named images in it keeps
+    its ``index.json`` (a rename would silently put an empty one back).
+    """
     (directory / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-    for name, data in (("oci-layout", LAYOUT_FILE),
-                       ("index.json", canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-                                                      "manifests": []}))):
+    tmp_dir = directory / ".regfp" / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    empty_index = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []})
+    for name, data in (("index.json", empty_index), ("oci-layout", LAYOUT_FILE)):
         target = directory / name
         if target.exists():
             continue
-        tmp = directory / f".{name}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        fd, tmp = tempfile.mkstemp(prefix=f"{name}.", dir=tmp_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+    _fsync_dir(directory)
 
 
 def _flock(fd: int, op: int, where: str) -> None:

@@ -1,0 +1,161 @@
+"""``regfp rollout`` (cut, status, yank) and ``regfp cohort``: the release stream on the terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidInput
+from . import output
+
+if TYPE_CHECKING:
+    from ..recipe.model import Rollouts
+    from ..stages.rollout import Ledger
+
+
+def _env_key(text: str) -> tuple[str, str]:
+    location, sep, environment = text.partition(".")
+    if not sep or not location or not environment:
+        raise InvalidInput(f"--env {text!r}: expected LOCATION.ENVIRONMENT, e.g. us-east.prod")
+    return location, environment
+
+
+def rollout(recipe: Path, out: Path | None, delta: int | None, env: str | None, status: bool,
+            yank: str | None, unyank: str | None, now_text: str | None, json_out: bool) -> None:
+    from ..recipe.load import load_recipe
+    from ..recipe.rollouts import read_ledger, update
+    from ..stages.rollout import parse_release
+    from ..stores.layout import LayoutStore
+    from .recipe_cmds import _git_cache, _options, parse_now
+
+    lr = load_recipe(recipe)
+    r = lr.recipe
+    if r.rollouts is None:
+        raise InvalidInput(f"{lr.path}: the recipe has no 'rollouts' section")
+    if delta is not None and delta < 0:
+        raise InvalidInput("--delta must be 0 or more")
+    wanted = _env_key(env) if env else None
+    if wanted and not any((e.location, e.environment) == wanted for e in r.environments):
+        raise InvalidInput(f"--env {env}: no such environment in the recipe "
+                           f"({', '.join(f'{e.location}.{e.environment}' for e in r.environments) or 'none'})")
+    layout = out.resolve() if out else lr.output_layout
+    now = parse_now(now_text)
+    cut: dict[str, Any] | None = None
+    if yank or unyank:
+        number = parse_release(yank or unyank or "")
+        with LayoutStore.open(layout) as store:
+            _, ledger = update(store, r.name, r.rollouts, lambda led: led.set_yanked(number, bool(yank)))
+    elif status:
+        with LayoutStore.open(layout) as store:
+            ledger = read_ledger(store, r.name)
+    else:
+        from ..recipe.execute import execute
+        from ..recipe.plan import make_plan
+        from .progress import progress_bar
+
+        options = _options()
+        plan = make_plan(lr, now=now, options=options, layout=layout, git_cache=_git_cache(),
+                         stages=frozenset({"build", "patch", "rollout"}), channels=(r.rollouts.channel,))
+        with progress_bar() as bar:
+            report = execute(plan, now=now, options=options, progress=bar)
+        cut = report.rollout
+        with LayoutStore.open(layout) as store:
+            ledger = read_ledger(store, r.name)
+    envs = []
+    for e in r.environments:
+        d = delta if (delta is not None and (wanted is None or wanted == (e.location, e.environment))) else e.delta
+        if wanted is not None and wanted != (e.location, e.environment):
+            d = e.delta
+        rel = ledger.at_delta(d)
+        envs.append({"environment": f"{e.location}.{e.environment}", "delta": d,
+                     "release": f"r{rel.number}" if rel else None, "digest": rel.image.digest.text if rel else None})
+    if delta is not None and wanted is None and not r.environments:
+        rel = ledger.at_delta(delta)
+        envs.append({"environment": None, "delta": delta, "release": f"r{rel.number}" if rel else None,
+                     "digest": rel.image.digest.text if rel else None})
+    data = _status_json(ledger, r.rollouts, envs, cut)
+    if json_out:
+        output.print_json(data)
+    else:
+        _status_table(data)
+
+
+def _status_json(ledger: Ledger, spec: Rollouts, envs: list[dict[str, Any]],
+                 cut: dict[str, Any] | None) -> dict[str, Any]:
+    from ..recipe.rollouts import cohorts_of
+    from ..stages.rollout import names
+
+    pointing: dict[str, list[str]] = {}
+    for name, desc in names(ledger, spec.keep, cohorts_of(spec)).items():
+        tag = name.rsplit(":", 1)[1]
+        if desc is not None and not tag.startswith("r"):
+            pointing.setdefault(desc.digest.text, []).append(tag)
+    releases = []
+    for rel in reversed(ledger.releases):
+        releases.append({"release": f"r{rel.number}", "digest": rel.image.digest.text, "created": rel.created,
+                         "revision": rel.revision, "channel": rel.channel, "yanked": rel.yanked,
+                         "tags": pointing.get(rel.image.digest.text, []) if not rel.yanked else []})
+    out: dict[str, Any] = {"name": ledger.name, "lastRelease": ledger.last, "releases": releases,
+                           "environments": envs}
+    if cut is not None:
+        out["cut"] = cut
+    return out
+
+
+def _status_table(data: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    con = output.out_console()
+    if data.get("cut"):
+        c = data["cut"]
+        con.print(f"cut r{c['release']}" if c["cut"] else f"nothing new: r{c['release']} is the newest release")
+    table = Table(title=f"rollouts/{output.clean(data['name'])}", show_edge=False, header_style="bold")
+    for col in ("release", "digest", "created", "revision", "channel", "tags"):
+        table.add_column(col, overflow="fold")
+    for rel in data["releases"]:
+        tags = "yanked" if rel["yanked"] else _compact(rel["tags"])
+        table.add_row(rel["release"], rel["digest"][:19], rel["created"], rel["revision"][:12], rel["channel"],
+                      output.clean(tags))
+    con.print(table)
+    if data["environments"]:
+        envs = Table(show_edge=False, header_style="bold")
+        for col in ("environment", "delta", "release"):
+            envs.add_column(col)
+        for e in data["environments"]:
+            envs.add_row(output.clean(e["environment"] or "-"), f"n-{e['delta']}", e["release"] or "(none yet)")
+        con.print(envs)
+
+
+def _compact(tags: list[str]) -> str:
+    """``n-0 cohort-0 cohort-1 cohort-2`` -> ``n-0 cohort-0..2``."""
+    plain = [t for t in tags if not t.startswith("cohort-")]
+    runs: list[list[int]] = []
+    for n in sorted(int(t.removeprefix("cohort-")) for t in tags if t.startswith("cohort-")):
+        if runs and runs[-1][1] == n - 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    plain += [f"cohort-{a}" if a == b else f"cohort-{a}..{b}" for a, b in runs]
+    return " ".join(plain)
+
+
+def cohort(client_id: str, recipe: Path | None, name: str | None, buckets: int | None, json_out: bool) -> None:
+    from ..stages.rollout import cohort_of
+
+    if recipe is not None:
+        from ..recipe.load import load_recipe
+
+        r = load_recipe(recipe).recipe
+        if r.rollouts is None or r.rollouts.cohorts is None:
+            raise InvalidInput(f"{recipe}: the recipe has no rollouts.cohorts section")
+        name, buckets = r.name, r.rollouts.cohorts.buckets
+    if name is None or buckets is None:
+        raise InvalidInput("give --recipe RECIPE, or --name NAME and --buckets N")
+    if buckets < 1:
+        raise InvalidInput("--buckets must be at least 1")
+    bucket = cohort_of(name, client_id, buckets)
+    tag = f"rollouts/{name}:cohort-{bucket}"
+    if json_out:
+        output.print_json({"client": client_id, "bucket": bucket, "buckets": buckets, "name": tag})
+    else:
+        output.out_console().print(tag)

@@ -1,0 +1,1 @@
+"""Recipes: the YAML language (model, loader), the plan of stages with cache keys, and the cache."""

@@ -1,0 +1,175 @@
+"""Loading a recipe: read, parse strictly, then check what types alone cannot (channels, names, paths).
+
+Every problem is a RecipeError naming file:line and the key path; nothing is written while loading.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..errors import RecipeError, RefError
+from ..refs import DirRef, LayoutRef, Ref, parse_ref
+from .model import Recipe
+from .schema import Converter, json_schema
+from .yamlsrc import Document, KeyPath, load_yaml
+
+FORMAT = 1
+MAX_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class LoadedRecipe:
+    recipe: Recipe
+    path: Path  # absolute path of the recipe file
+    doc: Document
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A recipe-relative path made absolute (``..`` allowed: recipes often point at their repo)."""
+        return (self.directory / relative).resolve() if not Path(relative).is_absolute() else Path(relative)
+
+    def error(self, key_path: KeyPath, message: str) -> RecipeError:
+        return self.doc.error(key_path, message)
+
+    @property
+    def output_layout(self) -> Path:
+        return self.resolve(self.recipe.output.layout)
+
+    def channel_ref(self, channel: str) -> str:
+        """The image reference a channel stands for, following aliases (checked acyclic at load)."""
+        channels = self.recipe.patch.channels if self.recipe.patch else {}
+        seen = set()
+        value = channel
+        while value in channels and value not in seen:
+            seen.add(value)
+            value = channels[value]
+        return value
+
+    def image_ref(self, text: str) -> Ref:
+        """A reference from the recipe, its local paths taken relative to the recipe file."""
+        ref = parse_ref(text)
+        if isinstance(ref, DirRef):
+            return DirRef(str(self.resolve(ref.path)))
+        if isinstance(ref, LayoutRef):
+            return replace(ref, path=str(self.resolve(ref.path)))
+        return ref
+
+    def base_ref(self) -> str:
+        base = self.recipe.build.base
+        return self.channel_ref(base)
+
+
+def load_recipe(path: str | Path) -> LoadedRecipe:
+    p = Path(path)
+    shown = str(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise RecipeError(shown, None, "no such file") from None
+    except IsADirectoryError:
+        raise RecipeError(shown, None, "is a directory, not a recipe file") from None
+    except OSError as e:
+        raise RecipeError(shown, None, f"cannot read: {e.strerror}") from None
+    if len(data) > MAX_SIZE:
+        raise RecipeError(shown, None, f"larger than {MAX_SIZE} bytes; not a recipe")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(shown, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    doc = load_yaml(text, shown)
+    if not isinstance(doc.value, dict):
+        raise doc.error((), "a recipe must be a mapping of keys (regfp, name, source, build, ...)")
+    version = doc.value.get("regfp")
+    if version is None:
+        raise doc.error((), "missing 'regfp: 1' (the recipe format version)")
+    if version != FORMAT or isinstance(version, bool):
+        raise doc.error(("regfp",), f"unsupported recipe format {version!r}; this regfp reads format {FORMAT}")
+    recipe = Converter(doc).model(Recipe, doc.value, ())
+    loaded = LoadedRecipe(recipe, p.resolve(), doc)
+    _check(loaded)
+    return loaded
+
+
+def _check(lr: LoadedRecipe) -> None:
+    r = lr.recipe
+    channels = dict(r.patch.channels) if r.patch else {}
+    for name, target in channels.items():
+        kp = ("patch", "channels", name)
+        if not _is_channel_name(name):
+            raise lr.error(kp, f"{name!r} is not a valid channel name (lowercase, digits, '.', '_', '-')")
+        seen = [name]
+        value = target
+        while value in channels:
+            if value in seen:
+                raise lr.error(kp, f"channel {name!r} is cyclic: {' -> '.join([*seen, value])}")
+            seen.append(value)
+            value = channels[value]
+        _check_ref(lr, kp, value, channels)
+    _check_base(lr, ("build", "base"), r.build.base, channels)
+    if r.rollouts is not None and r.rollouts.channel not in channels:
+        raise lr.error(("rollouts", "channel"), _unknown_channel(r.rollouts.channel, channels))
+    if r.rollouts is not None and r.rollouts.keep < 1:
+        raise lr.error(("rollouts", "keep"), "keep must be at least 1")
+    seen_env: dict[tuple[str, str], int] = {}
+    for i, env in enumerate(r.environments):
+        key = (env.location, env.environment)
+        if key in seen_env:
+            raise lr.error(("environments", i), f"{env.location}.{env.environment} is listed twice "
+                                                f"(also entry {seen_env[key]})")
+        seen_env[key] = i
+        for j, ref in enumerate(env.polyfills):
+            _check_ref(lr, ("environments", i, "polyfills", j), ref, channels)
+        for image_path in env.files:
+            if not image_path.startswith("/") or ".." in image_path.split("/"):
+                raise lr.error(("environments", i, "files", image_path),
+                               f"{image_path!r} must be an absolute path in the image without '..'")
+    if r.debug is not None and r.debug.tools is not None:
+        _check_ref(lr, ("debug", "tools"), r.debug.tools, channels)
+    if not r.source.git:
+        raise lr.error(("source", "git"), "source.git must name a repository")
+
+
+def _check_base(lr: LoadedRecipe, kp: KeyPath, value: str, channels: dict[str, str]) -> None:
+    if value in channels:
+        return
+    if _looks_like_ref(value):
+        _check_ref(lr, kp, value, channels)
+        return
+    raise lr.error(kp, _unknown_channel(value, channels) + " (or give an image reference such as "
+                       "oci:PATH:NAME, dir:PATH or registry/repo:tag)")
+
+
+def _check_ref(lr: LoadedRecipe, kp: KeyPath, value: str, channels: dict[str, str]) -> None:
+    if not _looks_like_ref(value):
+        raise lr.error(kp, _unknown_channel(value, channels) if channels else
+                       f"{value!r} is not an image reference (oci:PATH:NAME, dir:PATH or registry/repo:tag)")
+    try:
+        parse_ref(value)
+    except RefError as e:
+        raise lr.error(kp, e.reason if e.ref == value else str(e)) from None
+
+
+def _looks_like_ref(value: str) -> bool:
+    return value.startswith(("oci:", "dir:", "docker://")) or "/" in value
+
+
+def _is_channel_name(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*", name) is not None
+
+
+def _unknown_channel(value: str, channels: dict[str, str]) -> str:
+    close = difflib.get_close_matches(value, list(channels), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else (
+        f" (channels: {', '.join(channels)})" if channels else " (the recipe defines no patch.channels)")
+    return f"unknown channel {value!r}{hint}"
+
+
+def recipe_schema() -> dict[str, object]:
+    return json_schema(Recipe, title="regfp recipe (format 1)", schema_id="https://regfp.dev/schema/recipe-1.json")

@@ -1,0 +1,225 @@
+"""Recipe format 1 as frozen dataclasses. The type hints drive both parsing and ``regfp schema``.
+
+Values keep the spelling of the recipe (relative paths, durations as text) so that a stage's recipe
+fragment, which goes into its cache key, does not depend on where the recipe lives on disk.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from ..oci.frozen import EMPTY, FrozenDict
+from ..timeutil import parse_duration
+from .schema import Spec, field, pattern_spec
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+def _tree_path(value: str) -> str:
+    """A path inside the source tree: relative, and never above its root."""
+    if value.startswith("/"):
+        raise ValueError(f"{value!r} must be relative to the source tree, not absolute")
+    norm = posixpath.normpath(value) if value else "."
+    if norm == ".." or norm.startswith("../"):
+        raise ValueError(f"{value!r} escapes the source tree with '..'")
+    return value
+
+
+def _image_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} must be an absolute path in the image (start with '/')")
+    if ".." in value.split("/"):
+        raise ValueError(f"{value!r} must not contain '..'")
+    if "\0" in value:
+        raise ValueError("paths must not contain NUL")
+    return value
+
+
+def _recipe_path(value: str) -> str:
+    if not value or "\0" in value:
+        raise ValueError("a path must be a non-empty string")
+    return value
+
+
+Duration = Annotated[str, Spec("duration", {"pattern": r"^([0-9]+[smhdw])+$"}, _duration)]
+TreePath = Annotated[str, Spec("tree-path", {}, _tree_path)]
+ImagePath = Annotated[str, Spec("image-path", {"pattern": "^/"}, _image_path)]
+RecipePath = Annotated[str, Spec("recipe-path", {"description": "relative to the recipe file"}, _recipe_path)]
+Name = Annotated[str, pattern_spec("name", r"[a-z0-9]+(?:[._-][a-z0-9]+)*",
+                                   "{value!r} is not a valid name (lowercase letters, digits, '.', '_', '-')")]
+ChannelName = Annotated[str, pattern_spec("channel", r"[a-z0-9]+(?:[._-][a-z0-9]+)*",
+                                          "{value!r} is not a valid channel name (lowercase, digits, '.', '_', '-')")]
+Owner = Annotated[str, pattern_spec("owner", r"[0-9]+(?::[0-9]+)?", "{value!r} must be numeric 'uid' or 'uid:gid'")]
+Port = Annotated[str, pattern_spec("port", r"[0-9]{1,5}(?:/(?:tcp|udp|sctp))?",
+                                   "{value!r} is not a port (e.g. 8080 or 53/udp)")]
+Compression = Literal["gzip", "zstd", "none"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the application comes from: a Git repository at a branch, tag or full commit id."""
+
+    git: str = field(doc="repository: a path relative to the recipe file, or a URL git can reach")
+    ref: str = field(default="HEAD", doc="branch, tag or full commit id")
+    subdir: TreePath = field(default="", doc="the part of the tree to use")
+    name: Name | None = field(default=None, doc="repository name in image names (default: its basename)")
+    url: str | None = field(default=None, doc="recorded as org.opencontainers.image.source")
+
+
+@dataclass(frozen=True)
+class CopyRule:
+    """Copy a file or directory of the source tree into the image."""
+
+    from_: TreePath = field(key="from", doc="path in the source tree (relative to subdir)")
+    to: ImagePath = field(doc="absolute path in the image")
+    chown: Owner | None = field(default=None, doc="numeric uid:gid for the copied entries (default 0:0)")
+
+
+@dataclass(frozen=True)
+class RunStep:
+    """A host-side command run in a temporary export of the tree; its outputs become a layer."""
+
+    command: tuple[str, ...] | str = field(doc="argv list, or a string run with /bin/sh -c")
+    outputs: tuple[CopyRule, ...] = field(doc="paths the command produces, copied into the image")
+    env: FrozenDict[str, str] = field(default=EMPTY, doc="extra environment (the rest is clean)")
+    timeout: Duration = field(default="30m")
+
+
+@dataclass(frozen=True)
+class Build:
+    """How the tree becomes an image on a base."""
+
+    base: str = field(doc="a channel name from patch.channels, or an image reference")
+    rebuild_after: Duration | None = field(default=None, doc="rebuild once the build is this old (e.g. 90d)")
+    copy: tuple[CopyRule, ...] = field(default=(), doc="source tree -> image paths (the application layer)")
+    dependencies: tuple[TreePath, ...] = field(default=(), doc="tree paths layered first, on their own, so "
+                                                              "code-only changes reuse that layer")
+    run: RunStep | None = field(default=None)
+    workdir: ImagePath | None = field(default=None)
+    entrypoint: tuple[str, ...] | None = field(default=None)
+    cmd: tuple[str, ...] | None = field(default=None)
+    env: FrozenDict[str, str] = field(default=EMPTY, doc="environment variables (recipe wins over the base)")
+    user: str | None = field(default=None)
+    labels: FrozenDict[str, str] = field(default=EMPTY)
+    ports: tuple[Port, ...] = field(default=(), doc="exposed ports, e.g. 8080 or 53/udp")
+    compression: Compression = field(default="gzip")
+
+    def __post_init__(self) -> None:
+        if not self.copy and self.run is None:
+            raise ValueError("build needs at least one 'copy' rule or a 'run' step")
+
+
+@dataclass(frozen=True)
+class Patch:
+    """OS channels the build is rebased onto."""
+
+    channels: FrozenDict[str, str] = field(doc="channel name -> image reference (or another channel's name)")
+    fallback: Literal["error", "rebuild"] = field(default="error", doc="when a rebase is impossible")
+
+
+Percent = Annotated[str, pattern_spec("percent", r"(?:100|[1-9]?[0-9])%", "{value!r} is not a percentage (0% to 100%)")]
+
+
+@dataclass(frozen=True)
+class Cohorts:
+    """Static A/B tags: rollouts/<name>:cohort-<k>; buckets below the canary share follow n-0."""
+
+    buckets: int = field(default=10, doc="how many cohort tags (clients hash into one of them)")
+    canary: Percent = field(default="10%", doc="share of buckets that run the newest release")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.buckets <= 1000:
+            raise ValueError("buckets must be between 1 and 1000")
+
+
+@dataclass(frozen=True)
+class Rollouts:
+    channel: ChannelName = field(doc="the patch channel whose images become releases")
+    keep: int = field(default=10, doc="how many relative tags n-0 ... n-(keep-1) to maintain")
+    cohorts: Cohorts | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class Identity:
+    ca: RecipePath = field(doc="CA certificate (PEM)")
+    key: RecipePath = field(doc="CA private key (PEM, may be encrypted)")
+    ttl: Duration = field(default="30d")
+    key_password_env: str | None = field(default=None, doc="environment variable holding the key password")
+
+
+@dataclass(frozen=True)
+class Push:
+    prefix: str = field(doc="registry prefix, e.g. ghcr.io/acme or localhost:5000/acme")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One location x environment variant following the release stream at its delta."""
+
+    location: Name = field()
+    environment: Name = field()
+    delta: int = field(default=0, doc="which release: 0 = newest, 1 = the one before, ...")
+    env: FrozenDict[str, str] = field(default=EMPTY)
+    files: FrozenDict[str, str] = field(default=EMPTY, doc="image path -> file relative to the recipe")
+    ca_certs: tuple[RecipePath, ...] = field(default=())
+    polyfills: tuple[str, ...] = field(default=(), doc="image references whose layers are merged in")
+    identity: Identity | None = field(default=None)
+    push: Push | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.delta < 0:
+            raise ValueError("delta must be 0 or more")
+
+
+@dataclass(frozen=True)
+class Debug:
+    tools: str | None = field(default=None, doc="image reference of the debug tools")
+    environment: Name = field(default="dev")
+    ttl: Duration = field(default="8h")
+
+
+@dataclass(frozen=True)
+class Output:
+    layout: RecipePath = field(default="out", doc="OCI layout directory, relative to the recipe")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A regfp recipe, format 1."""
+
+    regfp: Literal[1] = field(doc="format version")
+    name: Name = field(doc="the build name used by rollouts and environments")
+    source: Source = field()
+    build: Build = field()
+    patch: Patch | None = field(default=None)
+    rollouts: Rollouts | None = field(default=None)
+    environments: tuple[Environment, ...] = field(default=())
+    debug: Debug | None = field(default=None)
+    output: Output = field(default=Output())
+    push: Push | None = field(default=None)
+
+
+def fragment(value: Any) -> Any:
+    """A model value as plain JSON data, keyed by YAML spelling (what goes into cache keys)."""
+    import dataclasses
+
+    from .schema import yaml_key
+
+    if dataclasses.is_dataclass(value):
+        out = {}
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if v is None or v == () or v == EMPTY:
+                continue
+            out[yaml_key(f)] = fragment(v)
+        return out
+    if isinstance(value, dict):
+        return {k: fragment(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [fragment(v) for v in value]
+    return value

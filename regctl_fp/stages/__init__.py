@@ -1,0 +1,1 @@
+"""Stages: each a function of explicit inputs (images, recipe fragments, commits) returning Images."""

@@ -1,0 +1,196 @@
+"""Registry credentials where docker and podman keep them: ``config.json`` (``auths``, ``credHelpers``,
+``credsStore``), podman's ``REGISTRY_AUTH_FILE``, and ``REGFP_USERNAME``/``REGFP_PASSWORD``. The
+environment and home directory are explicit arguments: the CLI passes its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from ..errors import InvalidInput, RegfpError
+from ..refs import DOCKER_HUB
+from .auth import Credential
+
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # docker's key for Docker Hub in config.json
+HUB_ALIASES = frozenset({DOCKER_HUB, "docker.io", "index.docker.io"})
+HELPER_TIMEOUT = 60
+
+Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def docker_config_path(env: Mapping[str, str], home: Path) -> Path:
+    directory = env.get("DOCKER_CONFIG")
+    return Path(directory) / "config.json" if directory else home / ".docker" / "config.json"
+
+
+def find_credential(host: str, env: Mapping[str, str], home: Path, run: Runner = subprocess.run) -> Credential | None:
+    """The credential for ``host``, in docker's order: its config.json (credHelpers for the host, then
+    credsStore, then ``auths``), podman's auth file, then ``REGFP_USERNAME``/``REGFP_PASSWORD``."""
+    config_path = docker_config_path(env, home)
+    config = _read_json(config_path)
+    helper = (config.get("credHelpers") or {}).get(_key_in(config.get("credHelpers") or {}, host) or "")
+    if helper:
+        return _from_helper(helper, host, env, run, str(config_path))
+    if config.get("credsStore"):
+        found = _from_helper(config["credsStore"], host, env, run, str(config_path))
+        if found is not None:
+            return found
+    found = _from_auths(config, host, str(config_path))
+    if found is not None:
+        return found
+    for podman in _podman_files(env):
+        found = _from_auths(_read_json(podman), host, str(podman))
+        if found is not None:
+            return found
+    user, password = env.get("REGFP_USERNAME", ""), env.get("REGFP_PASSWORD", "")
+    only = {h.strip() for h in env.get("REGFP_REGISTRY", "").split(",") if h.strip()}
+    if user and password and (not only or host in only or (host in HUB_ALIASES and only & HUB_ALIASES)):
+        return Credential(username=user, password=password, source="REGFP_USERNAME/REGFP_PASSWORD")
+    return None
+
+
+def store_login(host: str, username: str, password: str, env: Mapping[str, str], home: Path,
+                run: Runner = subprocess.run) -> str:
+    """Save a login where docker would: a credential helper if one is configured, else ``auths`` in
+    config.json (mode 0600, replaced atomically). Returns where it went, for the message."""
+    path = docker_config_path(env, home)
+    config = _read_json(path)
+    helper = (config.get("credHelpers") or {}).get(_key_in(config.get("credHelpers") or {}, host) or "") \
+        or config.get("credsStore")
+    server = server_key(host)
+    if helper:
+        payload = json.dumps({"ServerURL": server, "Username": username, "Secret": password})
+        proc = _run_helper(run, helper, "store", payload, env)
+        if proc.returncode != 0:
+            raise RegfpError(f"docker-credential-{helper} store failed (exit {proc.returncode})")
+        return f"docker-credential-{helper}"
+    auths = dict(config.get("auths") or {})
+    key = _key_in(auths, host) or server
+    auths[key] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode("ascii")}
+    config["auths"] = auths
+    _write_private(path, json.dumps(config, indent="\t").encode() + b"\n")
+    return str(path)
+
+
+def server_key(host: str) -> str:
+    return DOCKER_HUB_KEY if host in HUB_ALIASES else host
+
+
+# -- internals ------------------------------------------------------------------------------------------
+def _hostname(key: str) -> str:
+    """docker's ConvertToHostname: drop the scheme and any path."""
+    for scheme in ("http://", "https://"):
+        if key.startswith(scheme):
+            key = key[len(scheme):]
+    return key.split("/", 1)[0]
+
+
+def _key_in(entries: Mapping[str, object], host: str) -> str | None:
+    wanted = HUB_ALIASES if host in HUB_ALIASES else {host}
+    if host in HUB_ALIASES and DOCKER_HUB_KEY in entries:
+        return DOCKER_HUB_KEY
+    for key in entries:
+        if _hostname(key) in wanted:
+            return key
+    return None
+
+
+def _read_json(path: Path) -> dict:  # type: ignore[type-arg]
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise InvalidInput(f"{path}: unreadable credentials file ({type(e).__name__})") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"{path}: a credentials file must hold a JSON object")
+    return doc
+
+
+def _from_auths(config: Mapping[str, object], host: str, source: str) -> Credential | None:
+    auths = config.get("auths") or {}
+    if not isinstance(auths, dict):
+        return None
+    key = _key_in(auths, host)
+    entry = auths.get(key) if key else None
+    if not isinstance(entry, dict):
+        return None
+    if entry.get("identitytoken"):
+        return Credential(username=str(entry.get("username") or ""), identity_token=str(entry["identitytoken"]),
+                          source=source)
+    if entry.get("registrytoken"):
+        return Credential(registry_token=str(entry["registrytoken"]), source=source)
+    user, password = str(entry.get("username") or ""), str(entry.get("password") or "")
+    if entry.get("auth"):
+        try:
+            user, sep, password = base64.b64decode(str(entry["auth"])).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            sep = ""
+        if not sep:
+            raise InvalidInput(f"{source}: the 'auth' entry for {key} is not base64 of user:password")
+    if user and password:
+        return Credential(username=user, password=password, source=source)
+    return None
+
+
+def _podman_files(env: Mapping[str, str]) -> list[Path]:
+    files = []
+    if env.get("REGISTRY_AUTH_FILE"):
+        files.append(Path(env["REGISTRY_AUTH_FILE"]))
+    if env.get("XDG_RUNTIME_DIR"):
+        files.append(Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    return files
+
+
+def _run_helper(run: Runner, helper: str, verb: str, stdin: str,
+                env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return run([f"docker-credential-{helper}", verb], input=stdin, capture_output=True, text=True,
+                   env=dict(env), timeout=HELPER_TIMEOUT)
+    except FileNotFoundError:
+        raise RegfpError(f"credential helper docker-credential-{helper} not found on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise RegfpError(f"credential helper docker-credential-{helper} did not answer in "
+                         f"{HELPER_TIMEOUT} s") from None
+
+
+def _from_helper(helper: str, host: str, env: Mapping[str, str], run: Runner, config: str) -> Credential | None:
+    proc = _run_helper(run, helper, "get", server_key(host), env)
+    if proc.returncode != 0:
+        if "credentials not found" in (proc.stdout + proc.stderr).lower():
+            return None
+        # Helpers may echo what they were given; say only that it failed.
+        raise RegfpError(f"docker-credential-{helper} get failed for {host} (exit {proc.returncode}; "
+                         f"configured in {config})")
+    try:
+        doc = json.loads(proc.stdout)
+        user, secret = str(doc.get("Username") or ""), str(doc.get("Secret") or "")
+    except (ValueError, AttributeError):
+        raise RegfpError(f"docker-credential-{helper} get answered something that is not JSON") from None
+    if not secret:
+        return None
+    source = f"docker-credential-{helper}"
+    if user == "<token>":  # docker's marker for an identity (refresh) token
+        return Credential(identity_token=secret, source=source)
+    return Credential(username=user, password=secret, source=source)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".config.json.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,205 @@
+"""The build stage end to end: a real Git repository becomes a cached, reproducible image."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import need, regfp, regfp_json
+from project import GOLDEN, blob_files, layers, make_project
+from project import build as build_all
+
+
+def build(root: Path, *args: str) -> dict:
+    """The build stage alone (the patch stage has its own tests)."""
+    return build_all(root, "--only", "build", *args)
+
+def test_build_golden_and_layering(tmp_path: Path) -> None:
+    repo = make_project(tmp_path)
+    first = build(tmp_path)
+    [img] = first["images"]
+    sha = repo.git("rev-parse", "HEAD")
+    assert img["name"] == f"build/src:{sha}" and img["cached"] is False
+    if platform.machine() == "x86_64":
+        assert img["digest"] == GOLDEN
+    before = layers(tmp_path / "out", img["name"])
+    assert len(before) == 3  # base, dependencies, application
+
+    repo.write("app/main.txt", "application code v2\n")
+    sha2 = repo.commit("code only")
+    [img2] = build(tmp_path)["images"]
+    assert img2["name"] == f"build/src:{sha2}" and img2["digest"] != img["digest"]
+    after = layers(tmp_path / "out", img2["name"])
+    assert after[:2] == before[:2]  # base and dependency layers reused
+    assert after[2] != before[2]
+
+
+def test_build_is_cached_and_reports_it(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    first = build(tmp_path, "--now", "2026-01-01T00:00:00Z")
+    assert first["stats"]["layersWritten"] == 3  # the dir: base and two app layers
+    blobs = blob_files(tmp_path / "out")
+    again = build(tmp_path, "--now", "2026-01-02T00:00:00Z")
+    assert [i["cached"] for i in again["images"]] == [True]
+    assert again["stats"]["layersWritten"] == 0
+    assert again["images"][0]["digest"] == first["images"][0]["digest"]
+    assert blob_files(tmp_path / "out") == blobs
+
+
+def test_rebuild_after_expiry(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    first = build(tmp_path, "--now", "2026-01-01T00:00:00Z")
+    blobs = blob_files(tmp_path / "out")
+    before_ttl = build(tmp_path, "--now", "2026-03-31T23:59:59Z")  # 89 days later
+    assert before_ttl["images"][0]["state"] == "cached" and before_ttl["stats"]["layersWritten"] == 0
+    assert blob_files(tmp_path / "out") == blobs
+    plan = regfp_json("plan", str(tmp_path / "recipe.yaml"), "--now", "2026-04-02T00:00:00Z")
+    node = next(n for n in plan["nodes"] if n["stage"] == "build")  # type: ignore[index]
+    assert node["state"] == "expired" and "rebuildAfter 90d" in node["reason"]
+    expired = build(tmp_path, "--now", "2026-04-02T00:00:00Z")
+    [img] = expired["images"]
+    assert img["state"] == "expired" and img["cached"] is False and expired["stats"]["layersWritten"] == 3
+    # Same base, same commit: the rebuild reproduces the image exactly.
+    assert img["digest"] == first["images"][0]["digest"]
+    # The new build time restarts the clock.
+    assert build(tmp_path, "--now", "2026-04-03T00:00:00Z")["images"][0]["cached"] is True
+
+
+def test_expired_build_picks_up_the_base_as_it_is_then(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    first = build(tmp_path, "--now", "2026-01-01T00:00:00Z")["images"][0]
+    (tmp_path / "bases/os-1/etc/os-release").write_text("ID=test-os-1-patched\n")
+    within = build(tmp_path, "--now", "2026-01-05T00:00:00Z")["images"][0]
+    assert within["cached"] is True and within["digest"] == first["digest"]  # pinned until expiry
+    later = build(tmp_path, "--now", "2026-06-01T00:00:00Z")["images"][0]
+    assert later["cached"] is False and later["digest"] != first["digest"]
+
+
+def test_same_commit_in_two_clones_gives_identical_digests(tmp_path: Path) -> None:
+    make_project(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "elsewhere" / "b", symlinks=True)
+    one = build(tmp_path / "a")["images"][0]
+    two = build(tmp_path / "elsewhere" / "b")["images"][0]
+    assert one["digest"] == two["digest"]
+
+
+def test_dirty_working_tree_does_not_leak(tmp_path: Path) -> None:
+    repo = make_project(tmp_path)
+    clean = build(tmp_path, "--out", str(tmp_path / "clean"))["images"][0]
+    repo.write("app/main.txt", "uncommitted edit\n")
+    repo.write("app/untracked.txt", "never committed\n")
+    dirty = build(tmp_path, "--out", str(tmp_path / "dirty"))["images"][0]
+    assert dirty["digest"] == clean["digest"]
+
+
+def test_new_commit_new_build_unchanged_commit_none(tmp_path: Path) -> None:
+    repo = make_project(tmp_path)
+    a = build(tmp_path)["images"][0]
+    repo.write("README.md", "outside the subdir, but still a new commit\n")
+    sha = repo.commit("docs")
+    b = build(tmp_path)["images"][0]
+    assert b["name"] == f"build/src:{sha}" and b["cached"] is False
+    assert b["digest"] != a["digest"]  # the revision annotation names the new commit
+    assert build(tmp_path)["images"][0]["cached"] is True
+
+
+def test_tag_ref_adds_a_tag_name(tmp_path: Path) -> None:
+    repo = make_project(tmp_path, ref="v1.0.0")
+    repo.git("tag", "v1.0.0")
+    result = build(tmp_path)
+    names = [i["name"] for i in result["images"]]
+    sha = repo.git("rev-parse", "HEAD")
+    assert names == [f"build/src:{sha}", "build/src:v1.0.0"]
+    assert len({i["digest"] for i in result["images"]}) == 1
+
+
+@pytest.mark.parametrize(("ref", "message"), [
+    ("nope", "unknown ref 'nope'"),
+    ("abc1234", "short commit id"),
+    ("0" * 40, "unknown ref"),
+    ("--help", "is not a branch, tag or full commit id"),
+])
+def test_bad_refs_are_clear_errors(tmp_path: Path, ref: str, message: str) -> None:
+    make_project(tmp_path, ref=ref)
+    proc = regfp("build", str(tmp_path / "recipe.yaml"), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_repository(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    shutil.rmtree(tmp_path / "src")
+    proc = regfp("build", str(tmp_path / "recipe.yaml"), check=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_run_step_outputs_are_layered(tmp_path: Path) -> None:
+    repo = make_project(tmp_path)
+    repo.write("app/Makefile", "dist:\n\tmkdir -p dist && echo built-at-$$SOURCE_DATE_EPOCH > dist/out.txt\n")
+    repo.commit("make")
+    recipe = (tmp_path / "recipe.yaml").read_text().replace(
+        "  workdir: /app\n",
+        "  workdir: /app\n  run: {command: [make, -s, dist], outputs: [{from: dist, to: /app/dist}]}\n")
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    [img] = build(tmp_path)["images"]
+    out = tmp_path / "unpacked"
+    subprocess.run([need("umoci"), "raw", "unpack", "--image", f"{tmp_path / 'out'}:{img['name']}", str(out)],
+                   check=True, capture_output=True)
+    assert (out / "app/dist/out.txt").read_text() == f"built-at-{repo.time}\n"
+    assert len(layers(tmp_path / "out", img["name"])) == 4
+
+
+def test_failing_run_step_shows_output_and_writes_nothing(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    recipe = (tmp_path / "recipe.yaml").read_text().replace(
+        "  workdir: /app\n",
+        "  workdir: /app\n  run: {command: 'echo compiling; echo broken >&2; exit 3', outputs: [{from: x, to: /x}]}\n")
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    proc = regfp("build", str(tmp_path / "recipe.yaml"), check=False)
+    assert proc.returncode == 1
+    assert "exited 3" in proc.stderr and "compiling" in proc.stderr and "broken" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_built_image_passes_umoci_and_skopeo(tmp_path: Path, tool_env: dict[str, str]) -> None:
+    make_project(tmp_path)
+    [img] = build(tmp_path)["images"]
+    ref = f"{tmp_path / 'out'}:{img['name']}"
+    shown = subprocess.run([need("skopeo"), "inspect", f"oci:{ref}"], env=tool_env, capture_output=True,
+                           text=True, check=True)
+    info = json.loads(shown.stdout)
+    assert info["Digest"] == img["digest"]
+    assert info["Labels"] is None or isinstance(info["Labels"], dict)
+    bundle = tmp_path / "bundle"
+    subprocess.run([need("umoci"), "unpack", "--image", ref, str(bundle)], check=True, capture_output=True,
+                   env=tool_env)
+    root = bundle / "rootfs"
+    assert (root / "app/run.sh").stat().st_mode & 0o777 == 0o755
+    assert (root / "app/vendor/dep/lib.sh").read_text() == "dep() { :; }\n"
+    assert not (root / "README.md").exists() and not (root / "app/README.md").exists()
+    assert (root / "etc/os-release").read_text() == "ID=test-os-1\n"
+
+
+def test_built_image_runs_under_runc(tmp_path: Path, tool_env: dict[str, str]) -> None:
+    make_project(tmp_path, runnable=True)
+    [img] = build(tmp_path)["images"]
+    bundle = tmp_path / "bundle"
+    subprocess.run([need("umoci"), "unpack", "--image", f"{tmp_path / 'out'}:{img['name']}", str(bundle)],
+                   check=True, capture_output=True, env=tool_env)
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["terminal"] = False
+    (bundle / "config.json").write_text(json.dumps(config))
+    cid = f"regfp-build-{os.getpid()}"
+    try:
+        run = subprocess.run([need("runc"), "run", cid], cwd=bundle, capture_output=True, text=True, timeout=60)
+    finally:
+        subprocess.run(["runc", "delete", "-f", cid], capture_output=True)
+    assert run.returncode == 0, run.stderr
+    assert "hello hi on ID=test-os-1" in run.stdout
+    assert "PORT=8080" in run.stdout
