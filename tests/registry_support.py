@@ -319,13 +319,14 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     after: int | None = None
     seconds: float = 0.0
+    min_body: int = 0  # only requests whose body is at least this long
     seen: int = 0
     fired: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, length: int = 0) -> bool:
         if self.method is not None and self.method != method:
             return False
-        if not re.search(self.path, path):
+        if not re.search(self.path, path) or length < self.min_body:
             return False
         self.seen += 1
         if self.seen <= self.skip or (self.times >= 0 and self.fired >= self.times):
@@ -381,10 +382,10 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def _match(self, method: str, path: str) -> Fault | None:
+    def _match(self, method: str, path: str, length: int) -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.matches(method, path):
+                if fault.matches(method, path, length):
                     return fault
         return None
 
@@ -419,7 +420,7 @@ class FaultProxy:
                 with proxy._lock:
                     proxy.seen.append(seen)
                 length = int(self.headers.get("Content-Length") or 0)
-                fault = proxy._match(method, path)
+                fault = proxy._match(method, path, length)
                 seen.fault = fault.action if fault else None
                 if fault is not None and fault.action == "status":
                     _drain(self.rfile, length)

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -93,9 +94,10 @@ class Child:
             try:
                 os.close(ready_r)
                 os.close(self._msg_r)
+                write = os.write  # the child's own reports are not kill points
+                write(ready_w, b"r")
                 counter = _count_fs_calls(kill_at)
-                os.write(ready_w, b"r")
-                work(lambda text: os.write(msg_w, f"{text}|{counter[0]}\n".encode()))
+                work(lambda text: write(msg_w, f"{text}|{counter[0]}\n".encode()) and None)
                 code = 0
             except BaseException:
                 traceback.print_exc()
@@ -125,11 +127,13 @@ class Child:
 
 def _count_fs_calls(kill_at: int | None) -> list[int]:
     counter = [0]
+    lock = threading.Lock()  # the layer writer's compression thread writes blobs too
 
     def tick() -> None:
-        if counter[0] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        counter[0] += 1
+        with lock:
+            if counter[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            counter[0] += 1
 
     for name in Child.MUTATING:
         real = getattr(os, name)

@@ -325,6 +325,29 @@ def test_oras_pulls_an_artifact_regfp_pushed(registry: Registry, tmp_path: Path)
     assert got["artifactType"] == "application/vnd.regfp.test" and got["layers"][0]["digest"] == layer.digest.text
 
 
+def test_load_image_reads_a_registry_reference_through_the_given_opener(registry: Registry, tmp_path: Path) -> None:
+    from regctl_fp.errors import RefError
+    from regctl_fp.refs import parse_ref
+    from regctl_fp.sources import load_image
+
+    src, desc = layout_with_image(tmp_path, layers=2)
+    target = f"{registry.host}/{repo()}:1"
+    regfp("copy", f"oci:{src.path}:app:1", target)
+    ref = parse_ref(target)
+    with pytest.raises(RefError, match="no registry access"):
+        load_image(ref, work=None)
+    with client(registry) as c:
+        def opener(r):  # type: ignore[no-untyped-def]
+            store = RegistryStore.for_ref(c, r)
+            return store, store.resolve(RegistryStore.name_of(r))
+
+        img = load_image(ref, work=None, registry=opener)
+        assert img.digest == desc.digest
+        with img.layers[1].open() as f:  # layers stream from the registry, verified at the end
+            data = b"".join(iter(lambda: f.read(1 << 16), b""))
+        assert hashlib.sha256(data).hexdigest() == img.layers[1].digest.hex
+
+
 def test_registry_error_names_method_url_status_and_code(registry: Registry) -> None:
     repository = repo()
     with client(registry) as c:

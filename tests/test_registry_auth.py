@@ -344,3 +344,21 @@ def test_login_then_copy_and_skopeo_reads_the_same_login(tls_registry: TlsRegist
                                 f"docker://{target}"], env=env, capture_output=True, text=True)
     assert inspected.returncode == 0, inspected.stderr
     assert json.loads(inspected.stdout)["Digest"] == pushed["digest"]
+
+
+def test_plain_http_only_where_allowed_and_cas_from_certs_d(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from regctl_fp.cli import registry_cmds as rc
+
+    monkeypatch.setattr(rc, "CERTS_D", tmp_path / "certs.d")
+    (tmp_path / "certs.d/reg.example:5000").mkdir(parents=True)
+    (tmp_path / "certs.d/reg.example:5000/ca.crt").write_text("x")
+    none = rc.Flags()
+    assert rc.client_options("ghcr.io", none).plain_http is False
+    assert rc.client_options("localhost:5000", none).plain_http is True
+    assert rc.client_options("127.0.0.1:5000", none).plain_http is True
+    assert rc.client_options("10.0.0.5:5000", none).plain_http is False
+    assert rc.client_options("10.0.0.5:5000", rc.Flags(insecure=("10.0.0.5:5000",))).plain_http is True
+    assert rc.client_options("reg.example", rc.Flags(insecure=("reg.example",))).plain_http is True
+    assert rc.client_options("127.0.0.1:5000", rc.Flags(ca_file="/ca.pem")).plain_http is False  # TLS then
+    with_dir = rc.client_options("reg.example:5000", rc.Flags(ca_file="/ca.pem"))
+    assert with_dir.ca_files == ("/ca.pem", str(tmp_path / "certs.d/reg.example:5000/ca.crt"))

@@ -138,6 +138,18 @@ def test_download_resumes_after_the_connection_closes_mid_blob(registry: Registr
     assert (tmp_path / "out/blobs/sha256" / layer.digest.hex).stat().st_size == layer.size
 
 
+def test_a_registry_refusing_big_bodies_gets_chunks(registry: Registry, fault_proxy: FaultProxy,
+                                                    tmp_path: Path) -> None:
+    src, desc = image(tmp_path, layers=1, size=300_000, compression="none")
+    repository = repo()
+    fault_proxy.add(Fault("status", method="PUT", path=r"/blobs/uploads/", status=413, min_body=100_000, times=-1))
+    c = push(fault_proxy.host, src, desc, repository)
+    assert c.stats.requests.get("PATCH", 0) >= 1
+    assert [s.status for s in fault_proxy.seen if s.fault] == [413]
+    assert assert_tags_complete(registry, repository) == ["1"]
+    pull(registry.host, repository, "1", tmp_path / "out")
+
+
 def test_stalled_responses_time_out_and_are_retried(registry: Registry, fault_proxy: FaultProxy,
                                                     tmp_path: Path) -> None:
     src, desc = image(tmp_path, layers=1, size=300_000, compression="none")

@@ -58,11 +58,15 @@ def inspect(ref: Annotated[str, typer.Argument(
 @app.command()
 def verify(ref: Annotated[str, typer.Argument(
                metavar="REF", help="oci:PATH[:NAME|@DIGEST], or a layout directory")],
+           ca: Annotated[Path | None, typer.Option("--ca", help="Also check the image's identity certificate "
+                                                   "against this CA (chain, validity, SAN).")] = None,
+           now: Annotated[str | None, typer.Option("--now", help="ISO 8601 time for --ca validity "
+                                                   "(default: now).")] = None,
            json_out: JsonOpt = False) -> None:
     """Re-read every blob and check digests, sizes and diff_ids; exit 1 naming anything bad."""
     from . import commands
 
-    commands.verify(ref, json_out)
+    commands.verify(ref, json_out, ca, now)
 
 
 @app.command()

@@ -69,22 +69,29 @@ def inspect(text: str, platform: str | None, json_out: bool) -> None:
     _unsupported(ref, text)
 
 
-def verify(text: str, json_out: bool) -> None:
+def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | None = None) -> None:
     from ..sources import open_layout_ref
     from ..stores.layout import LayoutStore
-    from ..verify import Report, verify_descriptor, verify_layout
+    from ..verify import Report, verify_descriptor, verify_identity, verify_layout
 
     ref = _ref(text)
     if not isinstance(ref, LayoutRef):
         _unsupported(ref, text)
         return
+    if ca is not None and ref.name is None and ref.digest is None:
+        raise RefError(text, "--ca checks one image's identity: name it (oci:PATH:NAME)")
     with progress_bar() as bar:
         if ref.name is None and ref.digest is None:
             report = verify_layout(LayoutStore.open(ref.path), bar)
         else:
             store, desc = open_layout_ref(ref)
             report = Report()
-            verify_descriptor(store, desc, report, ref.name or str(ref.digest), bar)
+            label = ref.name or str(ref.digest)
+            verify_descriptor(store, desc, report, label, bar)
+            if ca is not None and report.ok:
+                from .recipe_cmds import parse_now
+
+                verify_identity(store, desc, _read_ca(ca), report, label, now=parse_now(now_text))
     if json_out:
         output.print_json({"ok": report.ok, "verified": report.checked, "problems": report.problems})
     else:
@@ -94,6 +101,19 @@ def verify(text: str, json_out: bool) -> None:
             output.error(problem)
     if not report.ok:
         raise SystemExit(1)
+
+
+def _read_ca(path: Path):  # type: ignore[no-untyped-def]
+    from cryptography import x509
+
+    from ..errors import InvalidInput
+
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as e:
+        raise InvalidInput(f"--ca {path}: cannot read ({e.strerror})") from None
+    except ValueError:
+        raise InvalidInput(f"--ca {path}: not a PEM certificate") from None
 
 
 def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool) -> None:
@@ -173,8 +193,8 @@ def _check_source_dir(ref: DirRef) -> None:
 
 def _unsupported(ref: Ref, text: str) -> None:
     if isinstance(ref, RegistryRef):
-        raise RefError(text, f"{ref} is a registry reference; registries are not supported by this version "
-                             "yet: use oci:PATH:NAME or dir:PATH")
+        raise RefError(text, f"{ref} is a registry reference; this command works on OCI layouts: copy it into "
+                             "one first (regfp copy REF oci:PATH:NAME)")
     if isinstance(ref, DirRef):
         raise RefError(text, "a dir: reference is computed from a directory, not stored: this command needs "
                              "an image in an OCI layout (oci:PATH:NAME)")

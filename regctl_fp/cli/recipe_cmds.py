@@ -28,6 +28,16 @@ def _options():  # type: ignore[no-untyped-def]
     return BuildOptions(epoch=edge.source_date_epoch(), platform=edge.host_platform())
 
 
+def secrets(lr):  # type: ignore[no-untyped-def]
+    """The values of the environment variables the recipe names for CA key passwords (read here, at the
+    edge; never printed)."""
+    import os
+
+    from ..recipe.environments import password_vars
+
+    return {name: os.environ[name] for name in password_vars(lr) if name in os.environ}
+
+
 def _git_cache() -> Path:
     import os
 
@@ -50,7 +60,7 @@ def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None,
     plan = make_plan(lr, now=now, options=options, layout=out.resolve() if out else None, git_cache=_git_cache(),
                      stages=frozenset(only) or STAGES, channels=tuple(channels) if channels else None)
     with progress_bar() as bar:
-        report = execute(plan, now=now, options=options, progress=bar)
+        report = execute(plan, now=now, options=options, progress=bar, secrets=secrets(lr))
     if json_out:
         output.print_json(report.to_json())
         return

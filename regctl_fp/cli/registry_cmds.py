@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..stores.transport import ClientOptions, RegistryClient
 
 CERTS_D = Path("/etc/docker/certs.d")  # docker's per-registry CA directory
-JOBS = 4  # blobs moved at a time
+JOBS = 6  # blobs moved at a time (skopeo moves 6 too)
 
 
 @dataclass(frozen=True)

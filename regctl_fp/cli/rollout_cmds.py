@@ -26,7 +26,7 @@ def rollout(recipe: Path, out: Path | None, delta: int | None, env: str | None, 
     from ..recipe.rollouts import read_ledger, update
     from ..stages.rollout import parse_release
     from ..stores.layout import LayoutStore
-    from .recipe_cmds import _git_cache, _options, parse_now
+    from .recipe_cmds import _git_cache, _options, parse_now, secrets
 
     lr = load_recipe(recipe)
     r = lr.recipe
@@ -55,9 +55,10 @@ def rollout(recipe: Path, out: Path | None, delta: int | None, env: str | None, 
 
         options = _options()
         plan = make_plan(lr, now=now, options=options, layout=layout, git_cache=_git_cache(),
-                         stages=frozenset({"build", "patch", "rollout"}), channels=(r.rollouts.channel,))
+                         stages=frozenset({"build", "patch", "rollout", "environment"}),
+                         channels=(r.rollouts.channel,))
         with progress_bar() as bar:
-            report = execute(plan, now=now, options=options, progress=bar)
+            report = execute(plan, now=now, options=options, progress=bar, secrets=secrets(lr))
         cut = report.rollout
         with LayoutStore.open(layout) as store:
             ledger = read_ledger(store, r.name)

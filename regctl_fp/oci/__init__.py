@@ -1,7 +1,9 @@
 """The pure OCI model: digests, media types, descriptors, configs, manifests, indexes and images.
 
 Nothing here touches the filesystem or the network; layers carry openers supplied by the stores.
-Names are re-exported lazily, so importing one submodule (e.g. ``oci.errors``) stays cheap.
+Names are re-exported lazily, so importing one submodule (e.g. ``oci.errors``) stays cheap. The
+``validate`` function is not re-exported: its module has the same name and would shadow it; import it
+from ``oci.validate``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ _EXPORTS = {
     "InvalidDocument": "errors", "InvalidInput": "errors", "RegfpError": "errors", "SizeMismatch": "errors",
     "VerificationError": "errors", "FrozenDict": "frozen", "freeze": "frozen", "thaw": "frozen",
     "Image": "image", "Layer": "image", "Index": "manifest", "Manifest": "manifest",
-    "sniff_media_type": "manifest", "ValidationError": "validate", "validate": "validate",
+    "sniff_media_type": "manifest", "ValidationError": "validate",
     "VerifyingReader": "verify", "read_verified": "verify",
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Report:
     images: list[ImageResult] = field(default_factory=list)
     layers_written: int = 0  # layers tarred and compressed by this run
     rollout: dict[str, object] | None = None
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -53,6 +55,8 @@ class Report:
             "stats": {"layersWritten": self.layers_written}}
         if self.rollout is not None:
             out["rollout"] = self.rollout
+        if self.notes:
+            out["notes"] = self.notes
         return out
 
     def add(self, node: Node, digest: str, cached: bool) -> None:
@@ -61,8 +65,15 @@ class Report:
                                            node.reason))
 
 
-def execute(plan: Plan, *, now: int, options: BuildOptions, progress: Progress = SILENT) -> Report:
+def execute(plan: Plan, *, now: int, options: BuildOptions, progress: Progress = SILENT,
+            secrets: Mapping[str, str] | None = None) -> Report:
+    """Run the plan. ``secrets`` maps environment variable names to values (CA key passwords)."""
     report = Report()
+    prepared = []
+    if plan.nodes_of("environment"):
+        from .environments import prepare
+
+        prepared = prepare(plan.recipe, now=now, secrets=secrets or {})  # checked before anything is written
     build_digest = _run_build(plan, now, options, progress, report)
     patches = [n for n in plan.nodes_of("patch")]
     todo = []
@@ -86,6 +97,10 @@ def execute(plan: Plan, *, now: int, options: BuildOptions, progress: Progress =
                 report.add(node, desc.digest.text, False)
     if plan.nodes_of("rollout"):
         _run_rollout(plan, now, report)
+    if prepared:
+        from . import environments
+
+        environments.run(plan, prepared, now=now, options=options, progress=progress, report=report)
     return report
 
 

@@ -144,17 +144,40 @@ class Rollouts:
     cohorts: Cohorts | None = field(default=None)
 
 
+Mode = Annotated[str, pattern_spec("mode", r"0?[0-7]{3,4}", "{value!r} is not an octal file mode (e.g. 0644)")]
+EnvVarName = Annotated[str, pattern_spec("env-var", r"[A-Za-z_][A-Za-z0-9_]*",
+                                         "{value!r} is not an environment variable name")]
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+DnsName = Annotated[str, pattern_spec("dns", rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*", "{value!r} is not a DNS name")]
+
+
 @dataclass(frozen=True)
 class Identity:
+    """A per-environment identity certificate issued from this CA into every environment image."""
+
     ca: RecipePath = field(doc="CA certificate (PEM)")
     key: RecipePath = field(doc="CA private key (PEM, may be encrypted)")
-    ttl: Duration = field(default="30d")
-    key_password_env: str | None = field(default=None, doc="environment variable holding the key password")
+    ttl: Duration = field(default="30d", doc="certificate lifetime; re-issued when a third is left")
+    key_password_env: EnvVarName | None = field(default=None, doc="environment variable holding the key "
+                                                                  "password (never the password itself)")
+    trust_domain: DnsName = field(default="regfp.local", doc="SPIFFE trust domain of the SAN URI")
+    hosts: tuple[DnsName, ...] = field(default=(), doc="machines allowed to run the image (DNS SANs)")
+    puller: str | None = field(default=None, doc="the identity that pulls the image (urn:regfp:puller:...)")
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A file for the image, with its mode and owner."""
+
+    src: RecipePath = field(doc="file relative to the recipe")
+    mode: Mode = field(default="0644")
+    owner: Owner = field(default="0:0")
 
 
 @dataclass(frozen=True)
 class Push:
     prefix: str = field(doc="registry prefix, e.g. ghcr.io/acme or localhost:5000/acme")
+    private: bool = field(default=False, doc="the target is private: images with secrets may go there")
 
 
 @dataclass(frozen=True)
@@ -165,7 +188,8 @@ class Environment:
     environment: Name = field()
     delta: int = field(default=0, doc="which release: 0 = newest, 1 = the one before, ...")
     env: FrozenDict[str, str] = field(default=EMPTY)
-    files: FrozenDict[str, str] = field(default=EMPTY, doc="image path -> file relative to the recipe")
+    files: FrozenDict[str, str | FileSource] = field(default=EMPTY, doc="image path -> file relative to the "
+                                                                       "recipe, or {src, mode, owner}")
     ca_certs: tuple[RecipePath, ...] = field(default=())
     polyfills: tuple[str, ...] = field(default=(), doc="image references whose layers are merged in")
     identity: Identity | None = field(default=None)

@@ -39,7 +39,7 @@ A_REVISION = "org.opencontainers.image.revision"
 A_CREATED = "org.opencontainers.image.created"
 A_SOURCE = "org.opencontainers.image.source"
 
-STAGES = frozenset({"build", "patch", "rollout"})
+STAGES = frozenset({"build", "patch", "rollout", "environment"})
 
 State = Literal["cached", "build", "expired", "input"]
 
@@ -184,6 +184,10 @@ def make_plan(lr: LoadedRecipe, *, now: int, options: BuildOptions, layout: Path
             plan.nodes.append(_patch_node(plan, name))
     if "rollout" in stages and r.rollouts is not None and r.rollouts.channel in plan.channels:
         plan.nodes.append(_rollout_node(plan, store))
+        if "environment" in stages and r.environments:
+            from .environments import plan_nodes
+
+            plan.nodes.extend(plan_nodes(plan, store, now, options))
     return plan
 
 

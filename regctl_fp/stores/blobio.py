@@ -49,6 +49,7 @@ class RemoteBlobReader:
         self._failures = 0
         self._resp: httpx.Response | None = None
         self._chunks: Iterator[bytes] | None = None
+        self._pending = b""
         self._open()
 
     def _open(self) -> None:
@@ -82,6 +83,15 @@ class RemoteBlobReader:
             skip -= len(chunk)
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (what one network read brought, at most); ``b""`` at the end."""
+        chunk = self._pending or self._next()
+        if 0 <= n < len(chunk):
+            chunk, self._pending = chunk[:n], chunk[n:]
+        else:
+            self._pending = b""
+        return chunk
+
+    def _next(self) -> bytes:
         assert self._chunks is not None
         while True:
             try:

@@ -1,0 +1,108 @@
+"""Reading single files out of an image's layered filesystem, honouring whiteouts and symlinks.
+
+Layers are scanned from the top down and each is streamed (decompressed on the fly, never held in
+memory); the scan stops at the first layer that decides the path: a file, a whiteout, or an opaque
+directory above it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tarfile
+from dataclasses import dataclass
+
+from .errors import RegfpError
+from .oci.compression import decompressed
+from .oci.image import Image, Layer
+
+MAX_FILE = 64 << 20  # bytes; these lookups are for configuration files (CA bundles, passwd)
+_WH = ".wh."
+_OPAQUE = ".wh..wh..opq"
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    path: str  # where the content was found (after following symlinks)
+    data: bytes
+    mode: int
+    uid: int
+    gid: int
+
+
+def _norm(path: str) -> str:
+    return posixpath.normpath("/" + path).lstrip("/")
+
+
+def read_file(image: Image, path: str, *, follow: int = 8) -> FoundFile | None:
+    """The content of ``path`` in ``image`` (None if it does not exist), following symlinks."""
+    want = _norm(path)
+    for _ in range(follow + 1):
+        found = _lookup(image.layers, want)
+        if found is None:
+            return None
+        kind, value, member = found
+        if kind == "file":
+            assert isinstance(value, bytes) and member is not None
+            return FoundFile(want, value, member.mode, member.uid, member.gid)
+        # A symlink: resolve it against its directory, inside the image root.
+        target = str(value)
+        base = posixpath.dirname(want)
+        want = _norm(target if target.startswith("/") else posixpath.join(base, target))
+    raise RegfpError(f"{path}: too many levels of symbolic links in the image")
+
+
+def _lookup(layers: tuple[Layer, ...], want: str) -> tuple[str, bytes | str, tarfile.TarInfo | None] | None:
+    parents = []
+    p = want
+    while "/" in p:
+        p = p.rpartition("/")[0]
+        parents.append(p)
+    whiteout = posixpath.join(posixpath.dirname(want), _WH + posixpath.basename(want))
+    for layer in reversed(layers):
+        decided = _scan(layer, want, whiteout, parents)
+        if decided == "deleted":
+            return None
+        if decided is not None:
+            return decided
+    return None
+
+
+def _scan(layer: Layer, want: str, whiteout: str, parents: list[str]):  # type: ignore[no-untyped-def]
+    compression = layer.compression or "none"
+    result = None
+    hidden = False
+    with layer.open() as raw:
+        stream = decompressed(raw, compression)
+        with tarfile.open(fileobj=stream, mode="r|", errors="surrogateescape") as tar:
+            for member in tar:
+                name = _norm(member.name)
+                if name == want:
+                    if member.isreg():
+                        if member.size > MAX_FILE:
+                            raise RegfpError(f"/{want} in layer {layer.digest} is larger than {MAX_FILE} bytes")
+                        f = tar.extractfile(member)
+                        assert f is not None
+                        result = ("file", f.read(), member)
+                    elif member.issym():
+                        result = ("link", member.linkname, None)
+                    elif member.islnk():
+                        result = ("link", "/" + _norm(member.linkname), None)
+                    else:
+                        result = "deleted"  # a directory or special file: not a regular file
+                elif name == whiteout:
+                    result = "deleted"
+                elif name.endswith("/" + _OPAQUE) and name[: -len(_OPAQUE) - 1] in parents:
+                    hidden = True
+                elif name in parents and member.issym():
+                    # A directory above is a symlink here: continue the lookup through it.
+                    rest = want[len(name) + 1:]
+                    target = member.linkname
+                    base = target if target.startswith("/") else posixpath.join(posixpath.dirname(name), target)
+                    result = ("link", "/" + _norm(posixpath.join(base, rest)), None)
+                elif name in parents and not member.isdir():
+                    result = "deleted"  # a parent replaced by a file in this layer
+        while raw.read(1 << 20):  # read to the end so the blob's digest is checked
+            pass
+    if result is None and hidden:
+        return "deleted"
+    return result

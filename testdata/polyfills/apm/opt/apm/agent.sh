@@ -1,0 +1,3 @@
+#!/bin/sh
+# A stand-in APM agent, layered into environment images as a polyfill.
+echo "apm agent attached"
