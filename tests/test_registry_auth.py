@@ -362,3 +362,11 @@ def test_plain_http_only_where_allowed_and_cas_from_certs_d(tmp_path: Path, monk
     assert rc.client_options("127.0.0.1:5000", rc.Flags(ca_file="/ca.pem")).plain_http is False  # TLS then
     with_dir = rc.client_options("reg.example:5000", rc.Flags(ca_file="/ca.pem"))
     assert with_dir.ca_files == ("/ca.pem", str(tmp_path / "certs.d/reg.example:5000/ca.crt"))
+
+
+def test_credentials_never_go_to_a_plain_http_token_server_of_a_tls_registry() -> None:
+    with RegistryClient("registry.example", ALICE, ClientOptions(retry=FAST)) as c:
+        c.auth.learn(parse_challenges(['Bearer realm="http://auth.example/token",service="s"']))
+        with pytest.raises(RegistryError, match="refusing") as info:
+            c.auth.header(frozenset({"repository:a:pull"}))
+    assert USERS["alice"] not in str(info.value) and c.stats.requests == {}

@@ -100,11 +100,14 @@ def login(server: Annotated[str, typer.Argument(metavar="HOST", help="registry h
 def gc(layout: Annotated[str, typer.Argument(
        metavar="LAYOUT", help="path of an OCI layout (or oci:PATH)")],
        dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would go; delete nothing.")] = False,
+       expired: Annotated[bool, typer.Option("--expired", help="First drop ad-hoc/ debug names past their "
+                                             "dev.regfp.expires.")] = False,
+       now: Annotated[str | None, typer.Option("--now", help="ISO 8601 time for --expired (default: now).")] = None,
        json_out: JsonOpt = False) -> None:
     """Delete blobs that no name in the layout reaches."""
     from . import commands
 
-    commands.gc(layout, dry_run, json_out)
+    commands.gc(layout, dry_run, json_out, expired, now)
 
 
 RecipeArg = Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe file (YAML, format 1)")]
@@ -192,3 +195,22 @@ def cohort(client_id: Annotated[str, typer.Argument(metavar="CLIENT_ID", help="t
     from . import rollout_cmds
 
     rollout_cmds.cohort(client_id, recipe, name, buckets, json_out)
+
+
+@app.command("debug-image")
+def debug_image(recipe: RecipeArg,
+                ssh_key: Annotated[list[Path] | None, typer.Option("--ssh-key", help="A public key allowed to log "
+                                                                   "in as root (repeatable).")] = None,
+                channel: Annotated[str | None, typer.Option("--channel", help="Patch channel (default: the "
+                                                            "rollout channel).")] = None,
+                release: Annotated[str | None, typer.Option("--release", help="Debug release rN.")] = None,
+                delta: Annotated[int | None, typer.Option("--delta", help="Debug the release at n-N.")] = None,
+                ttl: Annotated[str | None, typer.Option("--ttl", help="Expiry (default: debug.ttl).")] = None,
+                sshd_only: Annotated[bool, typer.Option("--sshd-only", help="Run sshd alone, not the app.")] = False,
+                port: Annotated[int, typer.Option("--port", help="sshd port inside the image.")] = 2222,
+                out: OutOpt = None, now: NowOpt = None, json_out: JsonOpt = False) -> None:
+    """An ad-hoc debug image: the patched app plus tools, root and sshd with your key (dev identity only)."""
+    from . import debug_cmds
+
+    debug_cmds.debug_image(recipe, ssh_key or [], channel, release, delta, ttl, sshd_only, port, out, now,
+                           json_out)

@@ -135,11 +135,14 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool) -> 
         raise RefError(dst_text, "the destination needs a name: oci:PATH:NAME")
     want = edge.parse_platform(platform)
     if isinstance(src, LayoutRef):
+        from ..stages.debug import refuse_promotion
+
         src_store, desc = open_layout_ref(src)
         if want is not None and desc.media_type in mt.INDEX_TYPES:
             from ..stores.base import read_image
 
             desc = read_image(src_store, desc, want).descriptor
+        refuse_promotion(src_store, desc, dst.name.rpartition(":")[0] if ":" in dst.name else dst.name, dst_text)
         with LayoutStore.open_or_create(dst.path) as store, progress_bar() as bar:
             on_bytes = bar.task(f"copy {src_text}", _blob_bytes(src_store, desc))
             copied = copy_descriptor(src_store, store, desc, on_bytes)
@@ -160,7 +163,7 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool) -> 
         output.line(f"{dst_text} {copied.digest}")
 
 
-def gc(text: str, dry_run: bool, json_out: bool) -> None:
+def gc(text: str, dry_run: bool, json_out: bool, expired: bool = False, now_text: str | None = None) -> None:
     from ..stores.layout import LayoutStore
 
     ref = _ref(text) if text.startswith("oci:") else LayoutRef(text)
@@ -169,12 +172,24 @@ def gc(text: str, dry_run: bool, json_out: bool) -> None:
         return
     if ref.name is not None or ref.digest is not None:
         raise RefError(text, f"gc works on a whole layout: give its path ({ref.path}), not one image")
-    report = LayoutStore.open(ref.path).gc(dry_run=dry_run)
+    store = LayoutStore.open(ref.path)
+    dropped: list[str] = []
+    if expired:
+        from ..stages.debug import expired_names
+        from .recipe_cmds import parse_now
+
+        dropped = expired_names(store, dict(store.names()), parse_now(now_text))
+        if dropped and not dry_run:
+            with store:
+                store.set_names(dict.fromkeys(dropped))
+    report = store.gc(dry_run=dry_run)
     if json_out:
         output.print_json({"removed": [{"digest": d.text, "size": s} for d, s in report.removed],
                            "freed": report.freed, "kept": report.kept, "tempFiles": report.temp_files,
-                           "dryRun": dry_run})
+                           "dryRun": dry_run, "expiredNames": dropped})
         return
+    for name in dropped:
+        output.line(f"{'would drop' if dry_run else 'dropped'} expired {name}")
     verb = "would remove" if dry_run else "removed"
     temp = f", {report.temp_files} temp files" if report.temp_files else ""
     output.line(f"{verb} {len(report.removed)} blobs ({_size(report.freed)}), kept {report.kept}{temp}")

@@ -212,13 +212,6 @@ def upload_blob(client: RegistryClient, repository: str, desc: Descriptor, opene
                 raise r.error from None
             client.stats.add("retries")
             timing.sleep(r.wait if r.wait is not None else policy.backoff(attempt - 1, timing.random()))
-        except RegistryError as e:
-            location = None
-            attempt += 1
-            if e.status is not None or attempt >= policy.attempts:
-                raise
-            client.stats.add("retries")
-            timing.sleep(policy.backoff(attempt - 1, timing.random()))
 
 
 def _mount(client: RegistryClient, repository: str, source: str, desc: Descriptor) -> tuple[bool, str | None]:

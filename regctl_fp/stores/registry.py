@@ -32,6 +32,8 @@ TAG_PAGE = 1000
 
 
 class RegistryStore:
+    """The Store protocol over one registry's distribution API, for a prefix or one repository."""
+
     def __init__(self, client: RegistryClient, prefix: str = "", repository: str | None = None, *,
                  chunk_size: int = 8 << 20, monolithic_limit: int | None = None,
                  spool_dir: str | None = None) -> None:

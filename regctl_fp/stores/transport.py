@@ -54,10 +54,10 @@ class ClientOptions:
     plain_http: bool = False  # only for localhost, 127.0.0.1 or hosts the user named insecure
     ca_files: tuple[str, ...] = ()  # trusted in addition to the system store
     connect_timeout: float = 15.0
-    read_timeout: float = 120.0  # between two reads of a response; a stall longer than this is retried
+    read_timeout: float = 60.0  # between two reads of a response; a stall longer than this is retried
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timing: Timing = field(default_factory=Timing)
-    max_connections: int = 16
+    max_connections: int = 32  # a registry-to-registry copy holds two per blob in flight
     user_agent: str = f"regfp/{__version__}"
 
 
@@ -89,9 +89,19 @@ class RegistryClient:
         self.host = host
         self.options = options or ClientOptions()
         self.scheme = "http" if self.options.plain_http else "https"
+        self._http = self._new_http()
+        self.auth = Authenticator(credential, self._fetch_token, self.options.timing.monotonic)
+        self.stats = Stats()
+        self.locations = BlobLocations()
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    def _new_http(self) -> httpx.Client:
         opts = self.options
-        self._http = httpx.Client(
-            verify=_ssl_context(opts.ca_files),
+        # Loading the system CA store costs ~60 ms: a plain-HTTP client makes no certificate checks at all.
+        verify: ssl.SSLContext | bool = _ssl_context(opts.ca_files) if self.scheme == "https" else False
+        return httpx.Client(
+            verify=verify,
             timeout=httpx.Timeout(connect=opts.connect_timeout, read=opts.read_timeout,
                                   write=opts.read_timeout, pool=opts.read_timeout),
             limits=httpx.Limits(max_connections=opts.max_connections,
@@ -99,11 +109,6 @@ class RegistryClient:
             headers={"User-Agent": opts.user_agent},
             trust_env=False,  # proxies and .netrc from the environment would bypass what the CLI decided
         )
-        self.auth = Authenticator(credential, self._fetch_token, opts.timing.monotonic)
-        self.stats = Stats()
-        self.locations = BlobLocations()
-        self._ready = False
-        self._ready_lock = threading.Lock()
 
     def close(self) -> None:
         self._http.close()
@@ -130,6 +135,8 @@ class RegistryClient:
                     and b"HTTP request to an HTTPS server" in resp.content):
                 # localhost served over TLS: docker tries HTTPS for such hosts too.
                 self.scheme = "https"
+                self._http.close()
+                self._http = self._new_http()
                 resp = self._send_retrying("GET", self.url("/v2/"), {}, None, stream=False, follow=False)
             if resp.status_code == 401:
                 self.auth.learn(parse_challenges(resp.headers.get_list("www-authenticate")))
@@ -221,6 +228,10 @@ class RegistryClient:
         params: list[tuple[str, str]] = []
         if service:
             params.append(("service", service))
+        if (credential is not None and credential.secrets and realm.startswith("http://")
+                and not self.options.plain_http):
+            raise RegistryError("GET", realm, None, None, "the registry sends credentials to a plain-HTTP token "
+                                                          "server; refusing (an attacker could read them)")
         if credential is not None and credential.identity_token:
             # OAuth2 refresh-token grant, as docker does with an identity token.
             form = {"grant_type": "refresh_token", "refresh_token": credential.identity_token,

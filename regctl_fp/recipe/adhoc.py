@@ -1,0 +1,128 @@
+"""``debug-image`` orchestration: pick the patched release, add tools, root, sshd, keys and a dev identity."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InvalidInput
+from ..oci.descriptor import Descriptor
+from ..progress import SILENT, Progress
+from ..sources import BuildOptions, load_image
+from ..stages.debug import DebugInputs, HostKey, debug_image
+from ..stores.base import read_image, write_image
+from ..stores.layout import LayoutStore
+from ..timeutil import parse_duration, parse_rfc3339, rfc3339
+from .load import LoadedRecipe
+
+
+@dataclass(frozen=True)
+class DebugResult:
+    name: str
+    digest: str
+    parent: str
+    expires: str
+    host_key: str  # public line
+    port: int
+    identity: str | None
+
+
+def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_key: HostKey, now: int, options: BuildOptions,
+                     secrets: Mapping[str, str], layout: Path | None = None, git_cache: Path | None = None,
+                     channel: str | None = None, release: int | None = None, delta: int | None = None,
+                     ttl: str | None = None, sshd_only: bool = False, port: int = 2222,
+                     progress: Progress = SILENT) -> DebugResult:
+    r = lr.recipe
+    if r.debug is None or r.debug.tools is None:
+        raise InvalidInput(f"{lr.path}: the recipe has no debug.tools image")
+    env = _dev_environment(lr)
+    out = layout or lr.output_layout
+    ttl_seconds = parse_duration(ttl or r.debug.ttl) if (ttl or r.debug.ttl) else 8 * 3600
+    prepared = None
+    if env is not None and env.identity is not None:
+        from .environments import prepare
+
+        prepared = prepare(lr, now=now, secrets=secrets)[list(r.environments).index(env)]  # checked first
+    number = 0
+    if release is not None or delta is not None:
+        parent_desc, revision, channel_name, number = _from_ledger(lr, out, release, delta)
+    else:
+        parent_desc, revision, channel_name = _current(lr, out, channel, now, options, secrets, git_cache, progress)
+    with LayoutStore.open_or_create(out) as store:
+        parent = read_image(store, parent_desc)
+        tools = load_image(lr.image_ref(r.debug.tools), work=store, platform=parent.config.platform,
+                           options=options, progress=progress)
+        identity = None
+        if prepared is not None and env is not None and env.identity is not None:
+            from ..stages.identity import Subject, issue, window
+
+            assert prepared.authority is not None
+            ident = env.identity
+            identity = issue(prepared.authority, Subject(r.name, env.location, env.environment, number, revision,
+                                                         ident.trust_domain, tuple(ident.hosts), ident.puller),
+                             *window(now, min(parse_duration(ident.ttl), ttl_seconds)))
+        expires = rfc3339(now + ttl_seconds)
+        created = parent.annotations.get("org.opencontainers.image.created")
+        annotations = {"dev.regfp.stage": "debug", "dev.regfp.environment": f"{env.location}.{env.environment}"
+                       if env else r.debug.environment}
+        if identity is not None:
+            annotations["dev.regfp.identity"] = identity.spiffe_id
+        image = debug_image(DebugInputs(parent=parent, tools=tools, keys=keys, host_key=host_key, expires=expires,
+                                        mtime=parse_rfc3339(created) if created else 0, identity=identity,
+                                        sshd_only=sshd_only, port=port), store, annotations)
+        desc = write_image(store, image)
+        name = f"ad-hoc/{_repo_name(lr)}/{revision}:{channel_name}"
+        store.set_names({name: desc})
+    return DebugResult(name, desc.digest.text, parent.digest.text, expires, host_key.public_line, port,
+                       identity.spiffe_id if identity else None)
+
+
+def _dev_environment(lr: LoadedRecipe):  # type: ignore[no-untyped-def]
+    r = lr.recipe
+    assert r.debug is not None
+    wanted = r.debug.environment
+    for env in r.environments:
+        if wanted in (env.environment, f"{env.location}.{env.environment}"):
+            return env
+    return None
+
+
+def _repo_name(lr: LoadedRecipe) -> str:
+    if lr.recipe.source.name:
+        return lr.recipe.source.name
+    from ..gitsource import Repository
+    from .plan import repo_name
+
+    return repo_name(lr, Repository.open(lr.recipe.source.git, base=lr.directory))
+
+
+def _from_ledger(lr: LoadedRecipe, out: Path, release: int | None,
+                 delta: int | None) -> tuple[Descriptor, str, str, int]:
+    from .rollouts import read_ledger
+
+    r = lr.recipe
+    if r.rollouts is None:
+        raise InvalidInput(f"{lr.path}: --release/--delta need a 'rollouts' section")
+    ledger = read_ledger(LayoutStore.open(out), r.name)
+    rel = ledger.get(release) if release is not None else ledger.at_delta(delta or 0)
+    if rel is None:
+        raise InvalidInput(f"{r.name} has no release at n-{delta}")
+    return rel.image, rel.revision, rel.channel, rel.number
+
+
+def _current(lr: LoadedRecipe, out: Path, channel: str | None, now: int, options: BuildOptions,
+             secrets: Mapping[str, str], git_cache: Path | None, progress: Progress) -> tuple[Descriptor, str, str]:
+    from .execute import execute
+    from .plan import make_plan
+
+    r = lr.recipe
+    if r.patch is None:
+        raise InvalidInput(f"{lr.path}: debug images are built on a patched release; add patch.channels")
+    name = channel or (r.rollouts.channel if r.rollouts else next(iter(r.patch.channels)))
+    plan = make_plan(lr, now=now, options=options, layout=out, git_cache=git_cache,
+                     stages=frozenset({"build", "patch"}), channels=(name,))
+    execute(plan, now=now, options=options, progress=progress, secrets=secrets)
+    store = LayoutStore.open(out)
+    desc = store.resolve(plan.patch_name(name))
+    return Descriptor(desc.media_type, desc.digest, desc.size), plan.commit.sha, name

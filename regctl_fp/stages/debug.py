@@ -1,0 +1,245 @@
+"""Ad-hoc debug images: the patched app plus debug tools, a root account, and an sshd that accepts
+only the given public keys. Never built on an environment image, so no production identity is inside;
+the identity it carries, if any, is the development environment's.
+
+Supported sshd: dropbear (``/usr/sbin/dropbear`` in the tools image), which reads its own host-key
+format, written here from an Ed25519 key.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+
+from ..errors import InvalidInput
+from ..imagefs import read_file
+from ..layers import Entry, dir_entry, file_entry, write_layer
+from ..oci.config import History
+from ..oci.image import Image, Layer
+from ..stores.base import Store
+from .environment import merge_polyfill_env
+from .identity import IDENTITY_DIR, Issued
+
+A_DEBUG = "dev.regfp.debug"
+A_PARENT = "dev.regfp.parent"
+A_EXPIRES = "dev.regfp.expires"
+ENTRY = "usr/local/bin/regfp-debug"
+HOST_KEY = "etc/dropbear/regfp_ed25519_host_key"
+DROPBEAR = "usr/sbin/dropbear"
+DEFAULT_PORT = 2222
+_SHELLS = ("bin/sh", "bin/bash", "bin/ash")
+
+
+class KeyRefused(InvalidInput):
+    pass
+
+
+def check_public_key(text: str, shown: str) -> str:
+    """One OpenSSH public key line (ed25519, ecdsa, RSA >= 2048 bits), normalised; never echoes input."""
+    stripped = text.strip()
+    if "PRIVATE KEY" in stripped or stripped.startswith("-----BEGIN"):
+        raise KeyRefused(f"{shown}: this is a private key; give the public key (the .pub file) instead")
+    lines = [line for line in stripped.splitlines() if line.strip() and not line.startswith("#")]
+    if len(lines) != 1:
+        raise KeyRefused(f"{shown}: expected exactly one OpenSSH public key line, found {len(lines)}")
+    parts = lines[0].split()
+    try:
+        key = serialization.load_ssh_public_key(" ".join(parts[:2]).encode())
+    except (ValueError, IndexError, UnicodeError):
+        raise KeyRefused(f"{shown}: not an OpenSSH public key (expected e.g. 'ssh-ed25519 AAAA... user@host')") \
+            from None
+    except Exception:  # unsupported algorithm types raise their own exception class
+        raise KeyRefused(f"{shown}: unsupported public key type") from None
+    if isinstance(key, dsa.DSAPublicKey):
+        raise KeyRefused(f"{shown}: DSA keys are refused (weak and disabled by modern sshd); use ed25519")
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
+        raise KeyRefused(f"{shown}: RSA key of {key.key_size} bits is too short (at least 2048)")
+    if not isinstance(key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
+        raise KeyRefused(f"{shown}: unsupported public key type")
+    comment = " ".join(parts[2:])
+    return " ".join(parts[:2]) + (f" {comment}" if comment else "")
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """An Ed25519 host key; made at the CLI edge (randomness never enters the library)."""
+
+    private: bytes  # 32 raw bytes
+
+    @property
+    def dropbear(self) -> bytes:
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(self.private)
+        public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return _ssh_string(b"ssh-ed25519") + _ssh_string(self.private + public)
+
+    @property
+    def public_line(self) -> str:
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(self.private)
+        return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                             serialization.PublicFormat.OpenSSH).decode()
+
+    def __repr__(self) -> str:
+        return f"HostKey({self.public_line[:40]}...)"
+
+
+def _ssh_string(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+@dataclass(frozen=True)
+class DebugInputs:
+    parent: Image  # the patched release (never an environment image)
+    tools: Image
+    keys: tuple[str, ...]
+    host_key: HostKey
+    expires: str  # RFC 3339
+    mtime: int
+    identity: Issued | None = None
+    sshd_only: bool = False
+    port: int = DEFAULT_PORT
+
+
+def debug_image(inputs: DebugInputs, store: Store, annotations: dict[str, str]) -> Image:
+    parent, tools = inputs.parent, inputs.tools
+    if parent.annotations.get("dev.regfp.stage") == "environment":
+        raise InvalidInput("debug images are built on the patched release, never on an environment image")
+    if tools.config.platform.architecture != parent.config.architecture:
+        raise InvalidInput(f"the tools image is {tools.config.platform}, the app {parent.config.platform}")
+    if not inputs.keys:
+        raise KeyRefused("at least one --ssh-key is needed")
+    image = parent
+    for layer in tools.layers:
+        image = image.appended(layer, History(created=parent.config.created, created_by="regfp debug: tools"))
+    if read_file(image, DROPBEAR) is None:
+        raise InvalidInput(f"the debug tools image has no /{DROPBEAR}; it must provide dropbear as its sshd")
+    shell = next((s for s in _SHELLS if read_file(image, s) is not None), None)
+    if shell is None:
+        raise InvalidInput("the debug image has no shell (/bin/sh) for root and the debug entrypoint")
+    entries = _entries(inputs, image, shell)
+    written = write_layer(entries, store.blob_sink(), mtime=inputs.mtime)
+    desc = written.descriptor
+    image = image.appended(Layer(desc, written.diff_id, lambda: store.open_blob(desc)),
+                           History(created=parent.config.created, created_by="regfp debug: root, sshd, keys"))
+    cfg = parent.config
+    app = [*(cfg.entrypoint or ()), *(cfg.cmd or ())]
+    env = merge_polyfill_env(cfg.env_map, tools.config.env_map)
+    ordered = [f"{k}={env[k]}" for k in (i.partition("=")[0] for i in cfg.env) if k in env]
+    ordered += sorted(f"{k}={v}" for k, v in env.items() if k not in cfg.env_map)
+    ports = dict(image.config.container.get("ExposedPorts") or {})
+    ports[f"{inputs.port}/tcp"] = {}
+    config = image.config.with_container(
+        User="0:0", Entrypoint=["/" + shell, "/" + ENTRY], Cmd=[] if inputs.sshd_only else app or [],
+        Env=[*ordered, f"REGFP_SSH_PORT={inputs.port}"], ExposedPorts=dict(sorted(ports.items())))
+    return image.with_config(config).with_annotations(
+        {**annotations, A_DEBUG: "true", A_PARENT: parent.digest.text, A_EXPIRES: inputs.expires,
+         "dev.regfp.contains-secret": "true"})
+
+
+def _entries(inputs: DebugInputs, image: Image, shell: str) -> list[Entry]:
+    passwd = _patched_table(image, "etc/passwd", "root", f"root:x:0:0:root:/root:/{shell}")
+    shadow = _patched_table(image, "etc/shadow", "root", "root:*:19000:0:99999:7:::")
+    group = _patched_table(image, "etc/group", "root", "root:x:0:")
+    script = _entry_script(inputs.port)
+    entries = [
+        file_entry("etc/passwd", passwd, 0o644),
+        file_entry("etc/shadow", shadow, 0o600),
+        file_entry("etc/group", group, 0o644),
+        dir_entry("root", 0o700),
+        dir_entry("root/.ssh", 0o700),
+        file_entry("root/.ssh/authorized_keys", ("\n".join(inputs.keys) + "\n").encode(), 0o600),
+        dir_entry("etc/dropbear", 0o700),
+        file_entry(HOST_KEY, inputs.host_key.dropbear, 0o600),
+        file_entry(HOST_KEY + ".pub", (inputs.host_key.public_line + "\n").encode(), 0o644),
+        file_entry(ENTRY, script.encode(), 0o755),
+    ]
+    if inputs.identity is not None:
+        ident = inputs.identity
+        entries += [dir_entry(IDENTITY_DIR, 0o750), file_entry(f"{IDENTITY_DIR}/tls.key", ident.key_pem, 0o400),
+                    file_entry(f"{IDENTITY_DIR}/tls.crt", ident.cert_pem, 0o444),
+                    file_entry(f"{IDENTITY_DIR}/ca.crt", ident.ca_pem, 0o444)]
+    return entries
+
+
+def _patched_table(image: Image, path: str, user: str, line: str) -> bytes:
+    """``/etc/passwd``-like file with ``user``'s line replaced by (or extended with) ``line``."""
+    found = read_file(image, path)
+    lines = found.data.decode("utf-8", "replace").splitlines() if found else []
+    out = [entry for entry in lines if entry.split(":", 1)[0] != user]
+    return ("\n".join([line, *out]) + "\n").encode()
+
+
+def _entry_script(port: int) -> str:
+    return f"""#!/bin/sh
+# regfp debug entrypoint: dropbear with key-only logins, then the application (or dropbear alone).
+port="${{REGFP_SSH_PORT:-{port}}}"
+set -- "$@"
+if [ "$#" -eq 0 ]; then
+  exec /{DROPBEAR} -F -E -s -g -p "$port" -r /{HOST_KEY}
+fi
+/{DROPBEAR} -E -s -g -p "$port" -r /{HOST_KEY} -P /tmp/regfp-dropbear.pid
+exec "$@"
+"""
+
+
+def fingerprint(public_line: str) -> str:
+    """SHA256 fingerprint as ssh-keygen -l prints it."""
+    import hashlib
+
+    blob = base64.b64decode(public_line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+# ---- keeping debug images where they belong --------------------------------------------------------
+
+def is_dev_target(repository: str) -> bool:
+    """Debug images may only go to ``ad-hoc/`` names (a path component of the repository)."""
+    return "/ad-hoc/" in f"/{repository}/"
+
+
+def debug_annotations(store: Store, desc: object) -> list[dict[str, str]]:
+    """The manifest annotations of ``desc`` (every platform of an index) that mark debug images."""
+    from ..oci import mediatypes as mt
+    from ..oci.descriptor import Descriptor
+    from ..oci.manifest import Index, Manifest
+
+    assert isinstance(desc, Descriptor)
+    found = []
+    todo = [desc]
+    while todo:
+        d = todo.pop()
+        if d.media_type in mt.INDEX_TYPES:
+            todo.extend(Index.parse(store.get_manifest(d), d.media_type).manifests)
+        elif d.media_type in mt.MANIFEST_TYPES:
+            ann = Manifest.parse(store.get_manifest(d), d.media_type).annotations
+            if ann.get(A_DEBUG) == "true":
+                found.append(dict(ann))
+    return found
+
+
+def refuse_promotion(store: Store, desc: object, repository: str, shown: str) -> None:
+    if debug_annotations(store, desc) and not is_dev_target(repository):
+        raise InvalidInput(f"{shown}: this is a debug image (dev.regfp.debug=true); debug images never leave "
+                           "development: copy it only to an ad-hoc/ name")
+
+
+def expired_names(store: Store, names: dict[str, object], now: int) -> list[str]:
+    """``ad-hoc/`` names whose debug image expired before ``now``."""
+    from ..timeutil import parse_rfc3339
+
+    out = []
+    for name, desc in sorted(names.items()):
+        if not name.startswith("ad-hoc/"):
+            continue
+        for ann in debug_annotations(store, desc):
+            expires = ann.get(A_EXPIRES)
+            try:
+                if expires and parse_rfc3339(expires) <= now:
+                    out.append(name)
+                    break
+            except ValueError:
+                continue
+    return out
