@@ -106,3 +106,33 @@ def _scan(layer: Layer, want: str, whiteout: str, parents: list[str]):  # type: 
     if result is None and hidden:
         return "deleted"
     return result
+
+
+def list_files(image: Image) -> dict[str, str]:
+    """Every non-directory path of the image's merged filesystem -> its kind ("file", "symlink", ...).
+
+    Layers are applied bottom-up with their whiteouts; each is streamed once.
+    """
+    files: dict[str, str] = {}
+    for layer in image.layers:
+        with layer.open() as raw:
+            stream = decompressed(raw, layer.compression or "none")
+            with tarfile.open(fileobj=stream, mode="r|", errors="surrogateescape") as tar:
+                for member in tar:
+                    name = _norm(member.name)
+                    base = posixpath.basename(name)
+                    parent = posixpath.dirname(name)
+                    if base == _OPAQUE:
+                        prefix = parent + "/" if parent else ""
+                        for path in [p for p in files if p.startswith(prefix)]:
+                            del files[path]
+                    elif base.startswith(_WH):
+                        gone = posixpath.join(parent, base[len(_WH):])
+                        files.pop(gone, None)
+                        for path in [p for p in files if p.startswith(gone + "/")]:
+                            del files[path]
+                    elif not member.isdir():
+                        files[name] = "symlink" if member.issym() else "hardlink" if member.islnk() else "file"
+            while raw.read(1 << 20):
+                pass
+    return files

@@ -74,10 +74,9 @@ def execute(plan: Plan, *, now: int, options: BuildOptions, progress: Progress =
         from .environments import prepare
 
         prepared = prepare(plan.recipe, now=now, secrets=secrets or {})  # checked before anything is written
-    build_digest = _run_build(plan, now, options, progress, report)
-    patches = [n for n in plan.nodes_of("patch")]
+    build_digest = _run_build(plan, now, options, progress, report) if plan.has_build else ""
     todo = []
-    for node in patches:
+    for node in plan.nodes_of("patch"):
         channel = node.id.split(":", 1)[1]
         key = plan.patch_key(build_digest, channel)
         existing = plan.patched.get(channel)
@@ -101,6 +100,10 @@ def execute(plan: Plan, *, now: int, options: BuildOptions, progress: Progress =
         from . import environments
 
         environments.run(plan, prepared, now=now, options=options, progress=progress, report=report)
+    if plan.nodes_of("matrix") or plan.nodes_of("work"):
+        from . import units
+
+        units.run(plan, options=options, progress=progress, report=report)
     return report
 
 

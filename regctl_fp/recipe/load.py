@@ -132,6 +132,9 @@ def _check(lr: LoadedRecipe) -> None:
         _check_ref(lr, ("debug", "tools"), r.debug.tools, channels)
     if not r.source.git:
         raise lr.error(("source", "git"), "source.git must name a repository")
+    from .units import check_units
+
+    check_units(lr)
 
 
 def _check_base(lr: LoadedRecipe, kp: KeyPath, value: str, channels: dict[str, str]) -> None:

@@ -208,6 +208,52 @@ class Debug:
 
 
 @dataclass(frozen=True)
+class Matrix:
+    """One image per combination of the axes: matrix/<name>:<v1>-<v2>-... (layers in axis order)."""
+
+    name: Name = field()
+    axes: FrozenDict[str, FrozenDict[str, str]] = field(doc="axis -> {value name -> image reference}, "
+                                                            "in layer order (first axis at the bottom)")
+    entrypoint: str | None = field(default=None, doc="the axis whose entrypoint, cmd, workdir and user win")
+    overwrite: bool = field(default=False, doc="allow a path to come from two axes (the later axis wins)")
+
+    def __post_init__(self) -> None:
+        import re
+
+        if not self.axes:
+            raise ValueError("a matrix needs at least one axis")
+        for axis, values in self.axes.items():
+            if not values:
+                raise ValueError(f"axis {axis!r} has no values")
+            for value in values:
+                if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.]*", value):
+                    raise ValueError(f"value {value!r} of axis {axis!r} must be letters, digits, '_' or '.' "
+                                     "(it becomes part of a tag)")
+        if self.entrypoint is not None and self.entrypoint not in self.axes:
+            raise ValueError(f"entrypoint names axis {self.entrypoint!r}, which is not one of "
+                             f"{', '.join(self.axes)}")
+
+
+@dataclass(frozen=True)
+class Work:
+    """Work items split into chunk images work/<name>:<i>-of-<n> for fan-out workers."""
+
+    name: Name = field()
+    root: RecipePath = field(doc="directory holding the items, relative to the recipe")
+    items: tuple[str, ...] = field(default=("**/*",), doc="glob patterns within root")
+    chunks: int = field(default=4)
+    base: str | None = field(default=None, doc="image the chunks are built on (a channel or reference); "
+                                               "default: none (data only)")
+    user: Owner = field(default="65534:65534", doc="the non-root user the workers run as")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.chunks <= 10000:
+            raise ValueError("chunks must be between 1 and 10000")
+        if self.user.partition(":")[0] == "0":
+            raise ValueError("work images run as a non-root user")
+
+
+@dataclass(frozen=True)
 class Output:
     layout: RecipePath = field(default="out", doc="OCI layout directory, relative to the recipe")
 
@@ -224,6 +270,8 @@ class Recipe:
     rollouts: Rollouts | None = field(default=None)
     environments: tuple[Environment, ...] = field(default=())
     debug: Debug | None = field(default=None)
+    matrix: tuple[Matrix, ...] = field(default=())
+    work: tuple[Work, ...] = field(default=())
     output: Output = field(default=Output())
     push: Push | None = field(default=None)
 

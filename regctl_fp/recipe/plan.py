@@ -39,7 +39,9 @@ A_REVISION = "org.opencontainers.image.revision"
 A_CREATED = "org.opencontainers.image.created"
 A_SOURCE = "org.opencontainers.image.source"
 
-STAGES = frozenset({"build", "patch", "rollout", "environment"})
+STAGES = frozenset({"build", "patch", "rollout", "environment", "matrix", "work"})
+CHAIN = frozenset({"build", "patch", "rollout", "environment"})
+NEEDS = {"patch": {"build"}, "rollout": {"build", "patch"}, "environment": {"build", "patch", "rollout"}}
 
 State = Literal["cached", "build", "expired", "input"]
 
@@ -98,6 +100,10 @@ class Plan:
     def build_node(self) -> Node:
         return next(n for n in self.nodes if n.stage == "build")
 
+    @property
+    def has_build(self) -> bool:
+        return any(n.stage == "build" for n in self.nodes)
+
     def build_key(self, base_digest: str) -> str:
         return stage_key("build", self.build_fragment, {"base": {"name": self.base_ref, "digest": base_digest}},
                          self.commit.sha)
@@ -151,6 +157,7 @@ def make_plan(lr: LoadedRecipe, *, now: int, options: BuildOptions, layout: Path
     Reads only, writes nothing: ``dir:`` channel bases are hashed into a digest-only store.
     """
     r = lr.recipe
+    stages = frozenset().union(*({s} | NEEDS.get(s, set()) for s in stages))
     repo = Repository.open(r.source.git, base=lr.directory, cache=git_cache)
     commit = repo.resolve(r.source.ref)
     out = layout or lr.output_layout
@@ -162,12 +169,13 @@ def make_plan(lr: LoadedRecipe, *, now: int, options: BuildOptions, layout: Path
     store = open_existing(out)
     if store is not None:
         plan.existing = lookup(store, plan.build_names[0])
-    plan.nodes = [
-        Node("source", "input", (f"{r.source.git}@{r.source.ref}",), "input", f"commit {commit.sha[:12]}",
-             key=None, digest=commit.sha),
-        Node("base", "input", (base_ref,), "input", f"channel {channel}" if channel else "image reference"),
-        _build_node(plan, now),
-    ]
+    if stages & CHAIN:  # the chain's stages all stand on the build
+        plan.nodes = [
+            Node("source", "input", (f"{r.source.git}@{r.source.ref}",), "input", f"commit {commit.sha[:12]}",
+                 key=None, digest=commit.sha),
+            Node("base", "input", (base_ref,), "input", f"channel {channel}" if channel else "image reference"),
+            _build_node(plan, now),
+        ]
     if "patch" in stages and r.patch is not None:
         wanted = channels if channels is not None else tuple(r.patch.channels)
         for name in wanted:
@@ -188,6 +196,10 @@ def make_plan(lr: LoadedRecipe, *, now: int, options: BuildOptions, layout: Path
             from .environments import plan_nodes
 
             plan.nodes.extend(plan_nodes(plan, store, now, options))
+    if stages & {"matrix", "work"} and (r.matrix or r.work):
+        from . import units
+
+        plan.nodes.extend(n for n in units.plan_nodes(plan, store, options) if n.stage in stages)
     return plan
 
 
