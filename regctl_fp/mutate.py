@@ -160,3 +160,74 @@ def _merge_env(app: tuple[str, ...], old: tuple[str, ...], new: tuple[str, ...])
             continue  # inherited from the old base, gone from the new one
         out.append(f"{key}={a[key]}")
     return out
+
+
+# ---- Cloud Native Buildpacks images ------------------------------------------------------------------
+
+CNB_METADATA = "io.buildpacks.lifecycle.metadata"
+CNB_STACK_ID = "io.buildpacks.stack.id"
+_CNB_SYNCED = ("io.buildpacks.stack.", "io.buildpacks.base.")
+
+
+def cnb_metadata(image: Image) -> dict[str, Any] | None:
+    """The lifecycle metadata label as JSON, or None when the image was not built by buildpacks."""
+    import json
+
+    raw = image.config.labels.get(CNB_METADATA)
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise RebaseError(f"the {CNB_METADATA} label is not JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("runImage"), dict):
+        raise RebaseError(f"the {CNB_METADATA} label has no runImage object")
+    return doc
+
+
+def rebase_cnb(image: Image, new_base: Image, *, base_name: str, reference: str, channel: str | None = None) -> Image:
+    """Rebase an image built by the CNB lifecycle, as its rebaser does, when it has no OCI base annotations.
+
+    Read: ``runImage.topLayer`` (diff_id of the run image's top layer) locates the run-image layers;
+    ``io.buildpacks.stack.id`` must agree with the new run image's when both have one. Written:
+    ``runImage.topLayer`` (the new run image's top diff_id), ``runImage.reference`` (``reference``, the
+    new run image's digest reference), ``runImage.image`` when the label has one and it differs (mirrors
+    are then cleared), and the ``io.buildpacks.stack.*``/``io.buildpacks.base.*`` labels copied from the
+    new run image. The application's other config is kept as is.
+    """
+    import json
+
+    meta = cnb_metadata(image)
+    if meta is None:
+        raise RebaseError(f"the image has no {CNB_METADATA} label")
+    top = meta["runImage"].get("topLayer")
+    diff_ids = [d.text for d in image.config.diff_ids]
+    if not isinstance(top, str) or top not in diff_ids:
+        raise RebaseError(f"runImage.topLayer {top!r} is not one of the image's layers")
+    cut = diff_ids.index(top) + 1
+    for field in _PLATFORM:
+        if image.config.doc.get(field) != new_base.config.doc.get(field):
+            raise PlatformMismatch(f"the new run image is {field} {new_base.config.doc.get(field)!r}, the app "
+                                   f"{image.config.doc.get(field)!r}")
+    app_stack, new_stack = image.config.labels.get(CNB_STACK_ID), new_base.config.labels.get(CNB_STACK_ID)
+    if app_stack and new_stack and app_stack != new_stack:
+        raise RebaseError(f"incompatible stack: the new run image is {new_stack!r}, the app {app_stack!r}")
+    if not new_base.layers:
+        raise RebaseError("the new run image has no layers")
+    app_layers = image.layers[cut:]
+    history = _app_history(image, cut)
+    meta["runImage"]["topLayer"] = new_base.layers[-1].diff_id.text if new_base.layers[-1].diff_id else ""
+    meta["runImage"]["reference"] = reference
+    if "image" in meta["runImage"] and meta["runImage"]["image"] != base_name:
+        meta["runImage"]["image"] = base_name
+        meta["runImage"]["mirrors"] = []
+    labels = {k: v for k, v in image.config.labels.items() if not k.startswith(_CNB_SYNCED)}
+    labels.update({k: v for k, v in new_base.config.labels.items() if k.startswith(_CNB_SYNCED)})
+    labels[CNB_METADATA] = json.dumps(meta, separators=(",", ":"))
+    config = image.config.with_container(Labels=dict(sorted(labels.items())))
+    rebased = image.with_config(config).with_layers((*new_base.layers, *app_layers),
+                                                    (*new_base.config.history, *history))
+    annotations = {BASE_NAME: base_name, BASE_DIGEST: new_base.digest.text}
+    if channel is not None:
+        annotations[CHANNEL] = channel
+    return rebased.with_annotations(annotations)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import InvalidInput, RegfpError
-from ..mutate import BASE_DIGEST, BASE_NAME, rebase
+from ..mutate import BASE_DIGEST, BASE_NAME, cnb_metadata, rebase, rebase_cnb
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.digest import Digest
@@ -92,8 +92,12 @@ def patch_descriptor(store: Store, desc: Descriptor, new_ref: str, load: Loader,
     """Patch the image ``desc`` names in ``store``; an index is patched platform by platform."""
     def one(image: Image) -> tuple[Image, Image]:
         platform = image.config.platform
-        old = load(old_ref, platform) if old_ref else old_base_of(image, store, lambda n: load(n, platform))
         new = load(new_ref, platform)
+        if old_ref is None and BASE_DIGEST not in image.annotations and cnb_metadata(image) is not None:
+            # A Buildpacks image: its lifecycle label, not OCI annotations, says where the run image ends.
+            return rebase_cnb(image, new, base_name=new_ref, reference=run_image_reference(new_ref, new),
+                              channel=channel).with_annotations(annotations), new
+        old = load(old_ref, platform) if old_ref else old_base_of(image, store, lambda n: load(n, platform))
         return patch(image, old, new, base_name=new_ref, channel=channel, annotations=annotations), new
 
     if desc.media_type not in mt.INDEX_TYPES:
@@ -108,3 +112,14 @@ def patch_descriptor(store: Store, desc: Descriptor, new_ref: str, load: Loader,
         image, new = one(read_image(store, entry))
         out.append((entry, image, new))
     return Patched(tuple(out), index)
+
+
+def run_image_reference(ref_text: str, image: Image) -> str:
+    """What the CNB lifecycle records as ``runImage.reference``: ``registry/repo@digest`` for a registry
+    image, the bare digest for a local one."""
+    from ..refs import RegistryRef, parse_ref
+
+    ref = parse_ref(ref_text)
+    if isinstance(ref, RegistryRef):
+        return f"{ref.registry}/{ref.repository}@{image.digest}"
+    return image.digest.text
