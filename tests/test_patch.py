@@ -316,3 +316,13 @@ def test_multi_platform_image_is_rebased_platform_by_platform(tmp_path: Path, to
                      f"oci:{tmp_path / 'layout'}:arm-only", "--platform", "linux/arm64")
     assert one["mediaType"] == mt.OCI_MANIFEST and one["platforms"][0]["platform"] == "linux/arm64"
     assert regfp("verify", str(tmp_path / "layout")).returncode == 0
+
+
+def test_gc_keeps_the_bases_that_patch_needs(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    build(tmp_path, "--only", "build")
+    report = regfp_json("gc", str(tmp_path / "out"))
+    assert report["removed"] == []  # the build's base manifest and config stay: patch finds it by digest
+    (tmp_path / "bases/os-1/etc/os-release").write_text("ID=changed-after-the-build\n")
+    result = build(tmp_path, "--only", "patch")  # the old base is gone from disk, but not from the layout
+    assert {i["stage"] for i in result["images"]} == {"build", "patch"}

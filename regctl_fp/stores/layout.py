@@ -227,10 +227,15 @@ class LayoutStore:
 
     # -- gc -----------------------------------------------------------------------------------------
     def gc(self, *, dry_run: bool = False) -> GcReport:
-        """Delete blobs no name reaches, and temp files of dead writers."""
+        """Delete blobs no name reaches, and temp files of dead writers.
+
+        The base an image names in ``org.opencontainers.image.base.digest`` is kept with it while the
+        layout still holds that base's manifest: rebasing (patch) finds the old base that way.
+        """
         with self._lock("session", shared=False), self._lock("index"):
             roots = list(self.read_index().manifests)
             keep = closure(self, roots, missing_ok=True)
+            keep = self._with_bases(keep)
             removed: list[tuple[Digest, int]] = []
             blobs = self.path / "blobs"
             for alg_dir in sorted(blobs.iterdir()) if blobs.is_dir() else []:
@@ -254,6 +259,31 @@ class LayoutStore:
                     if not dry_run:
                         leftover.unlink(missing_ok=True)
         return GcReport(removed=tuple(removed), kept=len(keep), temp_files=stale)
+
+    def _with_bases(self, keep: dict[Digest, Descriptor]) -> dict[Digest, Descriptor]:
+        from ..oci.manifest import Manifest
+
+        todo = [d for d in keep.values() if d.media_type in mt.MANIFEST_TYPES]
+        while todo:
+            desc = todo.pop()
+            try:
+                base = Manifest.parse(self.get_manifest(desc), desc.media_type).annotations.get(
+                    "org.opencontainers.image.base.digest")
+                digest = Digest.parse(base) if base else None
+            except Exception:  # an unreadable manifest or annotation keeps nothing extra
+                continue
+            if digest is None or digest in keep or not self.has_blob(digest):
+                continue
+            try:
+                found = closure(self, [self.resolve_digest(digest)], missing_ok=True)
+            except Exception:
+                continue
+            for d, fd in found.items():
+                if d not in keep:
+                    keep[d] = fd
+                    if fd.media_type in mt.MANIFEST_TYPES:
+                        todo.append(fd)
+        return keep
 
     # -- internals ----------------------------------------------------------------------------------
     def _fsync_blob_dirs(self) -> None:
