@@ -1,7 +1,7 @@
 """Registry transfer benchmark: regfp and ``skopeo copy`` side by side against the real distribution
 registry on 127.0.0.1, each push to a fresh registry so neither finds blobs already there.
 
-    python3 bench/registry_bench.py                 # ~200 MB image of 5 layers, 1 GiB layer, 3 runs
+    python3 bench/registry_bench.py                 # ~200 MiB image of 5 gzip layers, 1 GiB layer, 3 runs
     python3 bench/registry_bench.py --runs 5 --json bench/work/registry.json
 
 Measured per run (interleaved, dirty pages flushed before each): push (wall time of each tool's CLI),
@@ -315,19 +315,25 @@ def report(result: dict[str, Any]) -> None:
         print(f"  {'ok  ' if t['ok'] else 'MISS'} {t['what']}: {t['value']} (target {t['target']})")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--child":
-        child(argv[1:])
-        return 0
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size-mb", type=int, default=200, help="content of the pushed image (MiB, before gzip)")
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's options (defaults for ``[]``), for ``run(options([...]))`` from bench/run.py."""
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--size-mb", type=int, default=265,
+                   help="content of the pushed image (MiB before gzip; 265 stores as ~200 MiB)")
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--big-mb", type=int, default=1024, help="size of the single-layer image for peak RSS (0: skip)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--work", default=str(BENCH / "work" / "registry"))
     p.add_argument("--json", dest="json_out", help="also write the results to this file")
-    opts = p.parse_args(argv)
+    return p.parse_args(argv or [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        child(argv[1:])
+        return 0
+    opts = options(argv)
     if shutil.which("skopeo") is None or shutil.which("docker-registry") is None:
         print("needs skopeo and docker-registry (see .ci/setup)", file=sys.stderr)
         return 2

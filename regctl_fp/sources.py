@@ -7,10 +7,11 @@ image) is an explicit argument; the CLI decides it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LayerInputError, NotFound, RefError
+from .dircache import DirCache
+from .errors import LayerInputError, NotFound, RefError, RegfpError
 from .layers import collect_tree, total_size, write_layer
 from .oci.config import History, ImageConfig
 from .oci.descriptor import Descriptor, Platform
@@ -32,6 +33,7 @@ class BuildOptions:
     epoch: int = 0
     platform: Platform = LINUX_AMD64
     compression: str = "gzip"
+    cache: DirCache | None = field(default=None, compare=False)  # skip re-tarring unchanged trees
 
 
 def open_layout_ref(ref: LayoutRef) -> tuple[LayoutStore, Descriptor]:
@@ -76,6 +78,18 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
         raise NotFound(f"directory {path}", "the filesystem")
     if not path.is_dir():
         raise LayerInputError(str(path), "dir: needs a directory")
+    key = print_ = ""
+    if options.cache is not None:
+        from .dircache import fingerprint
+
+        p = options.platform
+        key = f"{path.resolve()}|{options.epoch}|{p}|{options.compression}|v1"
+        print_ = fingerprint(path)
+        record = options.cache.get(key, print_)
+        if record is not None:
+            cached = _from_record(record, work)
+            if cached is not None:
+                return cached
     entries = collect_tree(path)
     on_bytes = progress.task(f"layer of {path}", total_size(entries))
     written = write_layer(entries, work.blob_sink(), mtime=options.epoch, compression=options.compression,
@@ -87,4 +101,31 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
               .with_appended_layer(written.diff_id, History(created=created, created_by="regfp: dir")))
     desc = written.descriptor
     layer = Layer(desc, written.diff_id, lambda: work.open_blob(desc))
+    if options.cache is not None and print_ == _fingerprint_again(path):  # unchanged while it was read
+        options.cache.put(key, {"fingerprint": print_, "layer": desc.to_dict(), "diffID": written.diff_id.text,
+                                "config": config.to_bytes().decode()})
     return Image(config=config, layers=(layer,))
+
+
+def _fingerprint_again(path: Path) -> str:
+    from .dircache import fingerprint
+
+    return fingerprint(path)
+
+
+def _from_record(record: dict[str, object], work: Store) -> Image | None:
+    """The cached image, if the store has its layer (a digest-only store needs no blob)."""
+    import json
+
+    from .oci.digest import Digest
+    from .stores.null import NullStore
+
+    try:
+        desc = Descriptor.from_dict(record["layer"])
+        diff_id = Digest.parse(str(record["diffID"]))
+        config = ImageConfig.from_dict(json.loads(str(record["config"])))
+    except (KeyError, ValueError, RegfpError):
+        return None
+    if not isinstance(work, NullStore) and not work.has_blob(desc.digest):
+        return None
+    return Image(config=config, layers=(Layer(desc, diff_id, lambda: work.open_blob(desc)),))

@@ -18,6 +18,11 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else list(argv)
     as_json = _wants_json(args)
+    if not args and "_REGFP_COMPLETE" not in os.environ:  # bare ``regfp``: help on stderr, bad usage
+        command = typer.main.get_command(app)
+        with command.make_context("regfp", [], resilient_parsing=True) as ctx:
+            sys.stderr.write(command.get_help(ctx) + "\n")
+        _fail("missing command", 2, "UsageError", as_json, shown=True)
     try:
         code = app(args=args, prog_name="regfp", standalone_mode=False)
     except RegfpError as e:

@@ -214,3 +214,72 @@ def debug_image(recipe: RecipeArg,
 
     debug_cmds.debug_image(recipe, ssh_key or [], channel, release, delta, ttl, sshd_only, port, out, now,
                            json_out)
+
+
+data_app = typer.Typer(name="data", help="Files, directories, Git trees and Helm charts as OCI artifacts.",
+                       no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(data_app)
+
+
+@data_app.command("push")
+def data_push(paths: Annotated[list[str] | None, typer.Argument(
+                  metavar="PATH...", help="files and directories (one layer each), or one Helm chart .tgz")] = None,
+              to: Annotated[str, typer.Option("--to", metavar="REF", help="oci:PATH:NAME or HOST/REPO[:TAG]")] = "",
+              artifact_type: Annotated[str | None, typer.Option(
+                  "--artifact-type", help="artifactType (default application/vnd.regfp.data.v1, or .source.v1 "
+                  "for --git)")] = None,
+              annotation: Annotated[list[str] | None, typer.Option(
+                  "--annotation", metavar="KEY=VALUE", help="manifest annotation (repeatable)")] = None,
+              compression: Annotated[str, typer.Option(
+                  "--compression", help="for directory and Git tree layers: gzip, zstd or none")] = "gzip",
+              fmt: Annotated[str, typer.Option(
+                  "--format", help="auto (a chart .tgz is pushed as Helm does), data or helm")] = "auto",
+              media_type: Annotated[str | None, typer.Option(
+                  "--media-type", help="media type of file layers (default application/octet-stream)")] = None,
+              git: Annotated[str | None, typer.Option("--git", metavar="REPO",
+                                                      help="store this Git repository's tree at --ref")] = None,
+              ref: Annotated[str, typer.Option("--ref", help="branch, tag or full commit id for --git")] = "HEAD",
+              subdir: Annotated[str, typer.Option("--subdir", help="only this directory of the tree")] = "",
+              url: Annotated[str | None, typer.Option(
+                  "--url", help="org.opencontainers.image.source for --git")] = None,
+              created: Annotated[str | None, typer.Option(
+                  "--created", help="ISO 8601 time a Helm chart records (default: SOURCE_DATE_EPOCH, else the "
+                  "archive's mtime, as helm push)")] = None,
+              json_out: JsonOpt = False, insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
+    """Store files and directories (or a Git tree, or a Helm chart) as an OCI artifact; same inputs, same digest."""
+    from . import data_cmds, registry_cmds
+
+    if not to:
+        raise typer.BadParameter("where to push: --to oci:PATH:NAME or HOST/REPO[:TAG]", param_hint="--to")
+    registry_cmds.configure(insecure_registry, ca_file)
+    opts = data_cmds.PushOptions(artifact_type=artifact_type, annotations=tuple(annotation or ()),
+                                 compression=compression, fmt=fmt, media_type=media_type, git=git, git_ref=ref,
+                                 subdir=subdir, url=url, created=created)
+    data_cmds.push(paths or [], to, opts, json_out)
+
+
+@data_app.command("pull")
+def data_pull(ref: Annotated[str, typer.Argument(metavar="REF", help="oci:PATH:NAME or HOST/REPO[:TAG|@DIGEST]")],
+              dest: Annotated[str, typer.Argument(metavar="DIR", help="directory to write into (created)")],
+              overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files that exist.")] = False,
+              platform: PlatformOpt = None, json_out: JsonOpt = False,
+              insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
+    """Write an artifact's files into DIR, verified; titles that would escape DIR are refused."""
+    from . import data_cmds, registry_cmds
+
+    registry_cmds.configure(insecure_registry, ca_file)
+    data_cmds.pull(ref, dest, overwrite, platform, json_out)
+
+
+@app.command("diff")
+def diff_cmd(a: Annotated[str, typer.Argument(metavar="A", help="an image: oci:, dir: or registry reference")],
+             b: Annotated[str, typer.Argument(metavar="B", help="the image to compare it with")],
+             no_files: Annotated[bool, typer.Option("--no-files", help="Skip the file-level comparison.")] = False,
+             platform: PlatformOpt = None, json_out: JsonOpt = False,
+             insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
+    """Layers added/removed/shared, config differences, and file changes between two images."""
+    from . import diff_cmd as body
+    from . import registry_cmds
+
+    registry_cmds.configure(insecure_registry, ca_file)
+    body.diff(a, b, platform, not no_files, json_out)

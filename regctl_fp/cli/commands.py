@@ -33,9 +33,8 @@ def _ref(text: str) -> Ref:
 
 def _options(platform: Platform | None = None) -> BuildOptions:
     """How a ``dir:`` source becomes an image: ``--platform`` if given, else this host's."""
-    from ..sources import BuildOptions
 
-    return BuildOptions(epoch=edge.source_date_epoch(), platform=platform or edge.host_platform())
+    return edge.build_options(platform)
 
 
 def inspect(text: str, platform: str | None, json_out: bool) -> None:

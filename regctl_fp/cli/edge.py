@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import platform as host
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
 from ..oci.descriptor import Platform
+
+if TYPE_CHECKING:
+    from ..sources import BuildOptions
 
 _ARCH = {"x86_64": ("amd64", None), "amd64": ("amd64", None), "aarch64": ("arm64", None),
          "arm64": ("arm64", None), "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"), "ppc64le": ("ppc64le", None),
@@ -39,3 +44,18 @@ def parse_platform(text: str | None) -> Platform | None:
         return Platform.parse(text)
     except ValueError as e:
         raise InvalidInput(str(e)) from None
+
+
+def cache_dir() -> Path:
+    """Where regfp keeps caches (Git mirrors, dir: images): ``$XDG_CACHE_HOME/regfp``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "regfp"
+
+
+def build_options(platform: Platform | None = None) -> BuildOptions:
+    """How dir: references become images on this machine: its platform, SOURCE_DATE_EPOCH, the cache."""
+    from ..dircache import DirCache
+    from ..sources import BuildOptions
+
+    return BuildOptions(epoch=source_date_epoch(), platform=platform or host_platform(),
+                        cache=DirCache(cache_dir() / "dir-images.json"))

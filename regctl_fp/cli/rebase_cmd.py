@@ -17,7 +17,7 @@ from . import edge, output
 def rebase(src_text: str, new_text: str, dst_text: str, from_text: str | None, channel: str | None,
            platform_text: str | None, json_out: bool) -> None:
     from ..oci import mediatypes as mt
-    from ..sources import BuildOptions, load_image, open_layout_ref
+    from ..sources import load_image, open_layout_ref
     from ..stages.patch import patch_descriptor
     from ..stores.layout import LayoutStore
 
@@ -26,7 +26,7 @@ def rebase(src_text: str, new_text: str, dst_text: str, from_text: str | None, c
         raise RefError(src_text, "the image to rebase must be in an OCI layout (oci:PATH:NAME)")
     if not isinstance(dst, LayoutRef) or dst.name is None:
         raise RefError(dst_text, "the destination must be oci:PATH:NAME")
-    options = BuildOptions(epoch=edge.source_date_epoch(), platform=edge.host_platform())
+    options = edge.build_options()
     want = edge.parse_platform(platform_text)
     src_store, desc = open_layout_ref(src)
     if want is not None and desc.media_type in mt.INDEX_TYPES:

@@ -23,9 +23,7 @@ def parse_now(text: str | None) -> int:
 
 
 def _options():  # type: ignore[no-untyped-def]
-    from ..sources import BuildOptions
-
-    return BuildOptions(epoch=edge.source_date_epoch(), platform=edge.host_platform())
+    return edge.build_options()
 
 
 def secrets(lr):  # type: ignore[no-untyped-def]
@@ -39,10 +37,7 @@ def secrets(lr):  # type: ignore[no-untyped-def]
 
 
 def _git_cache() -> Path:
-    import os
-
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "regfp"
+    return edge.cache_dir()
 
 
 def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None, json_out: bool,

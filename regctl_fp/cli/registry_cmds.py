@@ -125,7 +125,7 @@ def inspect(ref: RegistryRef, text: str, want: Platform | None, json_out: bool) 
 def copy(src: Ref, dst: Ref, src_text: str, dst_text: str, want: Platform | None, json_out: bool) -> None:
     """``regfp copy`` when either side is a registry: blobs (in parallel, skipping what the destination
     has, mounting within a registry), then manifests, then the destination name."""
-    from ..sources import BuildOptions, load_image, open_layout_ref
+    from ..sources import load_image, open_layout_ref
     from ..stores.base import read_image, write_image
     from ..stores.layout import LayoutStore
     from ..transfer import copy_descriptor
@@ -140,7 +140,7 @@ def copy(src: Ref, dst: Ref, src_text: str, dst_text: str, want: Platform | None
             if not isinstance(dst, RegistryRef):
                 raise RefError(dst_text, "not usable here")
             target = s.store(dst)
-            options = BuildOptions(epoch=edge.source_date_epoch(), platform=want or edge.host_platform())
+            options = edge.build_options(want)
             image = load_image(src, work=target, options=options, progress=bar)
             copied = write_image(target, image)
             _name(target, dst, copied)

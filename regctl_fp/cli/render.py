@@ -14,7 +14,7 @@ from ..oci.manifest import Index
 from . import output
 from .output import clean
 
-_LABEL_WIDTH = 13
+_LABEL_WIDTH = 14  # the longest label, "Artifact type", plus a space
 _OCI_LAYER_PREFIX = "application/vnd.oci.image.layer.v1."
 
 

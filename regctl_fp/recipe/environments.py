@@ -12,13 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-
 from ..errors import InvalidInput
 from ..oci.descriptor import Descriptor
-from ..stages.environment import FileSpec, check_ca_pem
-from ..stages.identity import Authority, IdentityError, load_authority, needs_reissue, window
+from ..stages.environment import FileSpec, check_ca_pem, pem_blocks
+from ..stages.validity import needs_reissue, window
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
 from .load import LoadedRecipe
 from .model import Environment, FileSource, fragment
@@ -27,6 +24,7 @@ from .plan import Existing, stage_key
 if TYPE_CHECKING:
     from ..progress import Progress
     from ..sources import BuildOptions
+    from ..stages.identity import Authority
     from ..stores.layout import LayoutStore
     from .execute import Report
     from .plan import Node, Plan
@@ -100,20 +98,19 @@ def prepare(lr: LoadedRecipe, *, now: int, secrets: Mapping[str, str] | None) ->
         certs = []
         for j, rel in enumerate(env.ca_certs):
             data = _read(lr, rel, (*kp, "caCerts", j))
-            try:
-                certs.append(check_ca_pem(data, str(lr.resolve(rel))))
+            try:  # fully parsed when executing; planning only needs the bytes
+                certs.append(check_ca_pem(data, str(lr.resolve(rel))) if secrets is not None else
+                             b"".join(block for kind, block in pem_blocks(data) if kind == "CERTIFICATE"))
             except InvalidInput as e:
                 raise lr.error((*kp, "caCerts", j), e.message) from None
         fingerprint = authority = None
         if env.identity is not None:
             ident = env.identity
             cert_path = lr.resolve(ident.ca)
-            try:
-                fingerprint = x509.load_pem_x509_certificate(cert_path.read_bytes()).fingerprint(
-                    hashes.SHA256()).hex()
-            except (OSError, ValueError):
-                fingerprint = None  # reported with the full check below, or at execution
+            fingerprint = _cert_fingerprint(cert_path)
             if secrets is not None:
+                from ..stages.identity import IdentityError, load_authority
+
                 password = None
                 if ident.key_password_env:
                     password = secrets.get(ident.key_password_env)
@@ -128,6 +125,19 @@ def prepare(lr: LoadedRecipe, *, now: int, secrets: Mapping[str, str] | None) ->
                 raise lr.error((*kp, "identity", "ca"), f"{cert_path}: not a readable PEM certificate")
         out.append(PreparedEnv(env, i, tuple(files), tuple(certs), fingerprint, authority))
     return out
+
+
+def _cert_fingerprint(path: Path) -> str | None:
+    """SHA-256 of the first certificate's DER, as ``Certificate.fingerprint`` gives, without parsing it."""
+    import base64
+    import binascii
+
+    try:
+        blocks = [b for kind, b in pem_blocks(path.read_bytes()) if kind == "CERTIFICATE"]
+        body = b"".join(blocks[0].splitlines()[1:-1]) if blocks else b""
+        return hashlib.sha256(base64.b64decode(body, validate=True)).hexdigest() if body else None
+    except (OSError, binascii.Error, ValueError):
+        return None  # reported when the CA is loaded, or below when planning
 
 
 def _read(lr: LoadedRecipe, rel: str, kp: tuple[object, ...]) -> bytes:

@@ -26,6 +26,7 @@ from .plan import (
     A_REVISION,
     A_SOURCE,
     A_STAGE,
+    CHAIN,
     Node,
     Plan,
 )
@@ -70,10 +71,14 @@ def execute(plan: Plan, *, now: int, options: BuildOptions, progress: Progress =
     """Run the plan. ``secrets`` maps environment variable names to values (CA key passwords)."""
     report = Report()
     prepared = []
-    if plan.nodes_of("environment"):
+    env_nodes = plan.nodes_of("environment")
+    # Environment inputs (files, CAs, keys) are read and checked before anything is written, unless the
+    # whole chain is cached: then nothing will be written and the keys stay untouched.
+    chain_clean = all(n.state == "cached" for n in plan.nodes if n.stage in CHAIN)
+    if env_nodes and not chain_clean:
         from .environments import prepare
 
-        prepared = prepare(plan.recipe, now=now, secrets=secrets or {})  # checked before anything is written
+        prepared = prepare(plan.recipe, now=now, secrets=secrets or {})
     build_digest = _run_build(plan, now, options, progress, report) if plan.has_build else ""
     todo = []
     for node in plan.nodes_of("patch"):
@@ -100,6 +105,9 @@ def execute(plan: Plan, *, now: int, options: BuildOptions, progress: Progress =
         from . import environments
 
         environments.run(plan, prepared, now=now, options=options, progress=progress, report=report)
+    elif env_nodes:
+        for node in env_nodes:
+            report.add(node, node.digest or "", True)
     if plan.nodes_of("matrix") or plan.nodes_of("work"):
         from . import units
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
 from ..imagefs import read_file
@@ -23,7 +22,10 @@ from ..oci.config import History
 from ..oci.image import Image, Layer
 from ..progress import SILENT, Progress
 from ..stores.base import Store
-from .identity import IDENTITY_DIR, Issued
+from .validity import IDENTITY_DIR
+
+if TYPE_CHECKING:
+    from .identity import Issued
 
 PATH_LIKE = frozenset({"PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "CLASSPATH", "NODE_PATH", "MANPATH",
                        "PKG_CONFIG_PATH", "PERL5LIB", "GEM_PATH", "LD_PRELOAD"})
@@ -61,7 +63,9 @@ class EnvironmentInputs:
 
 def check_ca_pem(data: bytes, shown: str) -> bytes:
     """``data`` if it holds only PEM certificates of CAs; a clear error for anything else (keys above all)."""
-    blocks = _pem_blocks(data)
+    from cryptography import x509
+
+    blocks = pem_blocks(data)
     if not blocks:
         raise InvalidInput(f"{shown}: no PEM certificate found")
     for kind, block in blocks:
@@ -79,7 +83,7 @@ def check_ca_pem(data: bytes, shown: str) -> bytes:
     return b"".join(block for _, block in blocks)
 
 
-def _pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
+def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
     out = []
     lines = data.replace(b"\r\n", b"\n").split(b"\n")
     current: list[bytes] | None = None

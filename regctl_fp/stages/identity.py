@@ -22,9 +22,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import InvalidInput
 from ..oci.canonical import canonical_json
+from .validity import IDENTITY_DIR, needs_reissue, window
+
+__all__ = ["IDENTITY_DIR", "Authority", "IdentityError", "Issued", "Subject", "check", "issue", "load_authority",
+           "needs_reissue", "window"]
 
 _P256_ORDER = int("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551", 16)
-IDENTITY_DIR = "var/run/secrets/regfp/identity"
 
 
 class IdentityError(InvalidInput):
@@ -107,15 +110,6 @@ class Subject:
         return f"spiffe://{self.trust_domain}/{self.location}/{self.environment}/{self.name}"
 
 
-def window(now: int, ttl: int) -> tuple[int, int]:
-    """The validity window for an issue at ``now``: aligned to a third of ``ttl``."""
-    step = max(ttl // 3, 1)
-    start = now // step * step
-    return start, start + ttl
-
-
-def needs_reissue(not_after: int, ttl: int, now: int) -> bool:
-    return not_after - now < ttl / 3
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ class LayoutStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._session_fd: int | None = None
+        # index.json parsed, with the (inode, size, mtime) it was read at: it is only ever replaced by
+        # rename, so an unchanged stat means unchanged content and the parse can be reused.
+        self._index: tuple[tuple[int, int, int], Index] | None = None
 
     # -- opening ------------------------------------------------------------------------------------
     @classmethod
@@ -162,14 +165,22 @@ class LayoutStore:
 
     # -- names --------------------------------------------------------------------------------------
     def read_index(self) -> Index:
+        path = self.path / "index.json"
         try:
-            data = (self.path / "index.json").read_bytes()
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                key = (st.st_ino, st.st_size, st.st_mtime_ns)
+                if self._index is not None and self._index[0] == key:
+                    return self._index[1]
+                data = f.read()
         except OSError as e:
             raise LayoutError(str(self.path), f"cannot read index.json ({e.strerror})") from None
         try:
-            return Index.parse(data, mt.OCI_INDEX, what="index.json")
+            index = Index.parse(data, mt.OCI_INDEX, what="index.json")
         except InvalidDocument as e:  # e.what says where: "index.json entry 3"
             raise LayoutError(str(self.path), f"{e.what}: {e.reason}") from None
+        self._index = (key, index)
+        return index
 
     def names(self) -> dict[str, Descriptor]:
         return {d.ref_name: d for d in self.read_index().manifests if d.ref_name}

@@ -1,0 +1,137 @@
+"""``regfp diff A B``: layers, config and files that differ, as tables on a terminal or one JSON document."""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from ..diff import FileChange, ImageDiff, diff_images
+from ..oci.image import Image
+from . import edge, output
+from .output import clean
+from .render import _layer_type, human_size
+
+_STYLE = {"added": "green", "removed": "red", "modified": "yellow", "shared": "dim"}
+
+
+def diff(a_text: str, b_text: str, platform: str | None, files: bool, json_out: bool) -> None:
+    want = edge.parse_platform(platform)
+    with ExitStack() as stack:
+        a = _load(a_text, want, stack)
+        b = _load(b_text, want, stack)
+        result = diff_images(a, b, files=files)
+    if json_out:
+        doc: dict[str, Any] = {"a": _side(a_text, a), "b": _side(b_text, b)}
+        doc.update(result.to_json())
+        output.print_json(doc)
+        return
+    _render(a_text, b_text, result)
+
+
+def _side(text: str, image: Image) -> dict[str, Any]:
+    return {"reference": text, "digest": image.digest.text, "mediaType": image.media_type,
+            "artifactType": image.artifact_type, "layers": len(image.layers)}
+
+
+def _load(text: str, want: Any, stack: ExitStack) -> Image:
+    """An image for any reference regfp reads; registry sessions and ``dir:`` work layouts stay open
+    (in ``stack``) while the layers are read."""
+    from ..refs import DirRef, LayoutRef, RegistryRef
+    from ..sources import load_image
+    from ..stores.layout import LayoutStore
+    from .commands import _options, _ref
+
+    ref = _ref(text)
+    if isinstance(ref, RegistryRef):
+        from . import registry_cmds
+
+        session = stack.enter_context(registry_cmds.session())
+        return load_image(ref, work=None, platform=want, registry=session.open)
+    if isinstance(ref, DirRef):
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="regfp-diff-"))
+        work = stack.enter_context(LayoutStore.open_or_create(Path(tmp) / "layout"))
+        return load_image(ref, work=work, platform=want, options=_options(want))
+    assert isinstance(ref, LayoutRef)
+    return load_image(ref, work=None, platform=want)
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", padding=(0, 2, 0, 0))
+    for c in columns:
+        table.add_column(c, no_wrap=True)
+    return table
+
+
+def _print(table: Table) -> None:
+    """Never wrapped or cut (full digests and paths, so they can be copied and grepped): as wide as it needs."""
+    from rich.measure import Measurement
+
+    console = output.out_console()
+    needed = Measurement.get(console, console.options.update_width(1 << 16), table).maximum
+    before = console.width
+    console.width = max(before, needed)
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = before
+
+
+def _cell(value: object, style: str = "") -> Text:
+    return Text(clean("-" if value is None else str(value), keep_newlines=False), style=style)
+
+
+def _render(a_text: str, b_text: str, d: ImageDiff) -> None:
+    for label, text, image in (("A", a_text, d.a), ("B", b_text, d.b)):
+        output.line(Text.assemble((f"{label}  ", "bold"), clean(f"{text}  {image.digest}", keep_newlines=False)))
+    if d.identical:
+        output.line("identical: the two references name the same manifest")
+        return
+    s = d.summary()
+    output.line(Text(f"\nLayers: {s['layersShared']} shared, {s['layersRemoved']} removed, {s['layersAdded']} added "
+                     f"(first {d.common_prefix} identical)", style="bold"))
+    rows = [("removed", x) for x in d.removed] + [("shared", x) for x in d.shared] + [("added", x) for x in d.added]
+    if rows:
+        table = _table("", "#", "size", "digest", "type / title")
+        for status, ref in rows:
+            desc = ref.layer.descriptor
+            what = desc.annotations.get("org.opencontainers.image.title") or _layer_type(desc.media_type)
+            table.add_row(_cell(status, _STYLE[status]), _cell(ref.index), _cell(human_size(desc.size)),
+                          _cell(desc.digest.text), _cell(what))
+        _print(table)
+    changes = list(d.config) + list(d.annotations)
+    output.line(Text(f"\nConfig and annotations: {len(changes)} changed", style="bold"))
+    if changes:
+        table = _table("field", "A", "B")
+        for c in changes:
+            table.add_row(_cell(c.field), _cell(_value(c.before), "red"), _cell(_value(c.after), "green"))
+        _print(table)
+    if d.files is None:
+        output.line(Text("\nFiles: not compared (artifacts, or layers that are not tar archives)", style="bold"))
+        return
+    output.line(Text(f"\nFiles: {s['filesAdded']} added, {s['filesRemoved']} removed, {s['filesModified']} modified",
+                     style="bold"))
+    if d.files:
+        table = _table("", "path", "kind", "size", "mode", "details")
+        for f in d.files:
+            table.add_row(*_file_row(f))
+        _print(table)
+
+
+def _value(value: object) -> str | None:
+    if isinstance(value, list):
+        return " ".join(value)
+    return None if value is None else str(value)
+
+
+def _file_row(f: FileChange) -> tuple[Text, ...]:
+    info = f.after or f.before
+    assert info is not None
+    sign = {"added": "+", "removed": "-", "modified": "~"}[f.change]
+    size = human_size(info.size) if info.kind == "file" else ""
+    return (_cell(sign, _STYLE[f.change]), _cell("/" + f.path), _cell(info.kind), _cell(size),
+            _cell(f"{info.mode:04o}"), _cell(", ".join(f.details)))
