@@ -307,6 +307,13 @@ def total_size(entries: Sequence[Entry]) -> int:
     return sum(e.size for e in entries if e.kind == "file")
 
 
+class Counters:
+    """Process-wide instrumentation, reported by ``--json`` (e.g. to show a cached run compressed
+    nothing). Counting never changes what is written."""
+
+    compressed = 0  # layers compressed (gzip or zstd) by write_layer
+
+
 def write_layer(entries: Iterable[Entry], sink: BlobSink, *, mtime: int, compression: str = "gzip",
                 level: int | None = None, on_bytes: Callable[[int], None] | None = None) -> WrittenLayer:
     """Stream ``entries`` as one tar layer into ``sink``; the sink is committed on success, aborted on error.
@@ -317,6 +324,8 @@ def write_layer(entries: Iterable[Entry], sink: BlobSink, *, mtime: int, compres
     order (which hashes them for the digest). Every queue is bounded, so memory stays constant (a few
     dozen MiB) whatever the size, and the bytes never depend on the thread count.
     """
+    if compression != "none":
+        Counters.compressed += 1
     try:  # the sink exists already: refusing the input must not leave its temp file behind
         ordered = prepare(entries)
         media_type = mt.OCI_LAYER_FOR.get(compression)

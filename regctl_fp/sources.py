@@ -6,20 +6,23 @@ image) is an explicit argument; the CLI decides it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .dircache import DirCache
 from .errors import LayerInputError, NotFound, RefError, RegfpError
-from .layers import collect_tree, total_size, write_layer
+from .layers import Entry, collect_tree, total_size, write_layer
 from .oci.config import History, ImageConfig
 from .oci.descriptor import Descriptor, Platform
 from .oci.image import Image, Layer
 from .progress import SILENT, Progress
 from .refs import DirRef, LayoutRef, Ref, RegistryRef
-from .stores.base import Store, read_image
+from .remote_cache import RemoteCache, dir_tag
+from .stores.base import Store, read_image, write_image
 from .stores.layout import LayoutStore
+from .stores.null import NullStore
 from .timeutil import rfc3339
 
 LINUX_AMD64 = Platform("linux", "amd64")
@@ -34,6 +37,9 @@ class BuildOptions:
     platform: Platform = LINUX_AMD64
     compression: str = "gzip"
     cache: DirCache | None = field(default=None, compare=False)  # skip re-tarring unchanged trees
+    remote: RemoteCache | None = field(default=None, compare=False)  # a registry stage cache, shared by CI
+    # Opens registry references (the CLI supplies one with its flags and credentials).
+    registry: Callable[[RegistryRef], tuple[Store, Descriptor]] | None = field(default=None, compare=False)
 
 
 def open_layout_ref(ref: LayoutRef) -> tuple[LayoutStore, Descriptor]:
@@ -64,6 +70,7 @@ def load_image(ref: Ref, *, work: Store | None, platform: Platform | None = None
             raise RefError(str(ref), "a dir: image needs somewhere to write its layer")
         return image_from_directory(Path(ref.path), work, options, progress)
     if isinstance(ref, RegistryRef):
+        registry = registry or options.registry
         if registry is None:
             raise RefError(str(ref), "a registry reference cannot be used here (no registry access given)")
         store, desc = registry(ref)
@@ -91,6 +98,12 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
             if cached is not None:
                 return cached
     entries = collect_tree(path)
+    identity = None
+    if options.remote is not None:
+        identity = _tree_identity(entries, options)
+        found = options.remote.lookup(dir_tag(identity))
+        if found is not None:  # another machine made this image already: no compression here
+            return read_image(options.remote.store, found, options.platform)
     on_bytes = progress.task(f"layer of {path}", total_size(entries))
     written = write_layer(entries, work.blob_sink(), mtime=options.epoch, compression=options.compression,
                           on_bytes=on_bytes)
@@ -101,10 +114,24 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
               .with_appended_layer(written.diff_id, History(created=created, created_by="regfp: dir")))
     desc = written.descriptor
     layer = Layer(desc, written.diff_id, lambda: work.open_blob(desc))
+    image = Image(config=config, layers=(layer,))
     if options.cache is not None and print_ == _fingerprint_again(path):  # unchanged while it was read
         options.cache.put(key, {"fingerprint": print_, "layer": desc.to_dict(), "diffID": written.diff_id.text,
                                 "config": config.to_bytes().decode()})
-    return Image(config=config, layers=(layer,))
+    if identity is not None and options.remote is not None and not isinstance(work, NullStore):
+        options.remote.publish(dir_tag(identity), work, write_image(work, image))
+    return image
+
+
+def _tree_identity(entries: list[Entry], options: BuildOptions) -> str:
+    """What a tree's image is, from its uncompressed tar (one hashing pass, no compression)."""
+    from .oci.canonical import canonical_json
+    from .stores.null import DigestSink
+
+    tar = write_layer(entries, DigestSink(), mtime=options.epoch, compression="none")
+    doc = {"diffID": tar.diff_id.text, "epoch": options.epoch, "platform": str(options.platform),
+           "compression": options.compression, "v": 1}
+    return hashlib.sha256(canonical_json(doc)).hexdigest()
 
 
 def _fingerprint_again(path: Path) -> str:
@@ -118,7 +145,6 @@ def _from_record(record: dict[str, object], work: Store) -> Image | None:
     import json
 
     from .oci.digest import Digest
-    from .stores.null import NullStore
 
     try:
         desc = Descriptor.from_dict(record["layer"])

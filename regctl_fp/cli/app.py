@@ -115,14 +115,21 @@ OutOpt = Annotated[Path | None, typer.Option("--out", help="OCI layout to write 
 NowOpt = Annotated[str | None, typer.Option("--now", help="ISO 8601 time to judge expiry by (default: now).")]
 
 
+CacheOpt = Annotated[str | None, typer.Option("--cache", help="Registry repository used as a shared stage cache "
+                                             "(overrides the recipe's cache:).")]
+
+
 @app.command()
 def build(recipe: RecipeArg, out: OutOpt = None,
           only: Annotated[list[str] | None, typer.Option("--only", help="Only this stage (repeatable).")] = None,
-          now: NowOpt = None, json_out: JsonOpt = False) -> None:
+          now: NowOpt = None, cache: CacheOpt = None,
+          shard: Annotated[str | None, typer.Option("--shard", help="I/N: compute only this shard's share of "
+                                                    "the independent units.")] = None,
+          json_out: JsonOpt = False) -> None:
     """Compute the recipe's chain into its OCI layout; cached stages cost nothing."""
     from . import recipe_cmds
 
-    recipe_cmds.build(recipe, out, only or [], now, json_out)
+    recipe_cmds.build(recipe, out, only or [], now, json_out, cache=cache, shard_text=shard)
 
 
 @app.command()

@@ -16,7 +16,9 @@ def as_json(plan: Plan) -> dict[str, Any]:
         "layout": str(plan.layout),
         "commit": plan.commit.sha,
         "nodes": [{"id": n.id, "stage": n.stage, "names": list(n.names), "state": n.state, "reason": n.reason,
-                   "inputs": list(n.inputs), "key": n.key, "digest": n.digest} for n in plan.nodes],
+                   "inputs": list(n.inputs), "key": n.key, "digest": n.digest, "unit": plan.is_unit(n)}
+                  for n in plan.nodes],
+        "units": [n.id for n in plan.nodes if plan.is_unit(n)],
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import InvalidInput
@@ -40,22 +41,61 @@ def _git_cache() -> Path:
     return edge.cache_dir()
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    if not sep or not index.isdigit() or not count.isdigit() or not 1 <= int(index) <= int(count):
+        raise InvalidInput(f"--shard {text!r}: expected I/N with 1 <= I <= N, e.g. 2/3")
+    return int(index), int(count)
+
+
+@contextmanager
+def remote_cache(lr, cache: str | None):  # type: ignore[no-untyped-def]
+    """The registry stage cache (``--cache`` or the recipe's ``cache:``), open for the whole command."""
+    from ..refs import RegistryRef, parse_registry
+
+    text = cache or (lr.recipe.cache.repository if lr.recipe.cache else None)
+    if text is None:
+        yield None
+        return
+    ref = parse_registry(text)
+    if not isinstance(ref, RegistryRef) or ref.digest is not None or (ref.tag not in (None, "latest")):
+        raise InvalidInput(f"--cache {text!r}: name a registry repository, e.g. localhost:5000/regfp-cache")
+    from ..remote_cache import RemoteCache
+    from . import registry_cmds
+
+    with registry_cmds.session() as s:
+        yield RemoteCache(s.store(ref), ref.repository)
+
+
 def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None, json_out: bool,
-          channels: list[str] | None = None) -> None:
+          channels: list[str] | None = None, cache: str | None = None, shard_text: str | None = None) -> None:
+    from dataclasses import replace
+
     from ..recipe.execute import execute
     from ..recipe.load import load_recipe
     from ..recipe.plan import STAGES, make_plan
+    from ..stores.layout import LayoutStore
 
     now = parse_now(now_text)
     for stage in only:
         if stage not in STAGES:
             raise InvalidInput(f"--only {stage!r}: stages are {', '.join(sorted(STAGES))}")
+    shard = parse_shard(shard_text)
     lr = load_recipe(recipe)
-    options = _options()
-    plan = make_plan(lr, now=now, options=options, layout=out.resolve() if out else None, git_cache=_git_cache(),
-                     stages=frozenset(only) or STAGES, channels=tuple(channels) if channels else None)
-    with progress_bar() as bar:
-        report = execute(plan, now=now, options=options, progress=bar, secrets=secrets(lr))
+    layout = out.resolve() if out else lr.output_layout
+    with remote_cache(lr, cache) as remote:
+        options = replace(_options(), remote=remote)
+        # An existing layout takes the dir: images planning has to make anyway (so they are made once).
+        work = LayoutStore.open(layout) if (layout / "oci-layout").exists() else None
+        plan = make_plan(lr, now=now, options=options, layout=layout, git_cache=_git_cache(),
+                         stages=frozenset(only) or STAGES, channels=tuple(channels) if channels else None,
+                         shard=shard, work=work)
+        with progress_bar() as bar:
+            report = execute(plan, now=now, options=options, progress=bar, secrets=secrets(lr))
+        if remote is not None:
+            report.remote = vars(remote.stats)
     if json_out:
         output.print_json(report.to_json())
         return

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..progress import Progress
     from ..sources import BuildOptions
     from ..stages.identity import Authority
+    from ..stores.base import Store
     from ..stores.layout import LayoutStore
     from .execute import Report
     from .plan import Node, Plan
@@ -159,7 +160,8 @@ def password_vars(lr: LoadedRecipe) -> list[str]:
 
 # ---- planning and execution ---------------------------------------------------------------------------
 
-def plan_nodes(plan: Plan, store: LayoutStore | None, now: int, options: BuildOptions) -> list[Node]:
+def plan_nodes(plan: Plan, store: LayoutStore | None, now: int, options: BuildOptions,
+               work: Store | None = None) -> list[Node]:
     from .plan import A_KEY, Node, digest_of, lookup
     from .rollouts import read_ledger
 
@@ -176,7 +178,7 @@ def plan_nodes(plan: Plan, store: LayoutStore | None, now: int, options: BuildOp
             continue
         live, rname = env.names(r.name, rel.number)
         existing = lookup(store, rname) if store is not None else None
-        polys = [digest_of(plan.recipe.image_ref(p), options) for p in env.spec.polyfills]
+        polys = [digest_of(plan.recipe.image_ref(p), options, work) for p in env.spec.polyfills]
         key = env.key(rel.image, rel.revision, polys, env.window_for(existing, now))
         if existing is not None and existing.annotations.get(A_KEY) == key:
             nodes.append(Node(nid, "environment", (live, rname), "cached", f"r{rel.number} at n-{env.spec.delta}",
@@ -195,7 +197,7 @@ def run(plan: Plan, prepared: list[PreparedEnv], *, now: int, options: BuildOpti
     from ..stages.environment import EnvironmentInputs, environment_image
     from ..stages.identity import Subject, issue
     from ..stores.base import read_image, write_image
-    from .execute import ImageResult
+    from .execute import REMOTE_HIT, ImageResult, from_remote, to_remote
     from .plan import A_KEY, A_REVISION, A_STAGE, lookup
     from .rollouts import read_ledger
 
@@ -225,6 +227,12 @@ def run(plan: Plan, prepared: list[PreparedEnv], *, now: int, options: BuildOpti
                     report.images.append(ImageResult("environment", n, desc.digest.text, True, "cached",
                                                      f"r{rel.number} at n-{env.spec.delta}"))
                 continue
+            hit = from_remote(options, key, store)
+            if hit is not None:
+                store.set_names({live: hit, rname: hit})
+                for n in (live, rname):
+                    report.images.append(ImageResult("environment", n, hit.digest.text, True, "cached", REMOTE_HIT))
+                continue
             annotations = {A_STAGE: "environment", A_KEY: key, A_ENVIRONMENT: env.label,
                            A_LOCATION: env.spec.location, A_RELEASE: f"r{rel.number}", A_REVISION: rel.revision}
             identity = None
@@ -244,9 +252,9 @@ def run(plan: Plan, prepared: list[PreparedEnv], *, now: int, options: BuildOpti
                                        env=dict(env.spec.env), files=env.files, ca_certs=env.ca_certs,
                                        polyfills=tuple(polyfills), identity=identity)
             image = environment_image(inputs, store, annotations, progress)
-            report.layers_written += 1
             desc = write_image(store, image)
             store.set_names({live: desc, rname: desc})
+            to_remote(options, key, store, desc)
             for n in (live, rname):
                 report.images.append(ImageResult("environment", n, desc.digest.text, False, "build",
                                                  f"r{rel.number} at n-{env.spec.delta}"))

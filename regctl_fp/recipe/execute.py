@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import NotFound
+from ..errors import NotFound, RegfpError
 from ..oci.descriptor import Descriptor
 from ..oci.image import Image
 from ..progress import SILENT, Progress
@@ -15,6 +15,7 @@ from ..sources import BuildOptions, load_image, open_layout_ref
 from ..stores.base import read_image, write_image
 from ..stores.layout import LayoutStore
 from ..timeutil import rfc3339
+from .model import Rollouts
 from .plan import (
     A_BASE_DIGEST,
     A_BASE_NAME,
@@ -45,25 +46,48 @@ class ImageResult:
 @dataclass
 class Report:
     images: list[ImageResult] = field(default_factory=list)
-    layers_written: int = 0  # layers tarred and compressed by this run
+    layers_compressed: int = 0  # layers gzip/zstd-compressed by this whole command (planning included)
     rollout: dict[str, object] | None = None
     notes: list[str] = field(default_factory=list)
+    remote: dict[str, int] | None = None  # remote cache counters
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
             "images": [{"stage": i.stage, "name": i.name, "digest": i.digest, "cached": i.cached,
                         "state": i.state, "reason": i.reason} for i in self.images],
-            "stats": {"layersWritten": self.layers_written}}
+            "stats": {"layersCompressed": self.layers_compressed}}
         if self.rollout is not None:
             out["rollout"] = self.rollout
         if self.notes:
             out["notes"] = self.notes
+        if self.remote is not None:
+            out["stats"]["remote"] = self.remote  # type: ignore[index]
         return out
 
-    def add(self, node: Node, digest: str, cached: bool) -> None:
+    def add(self, node: Node, digest: str, cached: bool, reason: str | None = None) -> None:
         for name in node.names:
             self.images.append(ImageResult(node.stage, name, digest, cached, "cached" if cached else node.state,
-                                           node.reason))
+                                           reason or node.reason))
+
+
+REMOTE_HIT = "in the remote cache"
+
+
+def from_remote(options: BuildOptions, key: str | None, store: LayoutStore) -> Descriptor | None:
+    """The stage result for ``key`` from the remote cache, copied into ``store`` (None on a miss)."""
+    if options.remote is None or key is None:
+        return None
+    from ..remote_cache import key_tag
+
+    found = options.remote.lookup(key_tag(key))
+    return options.remote.fetch(found, store) if found is not None else None  # None also when fetching fails
+
+
+def to_remote(options: BuildOptions, key: str | None, store: LayoutStore, desc: Descriptor) -> None:
+    if options.remote is not None and key is not None:
+        from ..remote_cache import key_tag
+
+        options.remote.publish(key_tag(key), store, desc)
 
 
 def execute(plan: Plan, *, now: int, options: BuildOptions, progress: Progress = SILENT,
@@ -91,16 +115,23 @@ def execute(plan: Plan, *, now: int, options: BuildOptions, progress: Progress =
             todo.append((node, channel, key))
     if todo:
         with LayoutStore.open_or_create(plan.layout) as store:
-            built = read_image(store, store.resolve(plan.build_names[0]))
-            old_base = _old_base(plan, store, built, options)
+            built = old_base = None
             for node, channel, key in todo:
-                if isinstance(plan.recipe.image_ref(plan.channels[channel].ref), DirRef):
-                    report.layers_written += 1  # the channel's directory is tarred to load it
-                desc = _patch(plan, store, built, old_base, channel, key, options, progress)
+                hit = from_remote(options, key, store)
+                if hit is None:
+                    if built is None:
+                        built = read_image(store, store.resolve(plan.build_names[0]))
+                        old_base = _old_base(plan, store, built, options)
+                    assert old_base is not None
+                    desc = _patch(plan, store, built, old_base, channel, key, options, progress)
+                else:
+                    desc = hit
                 store.set_names({n: desc for n in node.names})
-                report.add(node, desc.digest.text, False)
+                if hit is None:
+                    to_remote(options, key, store, desc)
+                report.add(node, desc.digest.text, hit is not None, REMOTE_HIT if hit else None)
     if plan.nodes_of("rollout"):
-        _run_rollout(plan, now, report)
+        _run_rollout(plan, now, options, report)
     if prepared:
         from . import environments
 
@@ -112,13 +143,21 @@ def execute(plan: Plan, *, now: int, options: BuildOptions, progress: Progress =
         from . import units
 
         units.run(plan, options=options, progress=progress, report=report)
+    from ..layers import Counters
+
+    report.layers_compressed = Counters.compressed
     return report
 
 
-def _run_rollout(plan: Plan, now: int, report: Report) -> None:
-    """Cut a release when the rollout channel's image is new; names move in one atomic update."""
+def _run_rollout(plan: Plan, now: int, options: BuildOptions, report: Report) -> None:
+    """Cut a release when the rollout channel's image is new; names move in one atomic update.
+
+    With a remote cache the ledger is shared through it: a newer remote ledger is adopted first, and
+    after a cut the ledger is published; if another machine published in between (the tag moved under
+    us), its ledger is re-read and the cut retried on top of it.
+    """
     from ..oci.manifest import Manifest
-    from .rollouts import update
+    from .rollouts import read_ledger, update
 
     r = plan.recipe.recipe
     spec = r.rollouts
@@ -128,15 +167,67 @@ def _run_rollout(plan: Plan, now: int, report: Report) -> None:
         image = Descriptor(desc.media_type, desc.digest, desc.size)
         manifest = Manifest.parse(store.get_manifest(image), image.media_type)
         base = manifest.annotations.get(A_BASE_DIGEST, "")
-        before, after = update(store, r.name, spec, lambda ledger: ledger.cut(
-            image, created=rfc3339(now), revision=plan.commit.sha, channel=spec.channel, base_digest=base))
+
+        def cut(ledger):  # type: ignore[no-untyped-def]
+            return ledger.cut(image, created=rfc3339(now), revision=plan.commit.sha, channel=spec.channel,
+                              base_digest=base)
+
+        initial = None
+        for _attempt in range(5):
+            theirs = _adopt_remote_ledger(options, store, r.name, spec)
+            if initial is None:
+                initial = max(read_ledger(store, r.name).last, theirs.last if theirs else 0)
+            _, after = update(store, r.name, spec, cut)
+            if options.remote is None or _published(options, store, r.name):
+                break
+        else:
+            raise RegfpError(f"the rollout ledger of {r.name} kept moving in the remote cache; try again")
     latest = after.latest
     assert latest is not None
-    cut = after.last != before.last
+    was_cut = after.last > (initial or 0)
     report.images.append(ImageResult("rollout", f"rollouts/{r.name}:r{latest.number}", latest.image.digest.text,
-                                     not cut, "build" if cut else "cached",
-                                     f"cut r{latest.number}" if cut else f"r{latest.number} is the newest release"))
-    report.rollout = {"release": latest.number, "cut": cut}
+                                     not was_cut, "build" if was_cut else "cached",
+                                     f"cut r{latest.number}" if was_cut else f"r{latest.number} is the newest release"))
+    report.rollout = {"release": latest.number, "cut": was_cut}
+
+
+def _adopt_remote_ledger(options: BuildOptions, store: LayoutStore, name: str, spec: Rollouts):  # type: ignore[no-untyped-def]
+    """The remote cache's ledger is the shared truth: when it differs from the layout's and is not older,
+    take it (and the release images it lists) into the layout. Returns it, or None."""
+    if options.remote is None:
+        return None
+    from ..remote_cache import ledger_tag
+    from ..stages.rollout import Ledger, ledger_name
+    from .rollouts import read_ledger, update
+
+    found = options.remote.lookup(ledger_tag(name))
+    if found is None:
+        return None
+    theirs = Ledger.parse(name, options.remote.store.get_manifest(found))
+    local = read_ledger(store, name)
+    current = store.names().get(ledger_name(name))
+    if theirs.last < local.last or (current is not None and current.digest == found.digest):
+        return theirs
+    if options.remote.fetch(found, store) is None:  # the index and every release image in it
+        return None  # an incomplete remote ledger is not adopted
+    update(store, name, spec, lambda _: theirs)
+    return theirs
+
+
+def _published(options: BuildOptions, store: LayoutStore, name: str) -> bool:
+    """Publish the layout's ledger unless the remote one is it; False when another machine's landed in
+    between (the caller adopts theirs and tries again)."""
+    from ..remote_cache import ledger_tag
+    from ..stages.rollout import ledger_name
+
+    assert options.remote is not None
+    ours = store.resolve(ledger_name(name))
+    current = options.remote.lookup(ledger_tag(name))
+    if current is not None and current.digest == ours.digest:
+        return True
+    options.remote.publish(ledger_tag(name), store, ours)
+    check = options.remote.lookup(ledger_tag(name))
+    return check is not None and check.digest == ours.digest
 
 
 def _run_build(plan: Plan, now: int, options: BuildOptions, progress: Progress, report: Report) -> str:
@@ -152,19 +243,31 @@ def _run_build(plan: Plan, now: int, options: BuildOptions, progress: Progress, 
     r = lr.recipe
     base_ref = lr.image_ref(plan.base_ref)
     _check_available(base_ref)
+    if options.remote is not None:  # a result another machine built: no run step, no layer work
+        from ..stores.null import NullStore
+
+        probe = load_image(base_ref, work=NullStore(), platform=options.platform, options=options)
+        with LayoutStore.open_or_create(plan.layout) as store:
+            hit = from_remote(options, plan.build_key(probe.digest.text), store)
+            if hit is not None:
+                _name_build(store, node.names, hit, now)
+                report.add(node, hit.digest.text, True, REMOTE_HIT)
+                return hit.digest.text
     src = SourceInputs(spec=r.build, repo=plan.repo, commit=plan.commit, subdir=r.source.subdir)
     with run_outputs(src) as run_entries, LayoutStore.open_or_create(plan.layout) as store:
         base = load_image(base_ref, work=store, platform=options.platform, options=options, progress=progress)
-        if isinstance(base_ref, DirRef):
-            report.layers_written += 1
         image = build(src, base, _annotations(plan, base), store, run_entries, progress)
-        report.layers_written += len(image.layers) - len(base.layers)
         write_image(store, base)  # the base's manifest stays findable by its digest (for rebasing)
         desc = write_image(store, image)
-        stamped = desc.annotated(**{A_BUILT_AT: rfc3339(now)})
-        store.set_names({name: stamped for name in node.names})
+        _name_build(store, node.names, desc, now)
+        to_remote(options, plan.build_key(base.digest.text), store, desc)
     report.add(node, desc.digest.text, False)
     return desc.digest.text
+
+
+def _name_build(store: LayoutStore, names: tuple[str, ...], desc: Descriptor, now: int) -> None:
+    stamped = desc.annotated(**{A_BUILT_AT: rfc3339(now)})
+    store.set_names({name: stamped for name in names})
 
 
 def _old_base(plan: Plan, store: LayoutStore, built: Image, options: BuildOptions) -> Image:

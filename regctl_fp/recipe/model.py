@@ -254,6 +254,13 @@ class Work:
 
 
 @dataclass(frozen=True)
+class Cache:
+    """A registry repository used as a shared, content-addressed stage cache (tags key-<hex>, ...)."""
+
+    repository: str = field(doc="registry repository, e.g. ghcr.io/acme/regfp-cache")
+
+
+@dataclass(frozen=True)
 class Output:
     layout: RecipePath = field(default="out", doc="OCI layout directory, relative to the recipe")
 
@@ -274,6 +281,7 @@ class Recipe:
     work: tuple[Work, ...] = field(default=())
     output: Output = field(default=Output())
     push: Push | None = field(default=None)
+    cache: Cache | None = field(default=None)
 
 
 def fragment(value: Any) -> Any:

@@ -20,7 +20,7 @@ from ..oci.descriptor import Descriptor
 from ..oci.manifest import Manifest
 from ..refs import Ref, check_tag
 from ..sources import BuildOptions
-from ..stores.base import closure
+from ..stores.base import Store, closure
 from ..stores.layout import LayoutStore
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
 from .load import LoadedRecipe
@@ -118,6 +118,14 @@ class Plan:
     def patch_name(self, channel: str) -> str:
         return f"patch/{self.repo_name}/{self.commit.sha}:{channel}"
 
+    def is_unit(self, node: Node) -> bool:
+        """Independent units (what CI shards): patches, environments, matrix cells, work chunks. The
+        rollout channel's patch is a prerequisite of the rollout, not a unit."""
+        rollouts = self.recipe.recipe.rollouts
+        if node.stage == "patch" and rollouts is not None and node.id == f"patch:{rollouts.channel}":
+            return False
+        return node.stage in ("patch", "environment", "matrix", "work")
+
     def nodes_of(self, stage: str) -> list[Node]:
         return [n for n in self.nodes if n.stage == stage]
 
@@ -151,10 +159,13 @@ def repo_name(lr: LoadedRecipe, repo: Repository) -> str:
 
 def make_plan(lr: LoadedRecipe, *, now: int, options: BuildOptions, layout: Path | None = None,
               git_cache: Path | None = None, stages: frozenset[str] = STAGES,
-              channels: tuple[str, ...] | None = None) -> Plan:
+              channels: tuple[str, ...] | None = None, shard: tuple[int, int] | None = None,
+              work: Store | None = None) -> Plan:
     """Resolve the source and the channel bases and look up what the layout already has.
 
-    Reads only, writes nothing: ``dir:`` channel bases are hashed into a digest-only store.
+    Names nothing: ``dir:`` channel bases are made into ``work`` (the layout about to be built, so the
+    blobs need not be made twice) or, for a pure plan, hashed into a digest-only store. ``shard`` (I, N)
+    keeps only this shard's share of the independent units.
     """
     r = lr.recipe
     stages = frozenset().union(*({s} | NEEDS.get(s, set()) for s in stages))
@@ -183,7 +194,7 @@ def make_plan(lr: LoadedRecipe, *, now: int, options: BuildOptions, layout: Path
                 raise lr.error(("patch", "channels"), f"no channel {name!r} in this recipe "
                                                       f"(channels: {', '.join(r.patch.channels)})")
             ref = lr.channel_ref(name)
-            digest = digest_of(lr.image_ref(ref), options)
+            digest = digest_of(lr.image_ref(ref), options, work)
             plan.channels[name] = ChannelInput(name, ref, digest)
             if store is not None:
                 plan.patched[name] = lookup(store, plan.patch_name(name))
@@ -195,12 +206,19 @@ def make_plan(lr: LoadedRecipe, *, now: int, options: BuildOptions, layout: Path
         if "environment" in stages and r.environments:
             from .environments import plan_nodes
 
-            plan.nodes.extend(plan_nodes(plan, store, now, options))
+            plan.nodes.extend(plan_nodes(plan, store, now, options, work))
     if stages & {"matrix", "work"} and (r.matrix or r.work):
         from . import units
 
-        plan.nodes.extend(n for n in units.plan_nodes(plan, store, options) if n.stage in stages)
+        plan.nodes.extend(n for n in units.plan_nodes(plan, store, options, work) if n.stage in stages)
+    if shard is not None:
+        plan.nodes = [n for n in plan.nodes if not plan.is_unit(n) or in_shard(n.id, *shard)]
     return plan
+
+
+def in_shard(unit: str, index: int, count: int) -> bool:
+    """Unit ids go to shards by sha256, so every shard agrees without talking to the others."""
+    return int(hashlib.sha256(unit.encode()).hexdigest(), 16) % count == index - 1
 
 
 def _rollout_node(plan: Plan, store: LayoutStore | None) -> Node:
@@ -225,12 +243,12 @@ def _rollout_node(plan: Plan, store: LayoutStore | None) -> Node:
 
 
 
-def digest_of(ref: Ref, options: BuildOptions) -> str:
-    """The manifest digest ``ref`` stands for, computed without writing anything."""
+def digest_of(ref: Ref, options: BuildOptions, work: Store | None = None) -> str:
+    """The manifest digest ``ref`` stands for; blobs a ``dir:`` needs go to ``work`` (default: nowhere)."""
     from ..sources import load_image
     from ..stores.null import NullStore
 
-    return load_image(ref, work=NullStore(), platform=options.platform, options=options).digest.text
+    return load_image(ref, work=work or NullStore(), platform=options.platform, options=options).digest.text
 
 
 def _patch_node(plan: Plan, channel: str) -> Node:

@@ -16,6 +16,7 @@ from .plan import A_KEY, A_STAGE, Node, digest_of, lookup, stage_key
 if TYPE_CHECKING:
     from ..progress import Progress
     from ..sources import BuildOptions
+    from ..stores.base import Store
     from ..stores.layout import LayoutStore
     from .execute import Report
     from .plan import Plan
@@ -82,14 +83,14 @@ def _base_ref(lr: LoadedRecipe, w: Work) -> str | None:
     return lr.channel_ref(w.base)
 
 
-def plan_nodes(plan: Plan, store: LayoutStore | None, options: BuildOptions) -> list[Node]:
+def plan_nodes(plan: Plan, store: LayoutStore | None, options: BuildOptions, work: Store | None = None) -> list[Node]:
     lr = plan.recipe
     nodes = []
     digests: dict[str, str] = {}
 
     def digest(ref: str) -> str:
         if ref not in digests:
-            digests[ref] = digest_of(lr.image_ref(ref), options)
+            digests[ref] = digest_of(lr.image_ref(ref), options, work)
         return digests[ref]
 
     for cell in cells(lr):
@@ -120,7 +121,7 @@ def run(plan: Plan, *, options: BuildOptions, progress: Progress, report: Report
     from ..stages.work import chunk_image
     from ..stores.base import write_image
     from ..stores.layout import LayoutStore
-    from .execute import ImageResult
+    from .execute import REMOTE_HIT, ImageResult, from_remote, to_remote
 
     lr = plan.recipe
     todo = {n.names[0]: n for n in plan.nodes if n.stage in ("matrix", "work")}
@@ -143,6 +144,11 @@ def run(plan: Plan, *, options: BuildOptions, progress: Progress, report: Report
             if node.state == "cached":
                 report.images.append(ImageResult("matrix", cell.name, node.digest or "", True, "cached", node.reason))
                 continue
+            hit = from_remote(options, node.key, store)
+            if hit is not None:
+                store.set_names({cell.name: hit})
+                report.images.append(ImageResult("matrix", cell.name, hit.digest.text, True, "cached", REMOTE_HIT))
+                continue
             axes = [(a, v, image(ref)) for a, v, ref in cell.values]
             files = None
             if not cell.matrix.overwrite:
@@ -156,6 +162,7 @@ def run(plan: Plan, *, options: BuildOptions, progress: Progress, report: Report
                                               **{f"dev.regfp.axis.{a}": v for a, v, _ in cell.values}})
             desc = write_image(store, merged)
             store.set_names({cell.name: desc})
+            to_remote(options, node.key, store, desc)
             report.images.append(ImageResult("matrix", cell.name, desc.digest.text, False, "build", node.reason))
         for chunk in chunks(lr):
             node = todo.get(chunk.name)
@@ -164,14 +171,19 @@ def run(plan: Plan, *, options: BuildOptions, progress: Progress, report: Report
             if node.state == "cached":
                 report.images.append(ImageResult("work", chunk.name, node.digest or "", True, "cached", node.reason))
                 continue
+            hit = from_remote(options, node.key, store)
+            if hit is not None:
+                store.set_names({chunk.name: hit})
+                report.images.append(ImageResult("work", chunk.name, hit.digest.text, True, "cached", REMOTE_HIT))
+                continue
             base_ref = _base_ref(lr, chunk.work)
             base = image(base_ref) if base_ref else None
             img = chunk_image(base, chunk.items, index=chunk.index, chunks=chunk.work.chunks, name=chunk.work.name,
                               user=chunk.work.user, mtime=options.epoch, store=store)  # type: ignore[arg-type]
-            report.layers_written += 1
             img = img.with_annotations({A_STAGE: "work", A_KEY: node.key or ""})
             desc = write_image(store, img)
             store.set_names({chunk.name: desc})
+            to_remote(options, node.key, store, desc)
             report.images.append(ImageResult("work", chunk.name, desc.digest.text, False, "build", node.reason))
 
 
