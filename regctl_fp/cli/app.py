@@ -75,12 +75,14 @@ def copy(src: Annotated[str, typer.Argument(
          dst: Annotated[str, typer.Argument(
              metavar="DST", help="destination: oci:PATH:NAME or HOST/REPO[:TAG]")],
          platform: PlatformOpt = None, json_out: JsonOpt = False,
-         insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
+         insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None,
+         private: Annotated[bool, typer.Option("--private", help="The destination repository is private: "
+                                               "images carrying a private key may go there.")] = False) -> None:
     """Copy an image, digests preserved; the destination name moves only once everything is stored."""
     from . import commands, registry_cmds
 
     registry_cmds.configure(insecure_registry, ca_file)
-    commands.copy(src, dst, platform, json_out)
+    commands.copy(src, dst, platform, json_out, private)
 
 
 @app.command()
@@ -125,11 +127,13 @@ def build(recipe: RecipeArg, out: OutOpt = None,
           now: NowOpt = None, cache: CacheOpt = None,
           shard: Annotated[str | None, typer.Option("--shard", help="I/N: compute only this shard's share of "
                                                     "the independent units.")] = None,
+          push: Annotated[bool, typer.Option("--push", help="Then push every image to the recipe's registry "
+                                             "prefixes (push.prefix, per environment too).")] = False,
           json_out: JsonOpt = False) -> None:
     """Compute the recipe's chain into its OCI layout; cached stages cost nothing."""
     from . import recipe_cmds
 
-    recipe_cmds.build(recipe, out, only or [], now, json_out, cache=cache, shard_text=shard)
+    recipe_cmds.build(recipe, out, only or [], now, json_out, cache=cache, shard_text=shard, push=push)
 
 
 @app.command()

@@ -115,7 +115,7 @@ def _read_ca(path: Path):  # type: ignore[no-untyped-def]
         raise InvalidInput(f"--ca {path}: not a PEM certificate") from None
 
 
-def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool) -> None:
+def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, private: bool = False) -> None:
     from ..sources import load_image, open_layout_ref
     from ..stores.base import write_image
     from ..stores.layout import LayoutStore
@@ -125,7 +125,7 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool) -> 
     if isinstance(src, RegistryRef) or isinstance(dst, RegistryRef):
         from . import registry_cmds
 
-        registry_cmds.copy(src, dst, src_text, dst_text, edge.parse_platform(platform), json_out)
+        registry_cmds.copy(src, dst, src_text, dst_text, edge.parse_platform(platform), json_out, private)
         return
     if not isinstance(dst, LayoutRef):
         _unsupported(dst, dst_text)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import InvalidInput
@@ -50,33 +49,31 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(index), int(count)
 
 
-@contextmanager
-def remote_cache(lr, cache: str | None):  # type: ignore[no-untyped-def]
-    """The registry stage cache (``--cache`` or the recipe's ``cache:``), open for the whole command."""
+def remote_cache(lr, cache: str | None, session):  # type: ignore[no-untyped-def]
+    """The registry stage cache (``--cache`` or the recipe's ``cache:``), or None."""
     from ..refs import RegistryRef, parse_registry
 
     text = cache or (lr.recipe.cache.repository if lr.recipe.cache else None)
     if text is None:
-        yield None
-        return
+        return None
     ref = parse_registry(text)
     if not isinstance(ref, RegistryRef) or ref.digest is not None or (ref.tag not in (None, "latest")):
         raise InvalidInput(f"--cache {text!r}: name a registry repository, e.g. localhost:5000/regfp-cache")
     from ..remote_cache import RemoteCache
-    from . import registry_cmds
 
-    with registry_cmds.session() as s:
-        yield RemoteCache(s.store(ref), ref.repository)
+    return RemoteCache(session.store(ref), ref.repository)
 
 
 def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None, json_out: bool,
-          channels: list[str] | None = None, cache: str | None = None, shard_text: str | None = None) -> None:
+          channels: list[str] | None = None, cache: str | None = None, shard_text: str | None = None,
+          push: bool = False) -> None:
     from dataclasses import replace
 
     from ..recipe.execute import execute
     from ..recipe.load import load_recipe
     from ..recipe.plan import STAGES, make_plan
     from ..stores.layout import LayoutStore
+    from . import registry_cmds
 
     now = parse_now(now_text)
     for stage in only:
@@ -84,8 +81,11 @@ def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None,
             raise InvalidInput(f"--only {stage!r}: stages are {', '.join(sorted(STAGES))}")
     shard = parse_shard(shard_text)
     lr = load_recipe(recipe)
+    if push and lr.recipe.push is None and not any(e.push for e in lr.recipe.environments):
+        raise InvalidInput(f"{lr.path}: --push needs push.prefix in the recipe")
     layout = out.resolve() if out else lr.output_layout
-    with remote_cache(lr, cache) as remote:
+    with registry_cmds.session() as session:
+        remote = remote_cache(lr, cache, session)
         options = replace(_options(), remote=remote)
         # An existing layout takes the dir: images planning has to make anyway (so they are made once).
         work = LayoutStore.open(layout) if (layout / "oci-layout").exists() else None
@@ -94,16 +94,49 @@ def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None,
                          shard=shard, work=work)
         with progress_bar() as bar:
             report = execute(plan, now=now, options=options, progress=bar, secrets=secrets(lr))
+            pushed = _push(lr, layout, [i.name for i in report.images], session, bar) if push else []
         if remote is not None:
             report.remote = vars(remote.stats)
     if json_out:
-        output.print_json(report.to_json())
+        doc = report.to_json()
+        if push:
+            doc["pushed"] = pushed
+        output.print_json(doc)
         return
     con = output.out_console()
     for img in report.images:
         mark = "cached" if img.cached else ("built " if img.stage == "build" else "made  ")
         con.print(f"{mark}  {img.name}  {img.digest}", markup=False, soft_wrap=True)
+    for ref in pushed:
+        con.print(f"pushed  {ref}", markup=False, soft_wrap=True)
     output.note(f"layout {plan.layout}")
+
+
+def _push(lr, layout: Path, names: list[str], session, progress) -> list[str]:  # type: ignore[no-untyped-def]
+    """Every image this run named, to its registry target: checked first, then blobs, manifests, tags."""
+    from ..recipe.push import check, targets
+    from ..refs import parse_registry
+    from ..stores.layout import LayoutStore
+    from ..stores.registry import RegistryStore, push_names
+
+    store = LayoutStore.open(layout)
+    current = store.names()
+    rollout = f"rollouts/{lr.recipe.name}:"  # the whole stream: ledger, r<N>, n-<k>, cohort-<k>
+    names = [*names, *sorted(n for n in current if n.startswith(rollout))]
+    unique = list(dict.fromkeys(n for n in names if n in current))
+    where = targets(lr, unique)
+    check(store, {n: (current[n], where[n]) for n in unique})
+    groups: dict[str, dict[str, object]] = {}
+    for n in unique:
+        groups.setdefault(where[n].prefix, {})[where[n].name] = current[n].with_annotations({})
+    pushed = []
+    for prefix, items in groups.items():
+        ref = parse_registry(f"{prefix.rstrip('/')}/x")
+        path = ref.repository.rpartition("/")[0]
+        target = RegistryStore(session.client(ref.registry), path)
+        push_names(store, target, items, progress=progress)  # type: ignore[arg-type]
+        pushed += [f"{ref.registry}/{path + '/' if path else ''}{name}" for name in items]
+    return pushed
 
 
 def plan(recipe: Path, out: Path | None, now_text: str | None, fmt: str) -> None:

@@ -122,7 +122,8 @@ def inspect(ref: RegistryRef, text: str, want: Platform | None, json_out: bool) 
         render.image(text, read_image(store, desc, want), json_out)
 
 
-def copy(src: Ref, dst: Ref, src_text: str, dst_text: str, want: Platform | None, json_out: bool) -> None:
+def copy(src: Ref, dst: Ref, src_text: str, dst_text: str, want: Platform | None, json_out: bool,
+         private: bool = False) -> None:
     """``regfp copy`` when either side is a registry: blobs (in parallel, skipping what the destination
     has, mounting within a registry), then manifests, then the destination name."""
     from ..sources import load_image, open_layout_ref
@@ -156,6 +157,7 @@ def copy(src: Ref, dst: Ref, src_text: str, dst_text: str, want: Platform | None
         if want is not None and desc.media_type in mt.INDEX_TYPES:
             desc = read_image(src_store, desc, want).descriptor
         if isinstance(dst, RegistryRef):
+            _refuse(src_store, desc, dst, dst_text, private)
             target = s.store(dst)
             copied = copy_descriptor(src_store, target, desc, jobs=JOBS, progress=bar)
             _name(target, dst, copied)
@@ -165,6 +167,17 @@ def copy(src: Ref, dst: Ref, src_text: str, dst_text: str, want: Platform | None
                 copied = copy_descriptor(src_store, layout, desc, jobs=JOBS, progress=bar)
                 layout.set_names({dst.name: copied})
     _report(src_text, dst_text, copied, json_out)
+
+
+def _refuse(store: Store, desc: Descriptor, dst: RegistryRef, shown: str, private: bool) -> None:
+    """Debug images stay in ad-hoc/ repositories; images with a private key go only where --private says."""
+    from ..recipe.push import annotations_of
+    from ..stages.debug import refuse_promotion
+
+    refuse_promotion(store, desc, dst.repository, shown)
+    if not private and any(a.get("dev.regfp.contains-secret") == "true" for a in annotations_of(store, desc)):
+        raise InvalidInput(f"{shown}: the image carries a private key (dev.regfp.contains-secret); push it only "
+                           "to a private repository, and say so with --private")
 
 
 def _name(target: RegistryStore, dst: RegistryRef, copied: Descriptor) -> None:
