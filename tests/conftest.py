@@ -72,3 +72,21 @@ def regfp(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
 def regfp_json(*args: str, **kw: object) -> object:
     proc = regfp(*args, "--json", **kw)  # type: ignore[arg-type]
     return json.loads(proc.stdout)
+
+
+def run_image(layout: Path, name: str, bundle: Path, env: dict[str, str],
+              args: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Unpack an image with umoci and run it once under runc (no terminal); the container is always
+    deleted. ``args`` replaces the image's entrypoint and command."""
+    subprocess.run([need("umoci"), "unpack", "--image", f"{layout}:{name}", str(bundle)], check=True,
+                   capture_output=True, env=env)
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["terminal"] = False
+    if args is not None:
+        config["process"]["args"] = args
+    (bundle / "config.json").write_text(json.dumps(config))
+    cid = f"regfp-{os.getpid()}-{bundle.name}"
+    try:
+        return subprocess.run([need("runc"), "run", cid], cwd=bundle, capture_output=True, text=True, timeout=60)
+    finally:
+        subprocess.run(["runc", "delete", "-f", cid], capture_output=True)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import need, regfp, regfp_json
+from conftest import need, regfp, regfp_json, run_image
 from project import GOLDEN, blob_files, layers, make_project
 from project import build as build_all
 
@@ -190,17 +189,7 @@ def test_built_image_passes_umoci_and_skopeo(tmp_path: Path, tool_env: dict[str,
 def test_built_image_runs_under_runc(tmp_path: Path, tool_env: dict[str, str]) -> None:
     make_project(tmp_path, runnable=True)
     [img] = build(tmp_path)["images"]
-    bundle = tmp_path / "bundle"
-    subprocess.run([need("umoci"), "unpack", "--image", f"{tmp_path / 'out'}:{img['name']}", str(bundle)],
-                   check=True, capture_output=True, env=tool_env)
-    config = json.loads((bundle / "config.json").read_text())
-    config["process"]["terminal"] = False
-    (bundle / "config.json").write_text(json.dumps(config))
-    cid = f"regfp-build-{os.getpid()}"
-    try:
-        run = subprocess.run([need("runc"), "run", cid], cwd=bundle, capture_output=True, text=True, timeout=60)
-    finally:
-        subprocess.run(["runc", "delete", "-f", cid], capture_output=True)
+    run = run_image(tmp_path / "out", img["name"], tmp_path / "bundle", tool_env)
     assert run.returncode == 0, run.stderr
     assert "hello hi on ID=test-os-1" in run.stdout
     assert "PORT=8080" in run.stdout

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
-from conftest import make_busybox_rootfs, need, regfp, regfp_json
+from conftest import make_busybox_rootfs, regfp, regfp_json, run_image
 
 from regctl_fp.layers import file_entry, write_layer
 from regctl_fp.mutate import CNB_METADATA
@@ -18,7 +16,7 @@ from regctl_fp.stores.base import read_image, write_image
 from regctl_fp.stores.layout import LayoutStore
 
 
-def run_image(store: LayoutStore, root: Path, name: str, stack: str = "io.regfp.test") -> Image:
+def make_run_image(store: LayoutStore, root: Path, name: str, stack: str = "io.regfp.test") -> Image:
     make_busybox_rootfs(root)
     (root / "etc/os-release").write_text(f"ID={name}\n")
     base = image_from_directory(root, store, BuildOptions())
@@ -50,8 +48,8 @@ def cnb_app(store: LayoutStore, run: Image) -> Image:
 def test_buildpacks_image_rebased_onto_a_new_run_image(tmp_path: Path, tool_env: dict[str, str]) -> None:
     layout = tmp_path / "layout"
     store = LayoutStore.open_or_create(layout)
-    old = run_image(store, tmp_path / "old", "run-old")
-    new = run_image(store, tmp_path / "new", "run-new")
+    old = make_run_image(store, tmp_path / "old", "run-old")
+    new = make_run_image(store, tmp_path / "new", "run-new")
     app = cnb_app(store, old)
     for img in (old, new):
         write_image(store, img)
@@ -68,17 +66,7 @@ def test_buildpacks_image_rebased_onto_a_new_run_image(tmp_path: Path, tool_env:
     assert meta["buildpacks"] == [{"key": "test/bp", "version": "1"}]  # the rest of the label is kept
     assert rebased.config.labels["io.buildpacks.base.distro.name"] == "run-new"
     assert rebased.config.entrypoint == app.config.entrypoint
-    bundle = tmp_path / "bundle"
-    subprocess.run([need("umoci"), "unpack", "--image", f"{layout}:app-rebased", str(bundle)], check=True,
-                   capture_output=True, env=tool_env)
-    config = json.loads((bundle / "config.json").read_text())
-    config["process"]["terminal"] = False
-    (bundle / "config.json").write_text(json.dumps(config))
-    cid = f"regfp-cnb-{os.getpid()}"
-    try:
-        run = subprocess.run([need("runc"), "run", cid], cwd=bundle, capture_output=True, text=True, timeout=60)
-    finally:
-        subprocess.run(["runc", "delete", "-f", cid], capture_output=True)
+    run = run_image(layout, "app-rebased", tmp_path / "bundle", tool_env)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ["ID=run-new", "app payload"]
 
@@ -86,8 +74,8 @@ def test_buildpacks_image_rebased_onto_a_new_run_image(tmp_path: Path, tool_env:
 def test_buildpacks_rebase_refusals(tmp_path: Path) -> None:
     layout = tmp_path / "layout"
     store = LayoutStore.open_or_create(layout)
-    old = run_image(store, tmp_path / "old", "run-old")
-    other_stack = run_image(store, tmp_path / "other", "run-other", stack="io.other.stack")
+    old = make_run_image(store, tmp_path / "old", "run-old")
+    other_stack = make_run_image(store, tmp_path / "other", "run-other", stack="io.other.stack")
     app = cnb_app(store, old)
     broken = app.with_config(app.config.with_labels({CNB_METADATA: json.dumps(
         {"runImage": {"topLayer": "sha256:" + "0" * 64}})}))

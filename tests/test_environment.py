@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import need, regfp
+from conftest import need, regfp, run_image
 from pki import make_ca, make_leaf
 from project import make_project
 
@@ -113,18 +113,8 @@ def test_environment_image_contents(tmp_path: Path, tool_env: dict[str, str]) ->
 def test_merged_environment_under_runc(tmp_path: Path, tool_env: dict[str, str]) -> None:
     env_project(tmp_path, runnable=True)
     build(tmp_path)
-    bundle = tmp_path / "bundle"
-    subprocess.run([need("umoci"), "unpack", "--image", f"{tmp_path / 'out'}:us-east.prod/app/hello:live",
-                    str(bundle)], check=True, capture_output=True, env=tool_env)
-    config = json.loads((bundle / "config.json").read_text())
-    config["process"]["terminal"] = False
-    config["process"]["args"] = ["/bin/sh", "-c", "cat /etc/regfp/platform.json; echo; env"]
-    (bundle / "config.json").write_text(json.dumps(config))
-    cid = f"regfp-env-{os.getpid()}"
-    try:
-        run = subprocess.run([need("runc"), "run", cid], cwd=bundle, capture_output=True, text=True, timeout=60)
-    finally:
-        subprocess.run(["runc", "delete", "-f", cid], capture_output=True)
+    run = run_image(tmp_path / "out", "us-east.prod/app/hello:live", tmp_path / "bundle", tool_env,
+                    ["/bin/sh", "-c", "cat /etc/regfp/platform.json; echo; env"])
     assert run.returncode == 0, run.stderr
     assert '"environment":"prod"' in run.stdout and '"location":"us-east"' in run.stdout
     assert "LOG_LEVEL=info" in run.stdout and "PORT=8080" in run.stdout and "GREETING=hi" in run.stdout

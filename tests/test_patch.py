@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import need, regfp, regfp_json
+from conftest import need, regfp, regfp_json, run_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from project import build, make_project
@@ -134,17 +134,7 @@ def test_rebase_refuses_another_architecture() -> None:
 
 
 def run_in_runc(layout: Path, name: str, tmp: Path, env: dict[str, str]) -> str:
-    bundle = tmp / f"bundle-{name.rsplit(':', 1)[1]}"
-    subprocess.run([need("umoci"), "unpack", "--image", f"{layout}:{name}", str(bundle)], check=True,
-                   capture_output=True, env=env)
-    config = json.loads((bundle / "config.json").read_text())
-    config["process"]["terminal"] = False
-    (bundle / "config.json").write_text(json.dumps(config))
-    cid = f"regfp-patch-{os.getpid()}-{bundle.name}"
-    try:
-        run = subprocess.run([need("runc"), "run", cid], cwd=bundle, capture_output=True, text=True, timeout=60)
-    finally:
-        subprocess.run(["runc", "delete", "-f", cid], capture_output=True)
+    run = run_image(layout, name, tmp / f"bundle-{name.rsplit(':', 1)[1]}", env)
     assert run.returncode == 0, run.stderr
     return run.stdout
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections import Counter
 from pathlib import Path
 
-from conftest import make_busybox_rootfs, need, regfp, regfp_json
+from conftest import make_busybox_rootfs, need, regfp, regfp_json, run_image
 from project import make_project
 
 from regctl_fp.stages.work import assign, chunk_of
@@ -75,17 +74,7 @@ def test_matrix_cells_share_layers_and_run(tmp_path: Path, tool_env: dict[str, s
     assert naive / stored > 3.5  # the dedup ratio the layout gets over writing each cell's layers
     for name in cells:
         bundle = tmp_path / "bundles" / name.replace("/", "_").replace(":", "_")
-        subprocess.run([need("umoci"), "unpack", "--image", f"{layout}:{name}", str(bundle)], check=True,
-                       capture_output=True, env=tool_env)
-        config = json.loads((bundle / "config.json").read_text())
-        config["process"]["terminal"] = False
-        config["process"]["args"] = ["/opt/rt/run"]
-        (bundle / "config.json").write_text(json.dumps(config))
-        cid = f"regfp-matrix-{os.getpid()}-{bundle.name}"
-        try:
-            run = subprocess.run([need("runc"), "run", cid], cwd=bundle, capture_output=True, text=True, timeout=60)
-        finally:
-            subprocess.run(["runc", "delete", "-f", cid], capture_output=True)
+        run = run_image(layout, name, bundle, tool_env, ["/opt/rt/run"])
         b, r, k = name.rsplit(":", 1)[1].split("-")
         assert run.stdout.strip() == f"runtime{r[1]} model{k[1]} on ID=base{b[1]}", run.stderr
     again = regfp_json("build", str(tmp_path / "recipe.yaml"), "--only", "matrix")

@@ -171,11 +171,12 @@ def copy(src: Ref, dst: Ref, src_text: str, dst_text: str, want: Platform | None
 
 def _refuse(store: Store, desc: Descriptor, dst: RegistryRef, shown: str, private: bool) -> None:
     """Debug images stay in ad-hoc/ repositories; images with a private key go only where --private says."""
-    from ..recipe.push import annotations_of
     from ..stages.debug import refuse_promotion
+    from ..stores.base import manifest_annotations
 
     refuse_promotion(store, desc, dst.repository, shown)
-    if not private and any(a.get("dev.regfp.contains-secret") == "true" for a in annotations_of(store, desc)):
+    if not private and any(a.get("dev.regfp.contains-secret") == "true"
+                           for a in manifest_annotations(store, desc)):
         raise InvalidInput(f"{shown}: the image carries a private key (dev.regfp.contains-secret); push it only "
                            "to a private repository, and say so with --private")
 

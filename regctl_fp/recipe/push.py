@@ -11,10 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InvalidInput
-from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
-from ..oci.manifest import Index, Manifest
-from ..stores.base import Store
+from ..stores.base import Store, manifest_annotations
 from .load import LoadedRecipe
 
 
@@ -41,25 +39,13 @@ def targets(lr: LoadedRecipe, names: list[str]) -> dict[str, Target]:
     return out
 
 
-def annotations_of(store: Store, desc: Descriptor) -> list[dict[str, str]]:
-    found: list[dict[str, str]] = []
-    todo = [desc]
-    while todo:
-        d = todo.pop()
-        if d.media_type in mt.INDEX_TYPES:
-            todo.extend(Index.parse(store.get_manifest(d), d.media_type).manifests)
-        elif d.media_type in mt.MANIFEST_TYPES:
-            found.append(dict(Manifest.parse(store.get_manifest(d), d.media_type).annotations))
-    return found
-
-
 def check(store: Store, plan: dict[str, tuple[Descriptor, Target]]) -> None:
     """Refuse, before anything moves, secrets bound for a public target and debug images bound for
     anything but ad-hoc/."""
     from ..stages.debug import is_dev_target
 
     for name, (desc, target) in sorted(plan.items()):
-        for ann in annotations_of(store, desc):
+        for ann in manifest_annotations(store, desc):
             if ann.get("dev.regfp.contains-secret") == "true" and not target.private:
                 raise InvalidInput(f"{name} carries a private key (dev.regfp.contains-secret) and {target.prefix} "
                                    "is not marked private: true in the recipe; refusing to push it")

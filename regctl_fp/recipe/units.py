@@ -14,6 +14,9 @@ from .model import Matrix, Work, fragment
 from .plan import A_KEY, A_STAGE, Node, digest_of, lookup, stage_key
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..oci.image import Image
     from ..progress import Progress
     from ..sources import BuildOptions
     from ..stores.base import Store
@@ -121,70 +124,58 @@ def run(plan: Plan, *, options: BuildOptions, progress: Progress, report: Report
     from ..stages.work import chunk_image
     from ..stores.base import write_image
     from ..stores.layout import LayoutStore
-    from .execute import REMOTE_HIT, ImageResult, from_remote, to_remote
+    from .execute import REMOTE_HIT, from_remote, to_remote
 
     lr = plan.recipe
     todo = {n.names[0]: n for n in plan.nodes if n.stage in ("matrix", "work")}
     if not todo:
         return
     with LayoutStore.open_or_create(plan.layout) as store:
-        images: dict[str, object] = {}
+        images: dict[str, Image] = {}
         listings: dict[tuple[str, str], dict[str, str]] = {}
 
-        def image(ref: str):  # type: ignore[no-untyped-def]
+        def image(ref: str) -> Image:
             if ref not in images:
                 images[ref] = load_image(lr.image_ref(ref), work=store, platform=options.platform,
                                          options=options, progress=progress)
             return images[ref]
 
-        for cell in cells(lr):
-            node = todo.get(cell.name)
-            if node is None:
-                continue
-            if node.state == "cached":
-                report.images.append(ImageResult("matrix", cell.name, node.digest or "", True, "cached", node.reason))
-                continue
-            hit = from_remote(options, node.key, store)
-            if hit is not None:
-                store.set_names({cell.name: hit})
-                report.images.append(ImageResult("matrix", cell.name, hit.digest.text, True, "cached", REMOTE_HIT))
-                continue
+        def make_cell(cell: Cell, key: str) -> Image:
             axes = [(a, v, image(ref)) for a, v, ref in cell.values]
             files = None
             if not cell.matrix.overwrite:
                 for a, v, img in axes:
                     if (a, v) not in listings:
-                        listings[(a, v)] = list_files(img)  # type: ignore[arg-type]
+                        listings[(a, v)] = list_files(img)
                 files = listings
-            merged = merge_cell(axes, entrypoint_axis=cell.matrix.entrypoint, files=files,  # type: ignore[arg-type]
+            merged = merge_cell(axes, entrypoint_axis=cell.matrix.entrypoint, files=files,
                                 overwrite=cell.matrix.overwrite)
-            merged = merged.with_annotations({A_STAGE: "matrix", A_KEY: node.key or "",
-                                              **{f"dev.regfp.axis.{a}": v for a, v, _ in cell.values}})
-            desc = write_image(store, merged)
-            store.set_names({cell.name: desc})
-            to_remote(options, node.key, store, desc)
-            report.images.append(ImageResult("matrix", cell.name, desc.digest.text, False, "build", node.reason))
-        for chunk in chunks(lr):
-            node = todo.get(chunk.name)
+            return merged.with_annotations({A_STAGE: "matrix", A_KEY: key,
+                                            **{f"dev.regfp.axis.{a}": v for a, v, _ in cell.values}})
+
+        def make_chunk(chunk: Chunk, key: str) -> Image:
+            base_ref = _base_ref(lr, chunk.work)
+            img = chunk_image(image(base_ref) if base_ref else None, chunk.items, index=chunk.index,
+                              chunks=chunk.work.chunks, name=chunk.work.name, user=chunk.work.user,
+                              mtime=options.epoch, store=store)
+            return img.with_annotations({A_STAGE: "work", A_KEY: key})
+
+        units: list[tuple[str, Callable[[str], Image]]] = [
+            *((c.name, lambda key, c=c: make_cell(c, key)) for c in cells(lr)),
+            *((c.name, lambda key, c=c: make_chunk(c, key)) for c in chunks(lr))]
+        for name, make in units:
+            node = todo.get(name)
             if node is None:
                 continue
             if node.state == "cached":
-                report.images.append(ImageResult("work", chunk.name, node.digest or "", True, "cached", node.reason))
+                report.add(node, node.digest or "", True)
                 continue
             hit = from_remote(options, node.key, store)
-            if hit is not None:
-                store.set_names({chunk.name: hit})
-                report.images.append(ImageResult("work", chunk.name, hit.digest.text, True, "cached", REMOTE_HIT))
-                continue
-            base_ref = _base_ref(lr, chunk.work)
-            base = image(base_ref) if base_ref else None
-            img = chunk_image(base, chunk.items, index=chunk.index, chunks=chunk.work.chunks, name=chunk.work.name,
-                              user=chunk.work.user, mtime=options.epoch, store=store)  # type: ignore[arg-type]
-            img = img.with_annotations({A_STAGE: "work", A_KEY: node.key or ""})
-            desc = write_image(store, img)
-            store.set_names({chunk.name: desc})
-            to_remote(options, node.key, store, desc)
-            report.images.append(ImageResult("work", chunk.name, desc.digest.text, False, "build", node.reason))
+            desc = hit or write_image(store, make(node.key or ""))
+            store.set_names({name: desc})
+            if hit is None:
+                to_remote(options, node.key, store, desc)
+            report.add(node, desc.digest.text, hit is not None, REMOTE_HIT if hit else None)
 
 
 def check_units(lr: LoadedRecipe) -> None:

@@ -19,8 +19,9 @@ from ..errors import InvalidInput
 from ..imagefs import read_file
 from ..layers import Entry, dir_entry, file_entry, write_layer
 from ..oci.config import History
+from ..oci.descriptor import Descriptor
 from ..oci.image import Image, Layer
-from ..stores.base import Store
+from ..stores.base import Store, manifest_annotations
 from .environment import merge_polyfill_env
 from .identity import IDENTITY_DIR, Issued
 
@@ -200,27 +201,12 @@ def is_dev_target(repository: str) -> bool:
     return "/ad-hoc/" in f"/{repository}/"
 
 
-def debug_annotations(store: Store, desc: object) -> list[dict[str, str]]:
+def debug_annotations(store: Store, desc: Descriptor) -> list[dict[str, str]]:
     """The manifest annotations of ``desc`` (every platform of an index) that mark debug images."""
-    from ..oci import mediatypes as mt
-    from ..oci.descriptor import Descriptor
-    from ..oci.manifest import Index, Manifest
-
-    assert isinstance(desc, Descriptor)
-    found = []
-    todo = [desc]
-    while todo:
-        d = todo.pop()
-        if d.media_type in mt.INDEX_TYPES:
-            todo.extend(Index.parse(store.get_manifest(d), d.media_type).manifests)
-        elif d.media_type in mt.MANIFEST_TYPES:
-            ann = Manifest.parse(store.get_manifest(d), d.media_type).annotations
-            if ann.get(A_DEBUG) == "true":
-                found.append(dict(ann))
-    return found
+    return [ann for ann in manifest_annotations(store, desc) if ann.get(A_DEBUG) == "true"]
 
 
-def refuse_promotion(store: Store, desc: object, repository: str, shown: str) -> None:
+def refuse_promotion(store: Store, desc: Descriptor, repository: str, shown: str) -> None:
     if debug_annotations(store, desc) and not is_dev_target(repository):
         raise InvalidInput(f"{shown}: this is a debug image (dev.regfp.debug=true); debug images never leave "
                            "development: copy it only to an ad-hoc/ name")

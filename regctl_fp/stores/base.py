@@ -132,3 +132,16 @@ def closure(store: Store, roots: list[Descriptor], *, missing_ok: bool = False) 
         if desc.media_type in mt.INDEX_TYPES | mt.MANIFEST_TYPES:
             todo.extend(children(store, desc))
     return found
+
+
+def manifest_annotations(store: Store, desc: Descriptor) -> list[dict[str, str]]:
+    """The annotations of every image manifest ``desc`` reaches (itself, or each platform of an index)."""
+    found: list[dict[str, str]] = []
+    todo = [desc]
+    while todo:
+        d = todo.pop()
+        if d.media_type in mt.INDEX_TYPES:
+            todo.extend(Index.parse(store.get_manifest(d), d.media_type).manifests)
+        elif d.media_type in mt.MANIFEST_TYPES:
+            found.append(dict(Manifest.parse(store.get_manifest(d), d.media_type).annotations))
+    return found
