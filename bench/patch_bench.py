@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import statistics
@@ -24,7 +23,6 @@ sys.path.insert(0, str(HERE.parent))
 from regctl_fp.layers import file_entry, write_layer  # noqa: E402
 from regctl_fp.oci.config import History  # noqa: E402
 from regctl_fp.oci.image import Layer  # noqa: E402
-from regctl_fp.refs import DirRef  # noqa: E402
 from regctl_fp.sources import BuildOptions, image_from_directory  # noqa: E402
 from regctl_fp.stores.base import write_image  # noqa: E402
 from regctl_fp.stores.layout import LayoutStore  # noqa: E402
@@ -85,11 +83,42 @@ def timed(cmd: list[str], runs: int) -> list[float]:
     return out
 
 
+_INNER = """
+import sys, time
+from regctl_fp.cli import edge
+from regctl_fp.refs import parse_ref
+from regctl_fp.sources import load_image
+from regctl_fp.stages.patch import patch_descriptor
+from regctl_fp.stores.layout import LayoutStore
+layout, name, new, out = sys.argv[1:5]
+options = edge.build_options()
+t = time.perf_counter()
+store = LayoutStore.open(layout)
+desc = store.resolve(name)
+result = patch_descriptor(store, desc, new, lambda ref, p: load_image(parse_ref(ref), work=store, platform=p,
+                          options=options), old_ref=None, channel=None, annotations={})
+with LayoutStore.open_or_create(layout) as dst:
+    dst.set_names({out: result.write(dst)})
+print(time.perf_counter() - t)
+"""
+
+
+def inner(layout: Path, label: str, runs: int) -> list[float]:
+    """The patch's own work, timed inside a process whose imports are already done."""
+    out = []
+    for _ in range(runs):
+        proc = subprocess.run([sys.executable, "-c", _INNER, str(layout), f"app/{label}:1",
+                               f"oci:{layout}:bases/{label}:b", f"inner/{label}:1"], capture_output=True, text=True,
+                              check=True)
+        out.append(float(proc.stdout.strip()))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", type=Path, default=HERE / "work" / "patch")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the results to this file")
     args = ap.parse_args()
     layout = setup(args.work)
     regfp = [sys.executable, "-m", "regctl_fp"]
@@ -99,24 +128,29 @@ def main() -> None:
         results[f"patch-{label}"] = timed([*regfp, "rebase", f"oci:{layout}:app/{label}:1",
                                            f"oci:{layout}:bases/{label}:b", f"oci:{layout}:out/{label}:1"],
                                           args.runs)
+        results[f"inner-{label}"] = inner(layout, label, args.runs)
     rebuild = timed([*regfp, "copy", f"dir:{args.work / 'big-b'}", f"oci:{args.work / 'rebuild'}:big"], 1)
+    shutil.rmtree(args.work / "rebuild", ignore_errors=True)
     results["rebuild-big"] = rebuild
     med = {k: statistics.median(v) for k, v in results.items()}
     report = {
         "startup_s": med["startup"],
         "patch_10MB_s": med["patch-small"], "patch_1GB_s": med["patch-big"],
         "patch_1GB_over_10MB": med["patch-big"] / med["patch-small"],
-        "patch_1GB_work_s": med["patch-big"] - med["startup"],
+        "patch_10MB_work_s": med["inner-small"], "patch_1GB_work_s": med["inner-big"],
         "rebuild_1GB_s": med["rebuild-big"],
         "rebuild_over_patch_1GB": med["rebuild-big"] / med["patch-big"],
     }
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return
-    print(f"{'figure':34} {'value':>10}")
+    print(f"{'patch (rebase) figure':34} {'value':>10}")
     for key, value in report.items():
         print(f"{key:34} {value:10.3f}")
-    print(f"(medians of {args.runs} runs; rebuild once; pid {os.getpid()})")
+    ok_ratio, ok_work = report["patch_1GB_over_10MB"] <= 1.2, report["patch_1GB_work_s"] < 0.1
+    print(f"targets: 1 GB within 1.2x of 10 MB: {'met' if ok_ratio else 'NOT MET'}; "
+          f"1 GB work under 0.1 s: {'met' if ok_work else 'NOT MET'}   (medians of {args.runs} runs)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"patch": report, "targets": {"ratio": ok_ratio, "work": ok_work}},
+                                        indent=2))
 
 
 if __name__ == "__main__":

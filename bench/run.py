@@ -1,13 +1,14 @@
 """Benchmarks of regfp's layer write path side by side with the stock tools, in one command.
 
-    python3 bench/run.py                      # everything: tree layer, 1 GiB file, stages
+    python3 bench/run.py                      # everything: layers, stages, build, patch, registry, data
     python3 bench/run.py --only layer --runs 5 --json bench/work/results.json
 
 Inputs are generated deterministically into bench/work/ (git-ignored) and reused. Every tool runs as
-a subprocess; wall time comes from a monotonic clock around it, peak RSS from ``wait4`` (the largest
-single process among those it waited for). Runs are interleaved (A B C A B C ...) so drift in the
-machine's speed hits every tool alike, after one read of the inputs so every tool runs warm, and with
-the dirty pages of the previous run flushed first. See bench/README.md for what each figure means.
+a subprocess; wall time comes from a monotonic clock around it, peak RSS from GNU time (the largest
+single process of the command; ``wait4`` when GNU time is missing). Runs are interleaved (A B C A B
+C ...) so drift in the machine's speed hits every tool alike, after one read of the inputs so every
+tool runs warm, and with the dirty pages of the previous run flushed first. bench/README.md says what
+each figure means.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 GNU_TIME = "/usr/bin/time"
 
-SECTIONS = ("layer", "big", "stages")
+SECTIONS = ("layer", "big", "stages", "build", "patch", "registry", "data")
+# Sections with a script of their own: run as `python3 bench/<name>_bench.py --json FILE`.
+EXTERNAL = {"build": "build_bench.py", "patch": "patch_bench.py", "registry": "registry_bench.py",
+            "data": "data_bench.py"}
 MB = 1e6
 
 # The issue's acceptance targets.
@@ -418,6 +422,13 @@ def main(argv: list[str] | None = None) -> int:
         scratch.mkdir(parents=True, exist_ok=True)
         results.append(section_stages(ensure_tree(work, args.scale, log), env, scratch))
         print_stages(results[-1])
+    external: dict[str, object] = {}
+    for name in (n for n in sections if n in EXTERNAL):
+        out = work / f"results-{name}.json"
+        print(f"\n== {name} ({EXTERNAL[name]})", flush=True)
+        proc = subprocess.run([sys.executable, str(BENCH / EXTERNAL[name]), "--json", str(out)])
+        external[name] = json.loads(out.read_text()) if proc.returncode in (0, 1) and out.exists() else {
+            "error": f"exit {proc.returncode}"}
     goals = targets(results)
     print_targets(goals)
     env_info = environment()
@@ -426,8 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"memory: {rss_floor()}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"environment": env_info, "sections": results, "targets": goals},
-                                        indent=2) + "\n")
+        args.json.write_text(json.dumps({"environment": env_info, "sections": results, "targets": goals,
+                                         "external": external}, indent=2) + "\n")
         print(f"results written to {args.json}")
     return 0
 

@@ -70,7 +70,7 @@ class DirCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".dircache.", dir=self.path.parent)
             with os.fdopen(fd, "w") as f:
-                json.dump(data, f, separators=(",", ":"))
+                f.write(json.dumps(data, separators=(",", ":")))  # dumps is the C encoder; dump is not
             os.replace(tmp, self.path)
         except OSError:
             pass  # a cache that cannot be written is just a cache that misses

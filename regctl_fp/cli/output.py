@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import sys
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported only where a table or colour is drawn: it costs start-up
+    from rich.console import Console
+    from rich.text import Text
 
 _err: Console | None = None
 _out: Console | None = None
@@ -26,6 +27,8 @@ _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 def err_console() -> Console:
     global _err
     if _err is None:
+        from rich.console import Console
+
         _err = Console(stderr=True, highlight=False, emoji=False, markup=False)
     return _err
 
@@ -33,6 +36,8 @@ def err_console() -> Console:
 def out_console() -> Console:
     global _out
     if _out is None:
+        from rich.console import Console
+
         _out = Console(highlight=False, emoji=False, markup=False)
     return _out
 
@@ -61,6 +66,11 @@ def clean(text: str, *, keep_newlines: bool = True) -> str:
 
 
 def error(message: str) -> None:
+    if not sys.stderr.isatty():
+        _write(sys.stderr, "error: " + clean(message))
+        return
+    from rich.text import Text
+
     text = Text()
     text.append("error:", style="bold red")
     text.append(" " + clean(message))
@@ -68,13 +78,20 @@ def error(message: str) -> None:
 
 
 def note(message: str) -> None:
-    err_console().print(Text(clean(message)), soft_wrap=True)
+    _write(sys.stderr, clean(message))
 
 
 def line(text: str | Text) -> None:
     """One line of a result on stdout, never wrapped (so it can be piped and grepped)."""
-    out_console().print(text if isinstance(text, Text) else Text(clean(text, keep_newlines=False)),
-                        soft_wrap=True)
+    if isinstance(text, str):
+        _write(sys.stdout, clean(text, keep_newlines=False))
+    else:
+        out_console().print(text, soft_wrap=True)
+
+
+def _write(stream: Any, text: str) -> None:
+    stream.write(text + "\n")
+    stream.flush()
 
 
 def print_json(value: Any) -> None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import struct
 from dataclasses import dataclass
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
 from ..imagefs import read_file
@@ -23,7 +21,10 @@ from ..oci.descriptor import Descriptor
 from ..oci.image import Image, Layer
 from ..stores.base import Store, manifest_annotations
 from .environment import merge_polyfill_env
-from .identity import IDENTITY_DIR, Issued
+from .validity import IDENTITY_DIR
+
+if TYPE_CHECKING:
+    from .identity import Issued
 
 A_DEBUG = "dev.regfp.debug"
 A_PARENT = "dev.regfp.parent"
@@ -41,6 +42,9 @@ class KeyRefused(InvalidInput):
 
 def check_public_key(text: str, shown: str) -> str:
     """One OpenSSH public key line (ed25519, ecdsa, RSA >= 2048 bits), normalised; never echoes input."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+
     stripped = text.strip()
     if "PRIVATE KEY" in stripped or stripped.startswith("-----BEGIN"):
         raise KeyRefused(f"{shown}: this is a private key; give the public key (the .pub file) instead")
@@ -73,12 +77,18 @@ class HostKey:
 
     @property
     def dropbear(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
         key = ed25519.Ed25519PrivateKey.from_private_bytes(self.private)
         public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return _ssh_string(b"ssh-ed25519") + _ssh_string(self.private + public)
 
     @property
     def public_line(self) -> str:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
         key = ed25519.Ed25519PrivateKey.from_private_bytes(self.private)
         return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                              serialization.PublicFormat.OpenSSH).decode()

@@ -10,12 +10,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-import httpx
-
 from ..errors import DigestMismatch, NotFound, RegistryError, SizeMismatch
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.verify import VerifyingReader
+from ._httpx import httpx
 from .auth import PULL, PUSH, repo_scope
 from .transport import RETRY_STATUS, RegistryClient, _describe, _retry_after
 

@@ -15,10 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-import httpx
-
 from .. import __version__
 from ..errors import RegistryError
+from ._httpx import httpx
 from .auth import Authenticator, Credential, parse_challenges
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
