@@ -10,10 +10,10 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .dircache import DirCache
 from .errors import LayerInputError, NotFound, RefError, RegfpError
-from .layers import Entry, collect_tree, total_size, write_layer
 from .oci.config import History, ImageConfig
 from .oci.descriptor import Descriptor, Platform
 from .oci.image import Image, Layer
@@ -24,6 +24,9 @@ from .stores.base import Store, read_image, write_image
 from .stores.layout import LayoutStore
 from .stores.null import NullStore
 from .timeutil import rfc3339
+
+if TYPE_CHECKING:
+    from .layers import Entry
 
 LINUX_AMD64 = Platform("linux", "amd64")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -85,6 +88,8 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
         raise NotFound(f"directory {path}", "the filesystem")
     if not path.is_dir():
         raise LayerInputError(str(path), "dir: needs a directory")
+    from .layers import collect_tree, total_size, write_layer  # only for trees: keeps other commands lean
+
     key = print_ = ""
     if options.cache is not None:
         from .dircache import fingerprint
@@ -125,6 +130,7 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
 
 def _tree_identity(entries: list[Entry], options: BuildOptions) -> str:
     """What a tree's image is, from its uncompressed tar (one hashing pass, no compression)."""
+    from .layers import write_layer
     from .oci.canonical import canonical_json
     from .stores.null import DigestSink
 

@@ -134,7 +134,7 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
         raise RefError(dst_text, "the destination needs a name: oci:PATH:NAME")
     want = edge.parse_platform(platform)
     if isinstance(src, LayoutRef):
-        from ..stages.debug import refuse_promotion
+        from ..stages.promotion import refuse_promotion
 
         src_store, desc = open_layout_ref(src)
         if want is not None and desc.media_type in mt.INDEX_TYPES:
@@ -174,7 +174,7 @@ def gc(text: str, dry_run: bool, json_out: bool, expired: bool = False, now_text
     store = LayoutStore.open(ref.path)
     dropped: list[str] = []
     if expired:
-        from ..stages.debug import expired_names
+        from ..stages.promotion import expired_names
         from .recipe_cmds import parse_now
 
         dropped = expired_names(store, dict(store.names()), parse_now(now_text))

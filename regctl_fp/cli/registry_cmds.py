@@ -171,7 +171,7 @@ def copy(src: Ref, dst: Ref, src_text: str, dst_text: str, want: Platform | None
 
 def _refuse(store: Store, desc: Descriptor, dst: RegistryRef, shown: str, private: bool) -> None:
     """Debug images stay in ad-hoc/ repositories; images with a private key go only where --private says."""
-    from ..stages.debug import refuse_promotion
+    from ..stages.promotion import refuse_promotion
     from ..stores.base import manifest_annotations
 
     refuse_promotion(store, desc, dst.repository, shown)

@@ -42,7 +42,7 @@ def targets(lr: LoadedRecipe, names: list[str]) -> dict[str, Target]:
 def check(store: Store, plan: dict[str, tuple[Descriptor, Target]]) -> None:
     """Refuse, before anything moves, secrets bound for a public target and debug images bound for
     anything but ad-hoc/."""
-    from ..stages.debug import is_dev_target
+    from ..stages.promotion import is_dev_target
 
     for name, (desc, target) in sorted(plan.items()):
         for ann in manifest_annotations(store, desc):

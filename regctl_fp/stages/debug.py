@@ -17,18 +17,16 @@ from ..errors import InvalidInput
 from ..imagefs import read_file
 from ..layers import Entry, dir_entry, file_entry, write_layer
 from ..oci.config import History
-from ..oci.descriptor import Descriptor
 from ..oci.image import Image, Layer
-from ..stores.base import Store, manifest_annotations
+from ..stores.base import Store
 from .environment import merge_polyfill_env
+from .promotion import A_DEBUG, A_EXPIRES
 from .validity import IDENTITY_DIR
 
 if TYPE_CHECKING:
     from .identity import Issued
 
-A_DEBUG = "dev.regfp.debug"
 A_PARENT = "dev.regfp.parent"
-A_EXPIRES = "dev.regfp.expires"
 ENTRY = "usr/local/bin/regfp-debug"
 HOST_KEY = "etc/dropbear/regfp_ed25519_host_key"
 DROPBEAR = "usr/sbin/dropbear"
@@ -202,40 +200,3 @@ def fingerprint(public_line: str) -> str:
 
     blob = base64.b64decode(public_line.split()[1])
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-# ---- keeping debug images where they belong --------------------------------------------------------
-
-def is_dev_target(repository: str) -> bool:
-    """Debug images may only go to ``ad-hoc/`` names (a path component of the repository)."""
-    return "/ad-hoc/" in f"/{repository}/"
-
-
-def debug_annotations(store: Store, desc: Descriptor) -> list[dict[str, str]]:
-    """The manifest annotations of ``desc`` (every platform of an index) that mark debug images."""
-    return [ann for ann in manifest_annotations(store, desc) if ann.get(A_DEBUG) == "true"]
-
-
-def refuse_promotion(store: Store, desc: Descriptor, repository: str, shown: str) -> None:
-    if debug_annotations(store, desc) and not is_dev_target(repository):
-        raise InvalidInput(f"{shown}: this is a debug image (dev.regfp.debug=true); debug images never leave "
-                           "development: copy it only to an ad-hoc/ name")
-
-
-def expired_names(store: Store, names: dict[str, object], now: int) -> list[str]:
-    """``ad-hoc/`` names whose debug image expired before ``now``."""
-    from ..timeutil import parse_rfc3339
-
-    out = []
-    for name, desc in sorted(names.items()):
-        if not name.startswith("ad-hoc/"):
-            continue
-        for ann in debug_annotations(store, desc):
-            expires = ann.get(A_EXPIRES)
-            try:
-                if expires and parse_rfc3339(expires) <= now:
-                    out.append(name)
-                    break
-            except ValueError:
-                continue
-    return out
