@@ -67,7 +67,8 @@ def _lookup(layers: tuple[Layer, ...], want: str) -> tuple[str, bytes | str, tar
     return None
 
 
-def _scan(layer: Layer, want: str, whiteout: str, parents: list[str]):  # type: ignore[no-untyped-def]
+def _scan(layer: Layer, want: str, whiteout: str,
+          parents: list[str]) -> tuple[str, bytes | str, tarfile.TarInfo | None] | str | None:
     compression = layer.compression or "none"
     result = None
     hidden = False

@@ -15,6 +15,8 @@ from . import edge, output
 from .progress import progress_bar
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
     from ..oci.descriptor import Descriptor, Platform
     from ..sources import BuildOptions
     from ..stores.base import Store
@@ -102,7 +104,7 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
         raise SystemExit(1)
 
 
-def _read_ca(path: Path):  # type: ignore[no-untyped-def]
+def _read_ca(path: Path) -> x509.Certificate:
     from cryptography import x509
 
     from ..errors import InvalidInput

@@ -48,12 +48,12 @@ def debug_image(recipe: Path, ssh_keys: list[Path], channel: str | None, release
                                   git_cache=_git_cache(), channel=channel,
                                   release=parse_release(release) if release else None, delta=delta, ttl=ttl,
                                   sshd_only=sshd_only, port=port, progress=bar)
-    data = {"name": result.name, "digest": result.digest, "parent": result.parent, "expires": result.expires,
+    doc = {"name": result.name, "digest": result.digest, "parent": result.parent, "expires": result.expires,
             "hostKey": result.host_key, "hostKeyFingerprint": fingerprint(result.host_key), "port": result.port,
             "identity": result.identity}
     if json_out:
-        output.print_json(data)
+        output.print_json(doc)
         return
     for key in ("name", "digest", "parent", "expires", "port", "identity", "hostKeyFingerprint"):
-        if data[key] is not None:
-            output.line(f"{key:19} {data[key]}")
+        if doc[key] is not None:
+            output.line(f"{key:19} {doc[key]}")

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import RefError
 from ..refs import LayoutRef, parse_ref
 from . import edge, output
+
+if TYPE_CHECKING:
+    from ..oci.descriptor import Platform
+    from ..oci.image import Image
 
 
 def rebase(src_text: str, new_text: str, dst_text: str, from_text: str | None, channel: str | None,
@@ -36,7 +41,7 @@ def rebase(src_text: str, new_text: str, dst_text: str, from_text: str | None, c
     # Everything is computed in a scratch layout first: nothing reaches DST unless every platform rebased.
     with tempfile.TemporaryDirectory(prefix="regfp-rebase-") as tmp, \
             LayoutStore.open_or_create(Path(tmp) / "work") as work:
-        def load(text: str, platform):  # type: ignore[no-untyped-def]
+        def load(text: str, platform: Platform | None) -> Image:
             return load_image(parse_ref(text), work=work, platform=platform, options=options)
 
         result = patch_descriptor(src_store, desc, new_text, load, old_ref=from_text, channel=channel,

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
 from . import edge, output
 from .progress import progress_bar
+
+if TYPE_CHECKING:
+    from ..progress import Progress
+    from ..recipe.load import LoadedRecipe
+    from ..remote_cache import RemoteCache
+    from ..sources import BuildOptions
+    from .registry_cmds import Session
 
 
 def parse_now(text: str | None) -> int:
@@ -22,11 +30,11 @@ def parse_now(text: str | None) -> int:
         raise InvalidInput(f"--now: {e}") from None
 
 
-def _options():  # type: ignore[no-untyped-def]
+def _options() -> BuildOptions:
     return edge.build_options()
 
 
-def secrets(lr):  # type: ignore[no-untyped-def]
+def secrets(lr: LoadedRecipe) -> dict[str, str]:
     """The values of the environment variables the recipe names for CA key passwords (read here, at the
     edge; never printed)."""
     import os
@@ -49,7 +57,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(index), int(count)
 
 
-def remote_cache(lr, cache: str | None, session):  # type: ignore[no-untyped-def]
+def remote_cache(lr: LoadedRecipe, cache: str | None, session: Session) -> RemoteCache | None:
     """The registry stage cache (``--cache`` or the recipe's ``cache:``), or None."""
     from ..refs import RegistryRef, parse_registry
 
@@ -112,7 +120,7 @@ def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None,
     output.note(f"layout {plan.layout}")
 
 
-def _push(lr, layout: Path, names: list[str], session, progress) -> list[str]:  # type: ignore[no-untyped-def]
+def _push(lr: LoadedRecipe, layout: Path, names: list[str], session: Session, progress: Progress) -> list[str]:
     """Every image this run named, to its registry target: checked first, then blobs, manifests, tags."""
     from ..recipe.push import check, targets
     from ..refs import parse_registry

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-class FrozenDict(dict):  # type: ignore[type-arg]
+class FrozenDict(dict[K, V]):
     """A dict that cannot change after construction (so values built from it stay values).
 
     It stays a ``dict`` subclass so ``json`` serialises it without help.
     """
 
     __slots__ = ("_hash",)
+    _hash: int
 
     def _immutable(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("FrozenDict is immutable; build a new one")

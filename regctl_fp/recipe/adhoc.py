@@ -15,6 +15,7 @@ from ..stores.base import read_image, write_image
 from ..stores.layout import LayoutStore
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
 from .load import LoadedRecipe
+from .model import Environment
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_key: HostK
                        identity.spiffe_id if identity else None)
 
 
-def _dev_environment(lr: LoadedRecipe):  # type: ignore[no-untyped-def]
+def _dev_environment(lr: LoadedRecipe) -> Environment | None:
     r = lr.recipe
     assert r.debug is not None
     wanted = r.debug.environment

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import NotFound, RegfpError
 from ..oci.descriptor import Descriptor
@@ -16,6 +17,9 @@ from ..stores.base import read_image, write_image
 from ..stores.layout import LayoutStore
 from ..timeutil import rfc3339
 from .model import Rollouts
+
+if TYPE_CHECKING:
+    from ..stages.rollout import Ledger
 from .plan import (
     A_BASE_DIGEST,
     A_BASE_NAME,
@@ -168,7 +172,7 @@ def _run_rollout(plan: Plan, now: int, options: BuildOptions, report: Report) ->
         manifest = Manifest.parse(store.get_manifest(image), image.media_type)
         base = manifest.annotations.get(A_BASE_DIGEST, "")
 
-        def cut(ledger):  # type: ignore[no-untyped-def]
+        def cut(ledger: Ledger) -> Ledger:
             return ledger.cut(image, created=rfc3339(now), revision=plan.commit.sha, channel=spec.channel,
                               base_digest=base)
 
@@ -191,7 +195,7 @@ def _run_rollout(plan: Plan, now: int, options: BuildOptions, report: Report) ->
     report.rollout = {"release": latest.number, "cut": was_cut}
 
 
-def _adopt_remote_ledger(options: BuildOptions, store: LayoutStore, name: str, spec: Rollouts):  # type: ignore[no-untyped-def]
+def _adopt_remote_ledger(options: BuildOptions, store: LayoutStore, name: str, spec: Rollouts) -> Ledger | None:
     """The remote cache's ledger is the shared truth: when it differs from the layout's and is not older,
     take it (and the release images it lists) into the layout. Returns it, or None."""
     if options.remote is None:

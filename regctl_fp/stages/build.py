@@ -242,19 +242,19 @@ def _run_step(run: RunStep, src: SourceInputs, tmp: Path) -> list[Entry]:
         raise RunStepFailed(shown, proc.returncode, proc.stdout.decode("utf-8", "replace"))
     entries: list[Entry] = []
     for rule in run.outputs:
-        src = (cwd / rule.from_).resolve()
-        if not src.is_relative_to(export.resolve()):
+        produced = (cwd / rule.from_).resolve()
+        if not produced.is_relative_to(export.resolve()):
             raise LayerInputError(rule.from_, "run output escapes the exported tree")
         uid, gid = _owner(rule)
         to = rule.to.strip("/")
-        if src.is_dir():
+        if produced.is_dir():
             entries.append(Entry(to.encode(), "dir", 0o755, uid=uid, gid=gid))
-            entries.extend(collect_tree(src, prefix=to, uid=uid, gid=gid))
-        elif src.is_file():
-            dest = f"{to}/{src.name}" if rule.to.endswith("/") else to
-            mode = 0o755 if os.stat(src).st_mode & 0o111 else 0o644
-            entries.append(Entry(dest.encode(), "file", mode, size=src.stat().st_size,
-                                 opener=lambda p=src: open(p, "rb"), uid=uid, gid=gid, origin=str(src)))  # noqa: SIM115
+            entries.extend(collect_tree(produced, prefix=to, uid=uid, gid=gid))
+        elif produced.is_file():
+            dest = f"{to}/{produced.name}" if rule.to.endswith("/") else to
+            mode = 0o755 if os.stat(produced).st_mode & 0o111 else 0o644
+            entries.append(Entry(dest.encode(), "file", mode, size=produced.stat().st_size,
+                                 opener=lambda p=produced: open(p, "rb"), uid=uid, gid=gid, origin=str(produced)))  # noqa: SIM115
         else:
             raise RunStepFailed(shown, 0, f"declared output {rule.from_!r} was not produced")
     return entries
