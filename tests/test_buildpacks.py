@@ -88,3 +88,42 @@ def test_buildpacks_rebase_refusals(tmp_path: Path) -> None:
     top = regfp("rebase", f"oci:{layout}:broken", f"oci:{layout}:other", f"oci:{layout}:y", check=False)
     assert top.returncode == 1 and "topLayer" in top.stderr
     assert "x" not in LayoutStore.open(layout).names() and "y" not in LayoutStore.open(layout).names()
+
+
+def test_recipe_patch_from_a_buildpacks_image(tmp_path: Path, tool_env: dict[str, str]) -> None:
+    """A recipe with patch.from patches an existing image onto its channels, no source or build."""
+    layout = tmp_path / "images"
+    store = LayoutStore.open_or_create(layout)
+    old = make_run_image(store, tmp_path / "old", "run-old")
+    new = make_run_image(store, tmp_path / "new", "run-new")
+    app = cnb_app(store, old)
+    store.set_names({"app": write_image(store, app), "run/old": write_image(store, old),
+                     "run/new": write_image(store, new)})
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("""\
+regfp: 1
+name: cnbapp
+patch:
+  from: "oci:images:app"
+  channels: {stable: "oci:images:run/old", current: "oci:images:run/new"}
+rollouts: {channel: current}
+output: {layout: out}
+""")
+    result = regfp_json("build", str(recipe))
+    by_stage = {i["stage"]: i for i in result["images"]}
+    assert {"from", "patch", "rollout"} <= set(by_stage)
+    hexd = app.digest.hex
+    names = {i["name"]: i["digest"] for i in result["images"]}
+    assert names[f"from/cnbapp:{hexd}"] == app.digest.text
+    out = LayoutStore.open(tmp_path / "out")
+    current = read_image(out, out.resolve(f"patch/cnbapp/{hexd}:current"))
+    assert [la.digest for la in current.layers[: len(new.layers)]] == [la.digest for la in new.layers]
+    assert json.loads(current.config.labels[CNB_METADATA])["runImage"]["topLayer"] == new.layers[-1].diff_id.text
+    run = run_image(tmp_path / "out", f"patch/cnbapp/{hexd}:current", tmp_path / "bundle", tool_env)
+    assert run.returncode == 0 and run.stdout.splitlines() == ["ID=run-new", "app payload"], run.stderr
+    again = regfp_json("build", str(recipe))
+    assert all(i["cached"] for i in again["images"])
+    both = recipe.read_text().replace("name: cnbapp\n", "name: cnbapp\nsource: {git: .}\n")
+    recipe.write_text(both)
+    refused = regfp("build", str(recipe), check=False)
+    assert refused.returncode == 2 and "patch.from patches an existing image" in refused.stderr

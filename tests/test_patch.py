@@ -316,3 +316,25 @@ def test_gc_keeps_the_bases_that_patch_needs(tmp_path: Path) -> None:
     (tmp_path / "bases/os-1/etc/os-release").write_text("ID=changed-after-the-build\n")
     result = build(tmp_path, "--only", "patch")  # the old base is gone from disk, but not from the layout
     assert {i["stage"] for i in result["images"]} == {"build", "patch"}
+
+
+def test_fallback_rebuild_when_the_old_base_is_gone(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    first = build(tmp_path, "--only", "build")
+    built = first["images"][0]
+    shown = regfp_json("inspect", f"oci:{tmp_path / 'out'}:{built['name']}")
+    base = shown["annotations"]["org.opencontainers.image.base.digest"].split(":")[1]
+    (tmp_path / "out/blobs/sha256" / base).unlink()  # the old base's manifest is gone from the layout
+    (tmp_path / "bases/os-1/etc/os-release").write_text("ID=changed\n")  # and its directory moved on
+    failed = regfp("build", str(tmp_path / "recipe.yaml"), "--only", "patch", check=False)
+    assert failed.returncode == 1 and "not the digest" not in failed.stdout
+    assert "the image's base" in failed.stderr and "Traceback" not in failed.stderr
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("patch:\n", "patch:\n  fallback: rebuild\n"))
+    done = regfp_json("build", str(recipe), "--only", "patch")
+    patched = {i["name"]: i for i in done["images"] if i["stage"] == "patch"}
+    assert len(patched) == 3
+    stable = next(n for n in patched if n.endswith(":stable"))
+    ann = regfp_json("inspect", f"oci:{tmp_path / 'out'}:{stable}")["annotations"]
+    assert ann["dev.regfp.fallback"] == "rebuild" and ann["dev.regfp.channel"] == "stable"
+    assert regfp("verify", str(tmp_path / "out")).returncode == 0

@@ -90,12 +90,16 @@ def _dev_environment(lr: LoadedRecipe) -> Environment | None:
 
 
 def _repo_name(lr: LoadedRecipe) -> str:
-    if lr.recipe.source.name:
-        return lr.recipe.source.name
-    from ..gitsource import Repository
     from .plan import repo_name
 
-    return repo_name(lr, Repository.open(lr.recipe.source.git, base=lr.directory))
+    source = lr.recipe.source
+    if source is None:
+        return repo_name(lr, None)
+    if source.name:
+        return source.name
+    from ..gitsource import Repository
+
+    return repo_name(lr, Repository.open(source.git, base=lr.directory))
 
 
 def _from_ledger(lr: LoadedRecipe, out: Path, release: int | None,

@@ -141,7 +141,7 @@ def _cert_fingerprint(path: Path) -> str | None:
         return None  # reported when the CA is loaded, or below when planning
 
 
-def _read(lr: LoadedRecipe, rel: str, kp: tuple[object, ...]) -> bytes:
+def _read(lr: LoadedRecipe, rel: str, kp: tuple[str | int, ...]) -> bytes:
     path: Path = lr.resolve(rel)
     try:
         return path.read_bytes()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,15 +119,14 @@ def execute(plan: Plan, *, now: int, options: BuildOptions, progress: Progress =
             todo.append((node, channel, key))
     if todo:
         with LayoutStore.open_or_create(plan.layout) as store:
-            built = old_base = None
+            built = None
             for node, channel, key in todo:
                 hit = from_remote(options, key, store)
                 if hit is None:
                     if built is None:
                         built = read_image(store, store.resolve(plan.build_names[0]))
-                        old_base = _old_base(plan, store, built, options)
-                    assert old_base is not None
-                    desc = _patch(plan, store, built, old_base, channel, key, options, progress)
+                        old_base = _old_base_finder(plan, store, built, options)
+                    desc = _patch_or_rebuild(plan, store, built, old_base, channel, key, options, progress, now)
                 else:
                     desc = hit
                 store.set_names({n: desc for n in node.names})
@@ -234,7 +233,54 @@ def _published(options: BuildOptions, store: LayoutStore, name: str) -> bool:
     return check is not None and check.digest == ours.digest
 
 
+def _patch_or_rebuild(plan: Plan, store: LayoutStore, built: Image, old_base: Callable[[], Image], channel: str,
+                      key: str, options: BuildOptions, progress: Progress, now: int) -> Descriptor:
+    """The patch; when the old base cannot be found or is not under the build, and the recipe says
+    ``fallback: rebuild``, a full build on the channel's base instead."""
+    from ..mutate import RebaseError
+    from ..stages.patch import BaseMoved, MissingBase
+
+    try:
+        return _patch(plan, store, built, old_base, channel, key, options, progress)
+    except (RebaseError, MissingBase, BaseMoved):
+        r = plan.recipe.recipe
+        if r.patch is None or r.patch.fallback != "rebuild" or r.build is None or r.source is None:
+            raise
+    from ..stages.build import SourceInputs, build, run_outputs
+
+    ch = plan.channels[channel]
+    assert plan.repo is not None
+    src = SourceInputs(spec=r.build, repo=plan.repo, commit=plan.commit, subdir=r.source.subdir)
+    with run_outputs(src) as run_entries:
+        base = load_image(plan.recipe.image_ref(ch.ref), work=store, platform=built.config.platform,
+                          options=options, progress=progress)
+        annotations = {**_annotations(plan, base), A_STAGE: "patch", A_KEY: key, A_CHANNEL: channel,
+                       A_BASE_NAME: ch.ref, "dev.regfp.fallback": "rebuild"}
+        image = build(src, base, annotations, store, run_entries, progress)
+        write_image(store, base)
+        return write_image(store, image)
+
+
+def _take_from_image(plan: Plan, options: BuildOptions, progress: Progress, report: Report) -> str:
+    """patch.from: the image to patch, copied into the layout under from/<name>:<digest hex>."""
+    node = plan.build_node
+    assert plan.from_image is not None
+    with LayoutStore.open_or_create(plan.layout) as store:
+        have = store.names().get(node.names[0])
+        if have is not None and have.digest.text == plan.from_image:
+            report.add(node, plan.from_image, True)
+            return plan.from_image
+        image = load_image(plan.recipe.image_ref(plan.base_ref), work=store, platform=options.platform,
+                           options=options, progress=progress)
+        desc = write_image(store, image)
+        store.set_names({node.names[0]: desc})
+    report.add(node, desc.digest.text, False, "copied into the layout")
+    return desc.digest.text
+
+
 def _run_build(plan: Plan, now: int, options: BuildOptions, progress: Progress, report: Report) -> str:
+    if plan.from_image is not None:
+        return _take_from_image(plan, options, progress, report)
     node = plan.build_node
     if node.state == "cached":
         assert node.digest is not None
@@ -245,6 +291,7 @@ def _run_build(plan: Plan, now: int, options: BuildOptions, progress: Progress, 
 
     lr = plan.recipe
     r = lr.recipe
+    assert r.build is not None and r.source is not None and plan.repo is not None  # not a patch.from recipe
     base_ref = lr.image_ref(plan.base_ref)
     _check_available(base_ref)
     if options.remote is not None:  # a result another machine built: no run step, no layer work
@@ -274,24 +321,30 @@ def _name_build(store: LayoutStore, names: tuple[str, ...], desc: Descriptor, no
     store.set_names({name: stamped for name in names})
 
 
-def _old_base(plan: Plan, store: LayoutStore, built: Image, options: BuildOptions) -> Image:
-    from ..stages.patch import old_base_of
-
-    return old_base_of(built, store, lambda name: load_image(plan.recipe.image_ref(name), work=store,
-                                                             platform=built.config.platform, options=options))
-
-
-def _patch(plan: Plan, store: LayoutStore, built: Image, old_base: Image, channel: str, key: str,
+def _patch(plan: Plan, store: LayoutStore, built: Image, old_base: Callable[[], Image], channel: str, key: str,
            options: BuildOptions, progress: Progress) -> Descriptor:
-    from ..stages.patch import patch
+    from ..stages.patch import patch_onto
 
     ch = plan.channels[channel]
     new_base = load_image(plan.recipe.image_ref(ch.ref), work=store, platform=built.config.platform,
                           options=options, progress=progress)
-    patched = patch(built, old_base, new_base, base_name=ch.ref, channel=channel,
-                    annotations={A_STAGE: "patch", A_KEY: key})
+    patched = patch_onto(built, new_base, ch.ref, old_base, channel=channel,
+                         annotations={A_STAGE: "patch", A_KEY: key})
     write_image(store, new_base)
     return write_image(store, patched)
+
+
+def _old_base_finder(plan: Plan, store: LayoutStore, built: Image, options: BuildOptions) -> Callable[[], Image]:
+    """The base the build was made on, looked for once and only when needed."""
+    from functools import cache
+
+    from ..stages.patch import old_base_of
+
+    @cache
+    def find() -> Image:
+        return old_base_of(built, store, lambda name: load_image(plan.recipe.image_ref(name), work=store,
+                                                                 platform=built.config.platform, options=options))
+    return find
 
 
 def _check_available(ref: Ref) -> None:
@@ -304,6 +357,7 @@ def _check_available(ref: Ref) -> None:
 
 def _annotations(plan: Plan, base: Image) -> dict[str, str]:
     r = plan.recipe.recipe
+    assert r.build is not None and r.source is not None
     annotations = {
         A_STAGE: "build",
         A_KEY: plan.build_key(base.digest.text),

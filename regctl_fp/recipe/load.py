@@ -60,8 +60,12 @@ class LoadedRecipe:
         return ref
 
     def base_ref(self) -> str:
-        base = self.recipe.build.base
-        return self.channel_ref(base)
+        """The build's base, or (for a recipe that patches an existing image) that image."""
+        r = self.recipe
+        if r.build is None:
+            assert r.patch is not None and r.patch.from_ is not None
+            return r.patch.from_
+        return self.channel_ref(r.build.base)
 
 
 def load_recipe(path: str | Path) -> LoadedRecipe:
@@ -110,18 +114,29 @@ def _check(lr: LoadedRecipe) -> None:
             seen.append(value)
             value = channels[value]
         _check_ref(lr, kp, value, channels)
-    _check_base(lr, ("build", "base"), r.build.base, channels)
+    from_image = r.patch.from_ if r.patch is not None else None
+    if from_image is None:
+        for key in ("source", "build"):
+            if getattr(r, key) is None:
+                raise lr.error((), f"missing required key {key!r} (or patch.from, to patch an existing image)")
+    elif r.source is not None or r.build is not None:
+        raise lr.error(("patch", "from"), "patch.from patches an existing image: drop source and build, or "
+                                          "patch.from")
+    else:
+        _check_ref(lr, ("patch", "from"), from_image, channels)
+    if r.build is not None:
+        _check_base(lr, ("build", "base"), r.build.base, channels)
     if r.rollouts is not None and r.rollouts.channel not in channels:
         raise lr.error(("rollouts", "channel"), _unknown_channel(r.rollouts.channel, channels))
     if r.rollouts is not None and r.rollouts.keep < 1:
         raise lr.error(("rollouts", "keep"), "keep must be at least 1")
     seen_env: dict[tuple[str, str], int] = {}
     for i, env in enumerate(r.environments):
-        key = (env.location, env.environment)
-        if key in seen_env:
+        where = (env.location, env.environment)
+        if where in seen_env:
             raise lr.error(("environments", i), f"{env.location}.{env.environment} is listed twice "
-                                                f"(also entry {seen_env[key]})")
-        seen_env[key] = i
+                                                f"(also entry {seen_env[where]})")
+        seen_env[where] = i
         for j, ref in enumerate(env.polyfills):
             _check_ref(lr, ("environments", i, "polyfills", j), ref, channels)
         for image_path in env.files:
@@ -130,7 +145,7 @@ def _check(lr: LoadedRecipe) -> None:
                                f"{image_path!r} must be an absolute path in the image without '..'")
     if r.debug is not None and r.debug.tools is not None:
         _check_ref(lr, ("debug", "tools"), r.debug.tools, channels)
-    if not r.source.git:
+    if r.source is not None and not r.source.git:
         raise lr.error(("source", "git"), "source.git must name a repository")
     from .units import check_units
 

@@ -120,6 +120,8 @@ class Patch:
 
     channels: FrozenDict[str, str] = field(doc="channel name -> image reference (or another channel's name)")
     fallback: Literal["error", "rebuild"] = field(default="error", doc="when a rebase is impossible")
+    from_: str | None = field(default=None, key="from", doc="patch this image (e.g. one built by pack) instead "
+                                                           "of building source/build")
 
 
 Percent = Annotated[str, pattern_spec("percent", r"(?:100|[1-9]?[0-9])%", "{value!r} is not a percentage (0% to 100%)")]
@@ -271,8 +273,8 @@ class Recipe:
 
     regfp: Literal[1] = field(doc="format version")
     name: Name = field(doc="the build name used by rollouts and environments")
-    source: Source = field()
-    build: Build = field()
+    source: Source | None = field(default=None, doc="required unless patch.from names the image to patch")
+    build: Build | None = field(default=None, doc="required unless patch.from names the image to patch")
     patch: Patch | None = field(default=None)
     rollouts: Rollouts | None = field(default=None)
     environments: tuple[Environment, ...] = field(default=())

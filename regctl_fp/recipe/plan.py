@@ -85,7 +85,7 @@ class ChannelInput:
 class Plan:
     recipe: LoadedRecipe
     layout: Path
-    repo: Repository
+    repo: Repository | None
     repo_name: str
     commit: Commit
     base_ref: str
@@ -93,16 +93,17 @@ class Plan:
     build_fragment: Any
     existing: Existing | None
     nodes: list[Node] = field(default_factory=list)
+    from_image: str | None = None  # patch.from: the digest of the image patched instead of a build
     channels: dict[str, ChannelInput] = field(default_factory=dict)
     patched: dict[str, Existing | None] = field(default_factory=dict)
 
     @property
     def build_node(self) -> Node:
-        return next(n for n in self.nodes if n.stage == "build")
+        return next(n for n in self.nodes if n.id == "build")  # a build, or patch.from's image
 
     @property
     def has_build(self) -> bool:
-        return any(n.stage == "build" for n in self.nodes)
+        return any(n.id == "build" for n in self.nodes)
 
     def build_key(self, base_digest: str) -> str:
         return stage_key("build", self.build_fragment, {"base": {"name": self.base_ref, "digest": base_digest}},
@@ -131,6 +132,8 @@ class Plan:
 
     @property
     def build_names(self) -> tuple[str, ...]:
+        if self.from_image is not None:
+            return (f"from/{self.repo_name}:{self.commit.sha}",)
         names = [f"build/{self.repo_name}:{self.commit.sha}"]
         if self.commit.tag is not None and _valid_tag(self.commit.tag):
             names.append(f"build/{self.repo_name}:{self.commit.tag}")
@@ -145,10 +148,14 @@ def _valid_tag(tag: str) -> bool:
     return True
 
 
-def repo_name(lr: LoadedRecipe, repo: Repository) -> str:
-    """``<repo>`` in image names: source.name, else the repository's basename in the OCI name grammar."""
-    if lr.recipe.source.name:
-        return lr.recipe.source.name
+def repo_name(lr: LoadedRecipe, repo: Repository | None) -> str:
+    """``<repo>`` in image names: source.name, else the repository's basename in the OCI name grammar
+    (the recipe's name for a recipe that patches an existing image)."""
+    source = lr.recipe.source
+    if source is None or repo is None:
+        return lr.recipe.name
+    if source.name:
+        return source.name
     name = re.sub(r"[^a-z0-9._-]+", "-", repo.basename.lower())
     name = re.sub(r"[._-]{2,}", "-", name).strip("._-")
     if not name:
@@ -169,24 +176,33 @@ def make_plan(lr: LoadedRecipe, *, now: int, options: BuildOptions, layout: Path
     """
     r = lr.recipe
     stages = frozenset().union(*({s} | NEEDS.get(s, set()) for s in stages))
-    repo = Repository.open(r.source.git, base=lr.directory, cache=git_cache)
-    commit = repo.resolve(r.source.ref)
     out = layout or lr.output_layout
     base_ref = lr.base_ref()
-    channel = r.build.base if r.patch and r.build.base in r.patch.channels else None
-    build_fragment = {"build": fragment(r.build),
-                      "source": {k: v for k, v in (("subdir", r.source.subdir), ("url", r.source.url)) if v}}
-    plan = Plan(lr, out, repo, repo_name(lr, repo), commit, base_ref, channel, build_fragment, None)
     store = open_existing(out)
-    if store is not None:
-        plan.existing = lookup(store, plan.build_names[0])
-    if stages & CHAIN:  # the chain's stages all stand on the build
-        plan.nodes = [
-            Node("source", "input", (f"{r.source.git}@{r.source.ref}",), "input", f"commit {commit.sha[:12]}",
-                 key=None, digest=commit.sha),
-            Node("base", "input", (base_ref,), "input", f"channel {channel}" if channel else "image reference"),
-            _build_node(plan, now),
-        ]
+    if r.build is None or r.source is None:  # patch.from: an existing image stands in for the build
+        digest = digest_of(lr.image_ref(base_ref), options, work)
+        commit = Commit(digest.split(":", 1)[1], 0, None)
+        plan = Plan(lr, out, None, repo_name(lr, None), commit, base_ref, None, {"from": base_ref}, None,
+                    from_image=digest)
+        if stages & CHAIN:
+            plan.nodes = [Node("build", "from", plan.build_names, "cached", "an existing image (patch.from)",
+                               (), digest=digest)]
+    else:
+        repo = Repository.open(r.source.git, base=lr.directory, cache=git_cache)
+        commit = repo.resolve(r.source.ref)
+        channel = r.build.base if r.patch and r.build.base in r.patch.channels else None
+        build_fragment = {"build": fragment(r.build),
+                          "source": {k: v for k, v in (("subdir", r.source.subdir), ("url", r.source.url)) if v}}
+        plan = Plan(lr, out, repo, repo_name(lr, repo), commit, base_ref, channel, build_fragment, None)
+        if store is not None:
+            plan.existing = lookup(store, plan.build_names[0])
+        if stages & CHAIN:  # the chain's stages all stand on the build
+            plan.nodes = [
+                Node("source", "input", (f"{r.source.git}@{r.source.ref}",), "input", f"commit {commit.sha[:12]}",
+                     key=None, digest=commit.sha),
+                Node("base", "input", (base_ref,), "input", f"channel {channel}" if channel else "image reference"),
+                _build_node(plan, now),
+            ]
     if "patch" in stages and r.patch is not None:
         wanted = channels if channels is not None else tuple(r.patch.channels)
         for name in wanted:
@@ -240,7 +256,6 @@ def _rollout_node(plan: Plan, store: LayoutStore | None) -> Node:
                     digest=latest.image.digest.text)
     return Node("rollout", "rollout", (name,), "build", f"a new {channel} image: r{ledger.last + 1} will be cut"
                 if ledger else "a new release will be cut", inputs)
-
 
 
 def digest_of(ref: Ref, options: BuildOptions, work: Store | None = None) -> str:
@@ -306,7 +321,8 @@ def _build_node(plan: Plan, now: int) -> Node:
     key = plan.build_key(pinned)
     if ex.annotations.get(A_KEY) != key:
         return Node("build", "build", names, "build", "the recipe changed since the last build", inputs)
-    ttl = plan.recipe.recipe.build.rebuild_after
+    build = plan.recipe.recipe.build
+    ttl = build.rebuild_after if build is not None else None
     if ttl is not None:
         if ex.built_at is None:
             return Node("build", "build", names, "expired", "no build time recorded", inputs, key=key,

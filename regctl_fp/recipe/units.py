@@ -195,7 +195,7 @@ def check_units(lr: LoadedRecipe) -> None:
             _valid_ref(lr, ("work", i, "base"), lr.channel_ref(w.base))
 
 
-def _valid_ref(lr: LoadedRecipe, kp: tuple[object, ...], ref: str) -> None:
+def _valid_ref(lr: LoadedRecipe, kp: tuple[str | int, ...], ref: str) -> None:
     from ..errors import RefError
     from ..refs import parse_ref
 

@@ -52,6 +52,17 @@ def old_base_of(image: Image, store: Store, load: Callable[[str], Image]) -> Ima
     return found
 
 
+def patch_onto(image: Image, new_base: Image, base_name: str, old_base: Callable[[], Image], *,
+               explicit_old: bool = False, channel: str | None, annotations: dict[str, str]) -> Image:
+    """``image`` on ``new_base``. The old base comes from ``old_base()``, except for a Buildpacks image
+    without OCI base annotations (and no explicit old base): its lifecycle label says where the run image
+    ends, and the label is updated as the lifecycle's rebaser does."""
+    if not explicit_old and BASE_DIGEST not in image.annotations and cnb_metadata(image) is not None:
+        return rebase_cnb(image, new_base, base_name=base_name, reference=run_image_reference(base_name, new_base),
+                          channel=channel).with_annotations(annotations)
+    return patch(image, old_base(), new_base, base_name=base_name, channel=channel, annotations=annotations)
+
+
 def patch(image: Image, old_base: Image, new_base: Image, *, base_name: str, channel: str | None,
           annotations: dict[str, str]) -> Image:
     """The patched image: only config and manifest are new; no layer blob is read or written."""
@@ -93,12 +104,12 @@ def patch_descriptor(store: Store, desc: Descriptor, new_ref: str, load: Loader,
     def one(image: Image) -> tuple[Image, Image]:
         platform = image.config.platform
         new = load(new_ref, platform)
-        if old_ref is None and BASE_DIGEST not in image.annotations and cnb_metadata(image) is not None:
-            # A Buildpacks image: its lifecycle label, not OCI annotations, says where the run image ends.
-            return rebase_cnb(image, new, base_name=new_ref, reference=run_image_reference(new_ref, new),
-                              channel=channel).with_annotations(annotations), new
-        old = load(old_ref, platform) if old_ref else old_base_of(image, store, lambda n: load(n, platform))
-        return patch(image, old, new, base_name=new_ref, channel=channel, annotations=annotations), new
+
+        def old() -> Image:
+            return load(old_ref, platform) if old_ref else old_base_of(image, store, lambda n: load(n, platform))
+
+        return patch_onto(image, new, new_ref, old, explicit_old=old_ref is not None, channel=channel,
+                          annotations=annotations), new
 
     if desc.media_type not in mt.INDEX_TYPES:
         image, new = one(read_image(store, desc))
