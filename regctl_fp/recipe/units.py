@@ -109,7 +109,7 @@ def plan_nodes(plan: Plan, store: LayoutStore | None, options: BuildOptions, wor
 
 def _node(nid: str, stage: str, name: str, key: str, store: LayoutStore | None, detail: str = "") -> Node:
     existing = lookup(store, name) if store is not None else None
-    suffix = f" ({detail})" if detail else ""
+    suffix = f"; {detail}" if detail else ""
     if existing is not None and existing.annotations.get(A_KEY) == key:
         return Node(nid, stage, (name,), "cached", "up to date" + suffix, (), key=key,
                     digest=existing.descriptor.digest.text)
