@@ -91,3 +91,25 @@ def test_debug_images_never_leave_ad_hoc_names(tmp_path: Path, make_registry) ->
     assert refused.returncode == 2 and "debug image" in refused.stderr
     assert tags(reg, "acme/app") == []
     assert regfp("copy", src, f"{reg.host}/acme/ad-hoc/app:1").returncode == 0
+
+
+def test_push_never_rewrites_a_diverged_release_stream(tmp_path: Path, make_registry) -> None:  # type: ignore[no-untyped-def]
+    reg = make_registry()
+    a, b = tmp_path / "a", tmp_path / "b"
+    repo_a = make_project(a)
+    repo_b = make_project(b)
+    for root in (a, b):
+        recipe = root / "recipe.yaml"
+        extra = f'rollouts: {{channel: stable}}\npush: {{prefix: "{reg.host}/acme"}}\n'
+        recipe.write_text(recipe.read_text().replace("output: {layout: out}\n", extra + "output: {layout: out}\n"))
+    regfp_json("build", str(a / "recipe.yaml"), "--push")
+    repo_b.write("app/main.txt", "a different history\n")
+    repo_b.commit("diverge")
+    refused = regfp("build", str(b / "recipe.yaml"), "--push", check=False)
+    assert refused.returncode == 1 and "another machine cut them" in refused.stderr
+    ledger = regfp_json("inspect", f"{reg.host}/acme/rollouts/hello:ledger")
+    assert ledger["digest"] == regfp_json("inspect", f"oci:{a / 'out'}:rollouts/hello:ledger")["digest"]
+    repo_a.write("app/main.txt", "the next release\n")
+    repo_a.commit("v2")
+    moved = regfp_json("build", str(a / "recipe.yaml"), "--push")  # extending the stream is fine
+    assert moved["rollout"] == {"release": 2, "cut": True}

@@ -11,10 +11,13 @@ from . import edge, output
 from .progress import progress_bar
 
 if TYPE_CHECKING:
+    from ..oci.descriptor import Descriptor
     from ..progress import Progress
     from ..recipe.load import LoadedRecipe
     from ..remote_cache import RemoteCache
     from ..sources import BuildOptions
+    from ..stores.layout import LayoutStore
+    from ..stores.registry import RegistryStore
     from .registry_cmds import Session
 
 
@@ -138,13 +141,44 @@ def _push(lr: LoadedRecipe, layout: Path, names: list[str], session: Session, pr
     for n in unique:
         groups.setdefault(where[n].prefix, {})[where[n].name] = current[n].with_annotations({})
     pushed = []
-    for prefix, items in groups.items():
+    stores = {}
+    for prefix in groups:
         ref = parse_registry(f"{prefix.rstrip('/')}/x")
-        path = ref.repository.rpartition("/")[0]
-        target = RegistryStore(session.client(ref.registry), path)
+        stores[prefix] = (ref, RegistryStore(session.client(ref.registry), ref.repository.rpartition("/")[0]))
+    ledger = f"rollouts/{lr.recipe.name}:ledger"
+    if ledger in current:  # checked before anything moves: never replace a stream with a diverged one
+        _check_remote_ledger(lr.recipe.name, store, current[ledger], stores[where[ledger].prefix][1], ledger)
+    for prefix, items in groups.items():
+        ref, target = stores[prefix]
+        path = target.prefix
         push_names(store, target, items, progress=progress)  # type: ignore[arg-type]
         pushed += [f"{ref.registry}/{path + '/' if path else ''}{name}" for name in items]
     return pushed
+
+
+def _check_remote_ledger(name: str, local: LayoutStore, ours: Descriptor, target: RegistryStore,
+                         ledger_name: str) -> None:
+    """The registry's ledger must be ours, or an older state of it (its releases a prefix of ours);
+    otherwise another machine cut releases this layout lacks, and pushing would rewrite history."""
+    from ..errors import NotFound, RegfpError
+    from ..stages.rollout import Ledger
+
+    try:
+        theirs_desc = target.resolve(ledger_name)
+    except NotFound:
+        return
+    if theirs_desc.digest == ours.digest:
+        return
+    theirs = Ledger.parse(name, target.get_manifest(theirs_desc))
+    mine = Ledger.parse(name, local.get_manifest(ours))
+
+    def key(ledger: Ledger) -> list[tuple[int, str]]:
+        return [(r.number, r.image.digest.text) for r in ledger.releases]
+
+    if theirs.last > mine.last or key(mine)[: len(key(theirs))] != key(theirs):
+        raise RegfpError(f"the registry's {ledger_name} has releases this layout does not (theirs up to "
+                         f"r{theirs.last}, ours up to r{mine.last}): another machine cut them. Pushing would "
+                         "rewrite the stream; build with the same --cache to share the ledger, then push")
 
 
 def plan(recipe: Path, out: Path | None, now_text: str | None, fmt: str) -> None:
