@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator, Mapping
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from ..errors import InvalidDocument, NotFound
-from ..layers import BlobSink
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.digest import Digest
 from ..oci.image import Image, Layer
 from ..oci.manifest import Index, Manifest
+
+if TYPE_CHECKING:  # the layer writer is heavy to import and only its protocol is named here
+    from ..layers import BlobSink
 
 MANIFEST_LIMIT = 4 << 20  # bytes; the distribution registry's own limit for manifests
 CONFIG_LIMIT = 8 << 20
