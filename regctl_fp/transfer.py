@@ -123,6 +123,10 @@ class _Counting:
         self._stream = stream
         self._on_bytes = on_bytes
 
+    @property
+    def verifies(self) -> object:
+        return getattr(self._stream, "verifies", None)
+
     def read(self, n: int = -1) -> bytes:
         chunk = self._stream.read(n)
         self._on_bytes(len(chunk))

@@ -25,6 +25,11 @@ class VerifyingReader:
         self._seen = 0
         self._done = False
 
+    @property
+    def verifies(self) -> Digest:
+        """The digest this stream enforces: a consumer that reads it to the end needs no hash of its own."""
+        return self._digest
+
     def read(self, n: int = -1) -> bytes:
         if self._done:
             return b""
