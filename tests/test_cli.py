@@ -92,6 +92,24 @@ def test_help_lists_every_command() -> None:
     assert "--install-completion" in proc.stdout and "--show-completion" in proc.stdout
 
 
+def test_a_run_builds_only_the_command_it_names_and_the_rest_stays_whole(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from regctl_fp.cli import main
+    from regctl_fp.cli.app import app
+
+    before = (list(app.registered_commands), list(app.registered_groups))
+    for args in (["schema"], ["data", "--help"], ["copi", "a", "b"]):
+        with pytest.raises(SystemExit):
+            main(args)
+        assert (app.registered_commands, app.registered_groups) == before
+    out, err = capsys.readouterr()
+    assert '"$schema"' in out and "Usage: regfp data [OPTIONS] COMMAND" in out
+    assert "No such command 'copi'. Did you mean 'copy'?" in err  # a typo still sees every command
+    help_named = clean_run("copy", "--help", code=0).stdout
+    help_first = clean_run("--help", code=0).stdout
+    assert help_named.startswith("Usage: regfp copy [OPTIONS] SRC DST") and "debug-image" in help_first
+
+
 def test_no_arguments_shows_help_as_bad_usage() -> None:
     proc = clean_run(code=2)
     assert "Commands" in proc.stderr and proc.stdout == ""
