@@ -395,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: all)")
-    ap.add_argument("--runs", type=int, default=3, help="timed runs of each command (default 3)")
+    ap.add_argument("--runs", type=int, help="timed runs of each command (default 3; the sections with a "
+                    "script of their own keep that script's default unless given)")
     ap.add_argument("--scale", type=float, default=1.0, help="tree size factor; 1.0 is ~180 MB (default 1.0)")
     ap.add_argument("--big-mb", type=int, default=1024, help="size of the single-file input in MiB (default 1024)")
     ap.add_argument("--work", type=Path, default=BENCH / "work", help="where inputs and outputs go")
@@ -404,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in sections if s not in SECTIONS]
-    if unknown or args.runs < 1:
+    runs = 3 if args.runs is None else args.runs
+    if unknown or runs < 1:
         ap.error(f"unknown section(s) {unknown}" if unknown else "--runs must be at least 1")
 
     def log(msg: str) -> None:
@@ -416,10 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     env = tool_env(work)
     results: list[dict[str, object]] = []
     if "layer" in sections:
-        results.append(section_tools("layer", ensure_tree(work, args.scale, log), work, args.runs, env, log))
+        results.append(section_tools("layer", ensure_tree(work, args.scale, log), work, runs, env, log))
         print_tools(results[-1])
     if "big" in sections:
-        results.append(section_tools("big", ensure_big(work, args.big_mb, log), work, args.runs, env, log))
+        results.append(section_tools("big", ensure_big(work, args.big_mb, log), work, runs, env, log))
         print_tools(results[-1])
     if "stages" in sections:
         scratch = work / "out"
@@ -430,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in (n for n in sections if n in EXTERNAL):
         out = work / f"results-{name}.json"
         print(f"\n== {name} ({EXTERNAL[name]})", flush=True)
-        proc = subprocess.run([sys.executable, str(BENCH / EXTERNAL[name]), "--json", str(out)])
+        extra = [] if args.runs is None or name == "data" else ["--runs", str(args.runs)]  # data: one run each
+        proc = subprocess.run([sys.executable, str(BENCH / EXTERNAL[name]), "--json", str(out), *extra])
         external[name] = json.loads(out.read_text()) if proc.returncode in (0, 1) and out.exists() else {
             "error": f"exit {proc.returncode}"}
     goals = targets(results)
