@@ -336,16 +336,11 @@ class LayoutStore:
             os.close(fd)
 
     def _replace_file(self, name: str, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f"{name}.", dir=self._private() / "tmp")
+        tmp = _durable_temp(self._private() / "tmp", name, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
             os.replace(tmp, self.path / name)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(self.path)
 
@@ -425,20 +420,29 @@ def _populate(directory: Path) -> None:
         target = directory / name
         if target.exists():
             continue
-        fd, tmp = tempfile.mkstemp(prefix=f"{name}.", dir=tmp_dir)
+        tmp = _durable_temp(tmp_dir, name, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                pass
+            os.link(tmp, target)
+        except FileExistsError:
+            pass
         finally:
-            os.unlink(tmp)
+            tmp.unlink()
     _fsync_dir(directory)
+
+
+def _durable_temp(directory: Path, name: str, data: bytes) -> Path:
+    """``data`` in a new file (mode 0644) in ``directory``, on disk before it is put in place."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
 
 
 def _flock(fd: int, op: int, where: str) -> None:
