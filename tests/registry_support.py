@@ -303,7 +303,7 @@ class Fault:
     """What to do to requests matching ``method`` and the ``path`` regex: let ``skip`` matches through,
     then affect the next ``times`` ones (-1: all).
 
-    Actions: ``status`` (answer ``status`` with ``headers`` without asking the registry),
+    Actions: ``status`` (answer ``status`` with ``headers`` and error ``code`` without asking the registry),
     ``reset_request`` (reset the connection after ``after`` bytes of the request body),
     ``reset_response`` (reset after ``after`` bytes of the response body), ``close_response`` (close
     the connection cleanly there),
@@ -316,6 +316,7 @@ class Fault:
     skip: int = 0
     times: int = 1
     status: int = 500
+    code: str = "UNKNOWN"
     headers: dict[str, str] = field(default_factory=dict)
     after: int | None = None
     seconds: float = 0.0
@@ -424,7 +425,7 @@ class FaultProxy:
                 seen.fault = fault.action if fault else None
                 if fault is not None and fault.action == "status":
                     _drain(self.rfile, length)
-                    body = json.dumps({"errors": [{"code": "UNKNOWN", "message": "injected fault"}]}).encode()
+                    body = json.dumps({"errors": [{"code": fault.code, "message": "injected fault"}]}).encode()
                     self.send_response(fault.status)
                     for k, v in fault.headers.items():
                         self.send_header(k, v)

@@ -78,7 +78,7 @@ def test_second_machine_computes_nothing(tmp_path: Path, make_registry) -> None:
     first = build(a, env_a, "--cache", cache)
     assert first["stats"]["layersCompressed"] > 0 and first["stats"]["remote"]["published"] > 0
     second = build(b, env_b, "--cache", cache)
-    assert second["stats"]["layersCompressed"] == 0
+    assert second["stats"]["layersCompressed"] == 0, (second["stats"], [i for i in second["images"] if not i["cached"]])
     assert all(i["cached"] for i in second["images"]), [i for i in second["images"] if not i["cached"]]
     assert {i["name"]: i["digest"] for i in second["images"]} == {i["name"]: i["digest"] for i in first["images"]}
     assert second["stats"]["remote"]["hits"] > 0 and second["stats"]["remote"]["published"] == 0
@@ -125,7 +125,8 @@ def test_three_shards_compute_each_unit_once(tmp_path: Path, make_registry) -> N
                               stderr=subprocess.PIPE, text=True, env=env)
              for i, (root, env) in enumerate(shards, start=1)]
     outputs = [p.communicate(timeout=600) for p in procs]
-    assert all(p.returncode == 0 for p in procs), outputs
+    failed = [(p.returncode, err) for p, (_, err) in zip(procs, outputs, strict=True) if p.returncode]
+    assert not failed, failed
     computed: Counter[str] = Counter()
     unit_names = {name for n in units.values() for name in n["names"]}
     for out, _ in outputs:

@@ -12,7 +12,7 @@ at a manifest whose blobs are missing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import InvalidInput, NotFound, RegfpError, RegistryError
 from ..oci import mediatypes as mt
@@ -26,6 +26,9 @@ from . import blobio
 from .base import MANIFEST_LIMIT, Store
 from .blobio import OnBytes, Opener, pull_scope, push_scope
 from .transport import RegistryClient
+
+if TYPE_CHECKING:
+    from ._httpx import httpx
 
 ACCEPT = ", ".join((mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_LIST))
 TAG_PAGE = 1000
@@ -173,11 +176,7 @@ class RegistryStore:
             return desc
         if self._head_manifest(repo, desc.digest.text) is None:
             self._require_children(repo, data, media_type)
-            resp = self.client.request("PUT", f"/v2/{repo}/manifests/{desc.digest}", scopes=push_scope(repo),
-                                       headers={"Content-Type": media_type}, body=data, length=len(data))
-            if resp.status_code != 201:
-                raise self.client.fail(resp, "PUT")
-            resp.close()
+            resp = self._put_manifest(repo, desc.digest.text, data, media_type)
             said = resp.headers.get("docker-content-digest")
             if said and said != desc.digest.text:
                 raise RegistryError("PUT", str(resp.request.url), 201, "DIGEST_INVALID",
@@ -325,11 +324,29 @@ class RegistryStore:
             if current is not None and current.digest == desc.digest:
                 continue
             data = self._manifests.get(desc.digest) or self._fetch_manifest(repo, desc)
-            resp = self.client.request("PUT", f"/v2/{repo}/manifests/{tag}", scopes=push_scope(repo),
-                                       headers={"Content-Type": desc.media_type}, body=data, length=len(data))
-            if resp.status_code != 201:
-                raise self.client.fail(resp, "PUT")
-            resp.close()
+            self._put_manifest(repo, tag, data, desc.media_type)
+
+    def _put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> httpx.Response:
+        """PUT a manifest's exact bytes (which hash to the digest regfp holds them under).
+
+        A DIGEST_INVALID answer to such bytes is the registry misreading its own storage: distribution
+        2.8 gives it while a concurrent upload of one of the manifest's blobs to the same repository
+        rewrites that blob's link file (seen with three shards publishing at once). Another try, after
+        the usual backoff, succeeds; any other refusal, or that one persisting, is the error.
+        """
+        policy, timing = self.client.options.retry, self.client.options.timing
+        for attempt in range(policy.attempts):
+            resp = self.client.request("PUT", f"/v2/{repo}/manifests/{reference}", scopes=push_scope(repo),
+                                       headers={"Content-Type": media_type}, body=data, length=len(data))
+            if resp.status_code == 201:
+                resp.close()
+                return resp
+            error = self.client.fail(resp, "PUT")
+            if error.code != "DIGEST_INVALID" or attempt + 1 >= policy.attempts:
+                raise error
+            self.client.stats.add("retries")
+            timing.sleep(policy.backoff(attempt, timing.random()))
+        raise AssertionError("unreachable")
 
     def _ensure_manifest(self, repo: str, desc: Descriptor) -> None:
         if self.client.locations.has(desc.digest.text, repo) or self._head_manifest(repo, desc.digest.text):
