@@ -171,8 +171,8 @@ def child(argv: list[str]) -> None:
     from regctl_fp.refs import LayoutRef
     from regctl_fp.sources import open_layout_ref
     from regctl_fp.stores.registry import RegistryStore
+    from regctl_fp.stores.transfer import copy_descriptor
     from regctl_fp.stores.transport import ClientOptions, RegistryClient
-    from regctl_fp.transfer import copy_descriptor
 
     imported = time.perf_counter()
     _, layout, name, host, repo = argv

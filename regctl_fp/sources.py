@@ -19,10 +19,10 @@ from .oci.descriptor import Descriptor, Platform
 from .oci.image import Image, Layer
 from .progress import SILENT, Progress
 from .refs import DirRef, LayoutRef, Ref, RegistryRef
-from .remote_cache import RemoteCache, dir_tag
 from .stores.base import Store, read_image, write_image
 from .stores.layout import LayoutStore
 from .stores.null import NullStore
+from .stores.remote_cache import RemoteCache, dir_tag
 from .timeutil import rfc3339
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from test_crash import Child, check_layout, digests, write_images, write_into
 from regctl_fp.oci.digest import Digest
 from regctl_fp.stores.base import closure
 from regctl_fp.stores.layout import REF_NAME, LayoutStore
-from regctl_fp.transfer import copy_descriptor
+from regctl_fp.stores.transfer import copy_descriptor
 from regctl_fp.verify import verify_layout
 
 

@@ -22,8 +22,8 @@ from regctl_fp.oci.digest import Digest
 from regctl_fp.oci.manifest import Index, Manifest
 from regctl_fp.stores.layout import LayoutStore
 from regctl_fp.stores.registry import RegistryStore, push_names
+from regctl_fp.stores.transfer import copy_descriptor
 from regctl_fp.stores.transport import ClientOptions, RegistryClient, RetryPolicy
-from regctl_fp.transfer import copy_descriptor
 from regctl_fp.verify import verify_layout
 
 pytest_plugins = ["registry_fixtures"]

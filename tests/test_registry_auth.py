@@ -25,8 +25,8 @@ from regctl_fp.stores.auth import Challenge, Credential, covers, merge_scopes, p
 from regctl_fp.stores.credentials import find_credential, store_login
 from regctl_fp.stores.layout import LayoutStore
 from regctl_fp.stores.registry import RegistryStore
+from regctl_fp.stores.transfer import copy_descriptor
 from regctl_fp.stores.transport import ClientOptions, RegistryClient, RetryPolicy, Timing
-from regctl_fp.transfer import copy_descriptor
 
 pytest_plugins = ["registry_fixtures"]
 

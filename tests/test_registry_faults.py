@@ -19,8 +19,8 @@ from regctl_fp.errors import RegistryError
 from regctl_fp.oci.descriptor import Descriptor
 from regctl_fp.stores.layout import LayoutStore
 from regctl_fp.stores.registry import RegistryStore
+from regctl_fp.stores.transfer import copy_descriptor
 from regctl_fp.stores.transport import ClientOptions, RegistryClient, RetryPolicy
-from regctl_fp.transfer import copy_descriptor
 from regctl_fp.verify import verify_layout
 
 pytest_plugins = ["registry_fixtures"]

@@ -12,9 +12,9 @@ import pytest
 from conftest import need, regfp, regfp_json
 from project import make_project
 
+from regctl_fp.engine.rollout import read_ledger, update
 from regctl_fp.oci.descriptor import Descriptor
 from regctl_fp.recipe.load import load_recipe
-from regctl_fp.recipe.rollouts import read_ledger, update
 from regctl_fp.stages.rollout import Cohorts, cohort_of, names
 from regctl_fp.stores.layout import LayoutStore
 
@@ -190,7 +190,7 @@ _WRITER = """
 import sys
 from regctl_fp.oci.descriptor import Descriptor
 from regctl_fp.recipe.load import load_recipe
-from regctl_fp.recipe.rollouts import update
+from regctl_fp.engine.rollout import update
 from regctl_fp.stores.layout import LayoutStore
 recipe, layout, first, second, rounds = sys.argv[1:6]
 lr = load_recipe(recipe)

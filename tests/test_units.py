@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 import subprocess
-from collections import Counter
 from pathlib import Path
 
-from conftest import make_busybox_rootfs, need, regfp, regfp_json, run_image
+import pytest
+from conftest import ROOT, make_busybox_rootfs, need, regfp, regfp_json, run_image
 from project import make_project
 
 from regctl_fp.stages.work import assign, chunk_of
@@ -118,14 +120,36 @@ def test_work_chunks_cover_items_once_and_move_one_item(tmp_path: Path, tool_env
     regfp_json("build", str(tmp_path / "recipe.yaml"), "--only", "work")
     after = names(layout)
     changed = [n for n in chunks if before[n] != after[n]]
-    assert changed == [f"work/jobs:{chunk_of('item-99.txt', 3) + 1}-of-3"]
+    old = [f"item-{i:02d}.txt" for i in range(20)]
+    pairs = zip(assign(old, 3), assign([*old, "item-99.txt"], 3), strict=True)
+    expected = [f"work/jobs:{c + 1}-of-3" for c, (a, b) in enumerate(pairs) if a != b]
+    assert changed == expected and f"work/jobs:{chunk_of('item-99.txt', old, 3) + 1}-of-3" in changed
 
 
-def test_rendezvous_assignment_is_stable_and_balanced() -> None:
-    items = [f"file-{i}" for i in range(3000)]
-    counts = Counter(chunk_of(i, 6) for i in items)
-    assert all(abs(n - 500) < 100 for n in counts.values()), counts
-    base = assign(items, 6)
-    grown = assign([*items, "file-new"], 6)
-    moved = [i for i, (a, b) in enumerate(zip(base, grown, strict=True)) if a != b]
-    assert len(moved) == 1 and "file-new" in grown[moved[0]]
+@pytest.mark.parametrize(("items", "chunks"), [(12, 3), (20, 3), (64, 64), (100, 64), (2048, 512), (500, 7)])
+def test_work_assignment_is_balanced_and_stable(items: int, chunks: int) -> None:
+    """No empty chunk when items >= chunks; the largest within 1.25x the mean (rounded up); adding one
+    item changes at most 3 chunks on average over random insertions; order does not matter."""
+    rnd = random.Random(items * 7919 + chunks)
+    names = [f"file-{i}" for i in range(items)]
+    current = assign(names, chunks)
+    assert assign(list(reversed(names)), chunks) == current
+    changed = 0
+    insertions = 1000
+    for step in range(insertions):
+        names.append(f"new-{step}-{rnd.random()}")
+        grown = assign(names, chunks)
+        sizes = [len(c) for c in grown]
+        assert sum(sizes) == len(names) and len({n for c in grown for n in c}) == len(names)
+        assert max(sizes) <= math.ceil(1.25 * len(names) / chunks), sizes
+        assert min(sizes) >= 1, sizes
+        changed += sum(1 for a, b in zip(current, grown, strict=True) if a != b)
+        current = grown
+    assert changed / insertions <= 3, changed / insertions
+
+
+def test_work_demo_items_are_balanced() -> None:
+    """The demo's 12 items in 3 chunks (5 / 7 / 0 with rendezvous hashing before)."""
+    items = [p.name for p in (ROOT / "testdata/work/items").glob("*.txt")]
+    sizes = sorted(len(c) for c in assign(items, 3))
+    assert len(items) == 12 and sizes[0] >= 1 and sizes[-1] <= 5, sizes

@@ -121,7 +121,7 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
     from ..sources import load_image, open_layout_ref
     from ..stores.base import write_image
     from ..stores.layout import LayoutStore
-    from ..transfer import copy_descriptor
+    from ..stores.transfer import copy_descriptor
 
     src, dst = _ref(src_text), parse_ref(dst_text)
     if isinstance(src, RegistryRef) or isinstance(dst, RegistryRef):

@@ -12,7 +12,7 @@ from . import output
 def debug_image(recipe: Path, ssh_keys: list[Path], channel: str | None, release: str | None, delta: int | None,
                 ttl: str | None, sshd_only: bool, port: int, out: Path | None, now_text: str | None,
                 json_out: bool) -> None:
-    from ..recipe.adhoc import make_debug_image
+    from ..engine.debug import make_debug_image
     from ..recipe.load import load_recipe
     from ..stages.debug import HostKey, check_public_key, fingerprint
     from ..stages.rollout import parse_release

@@ -11,13 +11,10 @@ from . import edge, output
 from .progress import progress_bar
 
 if TYPE_CHECKING:
-    from ..oci.descriptor import Descriptor
     from ..progress import Progress
     from ..recipe.load import LoadedRecipe
-    from ..remote_cache import RemoteCache
     from ..sources import BuildOptions
-    from ..stores.layout import LayoutStore
-    from ..stores.registry import RegistryStore
+    from ..stores.remote_cache import RemoteCache
     from .registry_cmds import Session
 
 
@@ -42,7 +39,7 @@ def secrets(lr: LoadedRecipe) -> dict[str, str]:
     edge; never printed)."""
     import os
 
-    from ..recipe.environments import password_vars
+    from ..engine.environment import password_vars
 
     return {name: os.environ[name] for name in password_vars(lr) if name in os.environ}
 
@@ -70,7 +67,7 @@ def remote_cache(lr: LoadedRecipe, cache: str | None, session: Session) -> Remot
     ref = parse_registry(text)
     if not isinstance(ref, RegistryRef) or ref.digest is not None or (ref.tag not in (None, "latest")):
         raise InvalidInput(f"--cache {text!r}: name a registry repository, e.g. localhost:5000/regfp-cache")
-    from ..remote_cache import RemoteCache
+    from ..stores.remote_cache import RemoteCache
 
     return RemoteCache(session.store(ref), ref.repository)
 
@@ -80,10 +77,10 @@ def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None,
           push: bool = False) -> None:
     from dataclasses import replace
 
-    from ..recipe.execute import execute
+    from ..engine.converge import converge
+    from ..engine.kinds import STAGES
+    from ..engine.run import Run
     from ..recipe.load import load_recipe
-    from ..recipe.plan import STAGES, make_plan
-    from ..stores.layout import LayoutStore
     from . import registry_cmds
 
     now = parse_now(now_text)
@@ -97,14 +94,10 @@ def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None,
     layout = out.resolve() if out else lr.output_layout
     with registry_cmds.session() as session:
         remote = remote_cache(lr, cache, session)
-        options = replace(_options(), remote=remote)
-        # An existing layout takes the dir: images planning has to make anyway (so they are made once).
-        work = LayoutStore.open(layout) if (layout / "oci-layout").exists() else None
-        plan = make_plan(lr, now=now, options=options, layout=layout, git_cache=_git_cache(),
-                         stages=frozenset(only) or STAGES, channels=tuple(channels) if channels else None,
-                         shard=shard, work=work)
         with progress_bar() as bar:
-            report = execute(plan, now=now, options=options, progress=bar, secrets=secrets(lr))
+            run = Run(lr, layout, now, replace(_options(), remote=remote), progress=bar, secrets=secrets(lr),
+                      git_cache=_git_cache(), channels=tuple(channels) if channels else None)
+            report = converge(run, only or STAGES, shard)
             pushed = _push(lr, layout, [i.name for i in report.images], session, bar) if push else []
         if remote is not None:
             report.remote = vars(remote.stats)
@@ -118,83 +111,46 @@ def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None,
     for img in report.images:
         mark = "cached" if img.cached else ("built " if img.stage == "build" else "made  ")
         con.print(f"{mark}  {img.name}  {img.digest}", markup=False, soft_wrap=True)
+    for name in report.removed:
+        con.print(f"removed {name}", markup=False, soft_wrap=True)
     for ref in pushed:
         con.print(f"pushed  {ref}", markup=False, soft_wrap=True)
-    output.note(f"layout {plan.layout}")
+    for note in report.notes:
+        output.note(note)
+    output.note(f"layout {layout}")
 
 
 def _push(lr: LoadedRecipe, layout: Path, names: list[str], session: Session, progress: Progress) -> list[str]:
-    """Every image this run named, to its registry target: checked first, then blobs, manifests, tags."""
-    from ..recipe.push import check, targets
+    """Every image this run named, to its registry target (see engine.push)."""
+    from ..engine.push import push
     from ..refs import parse_registry
     from ..stores.layout import LayoutStore
-    from ..stores.registry import RegistryStore, push_names
+    from ..stores.registry import RegistryStore
 
-    store = LayoutStore.open(layout)
-    current = store.names()
-    rollout = f"rollouts/{lr.recipe.name}:"  # the whole stream: ledger, r<N>, n-<k>, cohort-<k>
-    names = [*names, *sorted(n for n in current if n.startswith(rollout))]
-    unique = list(dict.fromkeys(n for n in names if n in current))
-    where = targets(lr, unique)
-    check(store, {n: (current[n], where[n]) for n in unique})
-    groups: dict[str, dict[str, object]] = {}
-    for n in unique:
-        groups.setdefault(where[n].prefix, {})[where[n].name] = current[n].with_annotations({})
-    pushed = []
-    stores = {}
-    for prefix in groups:
+    def open_prefix(prefix: str) -> tuple[str, RegistryStore]:
         ref = parse_registry(f"{prefix.rstrip('/')}/x")
-        stores[prefix] = (ref, RegistryStore(session.client(ref.registry), ref.repository.rpartition("/")[0]))
-    ledger = f"rollouts/{lr.recipe.name}:ledger"
-    if ledger in current:  # checked before anything moves: never replace a stream with a diverged one
-        _check_remote_ledger(lr.recipe.name, store, current[ledger], stores[where[ledger].prefix][1], ledger)
-    for prefix, items in groups.items():
-        ref, target = stores[prefix]
-        path = target.prefix
-        push_names(store, target, items, progress=progress)  # type: ignore[arg-type]
-        pushed += [f"{ref.registry}/{path + '/' if path else ''}{name}" for name in items]
-    return pushed
+        return ref.registry, RegistryStore(session.client(ref.registry), ref.repository.rpartition("/")[0])
 
-
-def _check_remote_ledger(name: str, local: LayoutStore, ours: Descriptor, target: RegistryStore,
-                         ledger_name: str) -> None:
-    """The registry's ledger must be ours, or an older state of it (its releases a prefix of ours);
-    otherwise another machine cut releases this layout lacks, and pushing would rewrite history."""
-    from ..errors import NotFound, RegfpError
-    from ..stages.rollout import Ledger
-
-    try:
-        theirs_desc = target.resolve(ledger_name)
-    except NotFound:
-        return
-    if theirs_desc.digest == ours.digest:
-        return
-    theirs = Ledger.parse(name, target.get_manifest(theirs_desc))
-    mine = Ledger.parse(name, local.get_manifest(ours))
-
-    def key(ledger: Ledger) -> list[tuple[int, str]]:
-        return [(r.number, r.image.digest.text) for r in ledger.releases]
-
-    if theirs.last > mine.last or key(mine)[: len(key(theirs))] != key(theirs):
-        raise RegfpError(f"the registry's {ledger_name} has releases this layout does not (theirs up to "
-                         f"r{theirs.last}, ours up to r{mine.last}): another machine cut them. Pushing would "
-                         "rewrite the stream; build with the same --cache to share the ledger, then push")
+    return push(lr, LayoutStore.open(layout), names, open_prefix, progress)
 
 
 def plan(recipe: Path, out: Path | None, now_text: str | None, fmt: str) -> None:
+    from ..engine.converge import plan as make_plan
+    from ..engine.run import Run
     from ..recipe.load import load_recipe
-    from ..recipe.plan import make_plan
     from . import plan_render
 
     now = parse_now(now_text)
     lr = load_recipe(recipe)
-    p = make_plan(lr, now=now, options=_options(), layout=out.resolve() if out else None, git_cache=_git_cache())
+    layout = out.resolve() if out else lr.output_layout
+    run = Run(lr, layout, now, _options(), dry=True, git_cache=_git_cache())
+    outcomes = make_plan(run)
     if fmt == "json":
-        output.print_json(plan_render.as_json(p))
+        output.print_json(plan_render.as_json(run, outcomes))
     elif fmt == "dot":
-        print(plan_render.as_dot(p))
+        print(plan_render.as_dot(outcomes))
     else:
-        plan_render.as_tree(p)
+        plan_render.as_tree(run, outcomes)
 
 
 def schema() -> None:

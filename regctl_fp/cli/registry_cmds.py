@@ -129,7 +129,7 @@ def copy(src: Ref, dst: Ref, src_text: str, dst_text: str, want: Platform | None
     from ..sources import load_image, open_layout_ref
     from ..stores.base import read_image, write_image
     from ..stores.layout import LayoutStore
-    from ..transfer import copy_descriptor
+    from ..stores.transfer import copy_descriptor
     from . import edge
 
     if isinstance(dst, LayoutRef) and dst.name is None:

@@ -22,12 +22,17 @@ def _env_key(text: str) -> tuple[str, str]:
 
 def rollout(recipe: Path, out: Path | None, delta: int | None, env: str | None, status: bool,
             yank: str | None, unyank: str | None, now_text: str | None, json_out: bool) -> None:
+    from ..engine.converge import converge
+    from ..engine.rollout import read_ledger
+    from ..engine.run import LedgerChange, Run
     from ..recipe.load import load_recipe
-    from ..recipe.rollouts import read_ledger, update
     from ..stages.rollout import parse_release
     from ..stores.layout import LayoutStore
+    from .progress import progress_bar
     from .recipe_cmds import _git_cache, _options, parse_now, secrets
 
+    if yank and unyank:
+        raise InvalidInput("--yank and --unyank are alternatives; give one")
     lr = load_recipe(recipe)
     r = lr.recipe
     if r.rollouts is None:
@@ -41,32 +46,25 @@ def rollout(recipe: Path, out: Path | None, delta: int | None, env: str | None, 
     layout = out.resolve() if out else lr.output_layout
     now = parse_now(now_text)
     cut: dict[str, Any] | None = None
-    if yank or unyank:
-        number = parse_release(yank or unyank or "")
-        with LayoutStore.open(layout) as store:
-            _, ledger = update(store, r.name, r.rollouts, lambda led: led.set_yanked(number, bool(yank)))
-    elif status:
+    if status:
         with LayoutStore.open(layout) as store:
             ledger = read_ledger(store, r.name)
     else:
-        from ..recipe.execute import execute
-        from ..recipe.plan import make_plan
-        from .progress import progress_bar
-
-        options = _options()
-        plan = make_plan(lr, now=now, options=options, layout=layout, git_cache=_git_cache(),
-                         stages=frozenset({"build", "patch", "rollout", "environment"}),
-                         channels=(r.rollouts.channel,))
+        # A yank changes the stream and moves every name that follows it (n-<k>, cohorts, environments);
+        # without one, the rollout channel's image is built, patched and released when it is new.
+        change = LedgerChange(parse_release(yank or unyank or ""), bool(yank)) if yank or unyank else None
+        if change is not None:
+            LayoutStore.open(layout)  # the layout must exist: a yank names a release in it
         with progress_bar() as bar:
-            report = execute(plan, now=now, options=options, progress=bar, secrets=secrets(lr))
-        cut = report.rollout
+            run = Run(lr, layout, now, _options(), progress=bar, secrets=secrets(lr), git_cache=_git_cache(),
+                      cut=change is None, ledger_change=change, channels=(r.rollouts.channel,))
+            report = converge(run, ("rollout", "environment"))
+        cut = report.rollout if change is None else None
         with LayoutStore.open(layout) as store:
             ledger = read_ledger(store, r.name)
     envs = []
     for e in r.environments:
         d = delta if (delta is not None and (wanted is None or wanted == (e.location, e.environment))) else e.delta
-        if wanted is not None and wanted != (e.location, e.environment):
-            d = e.delta
         rel = ledger.at_delta(d)
         envs.append({"environment": f"{e.location}.{e.environment}", "delta": d,
                      "release": f"r{rel.number}" if rel else None, "digest": rel.image.digest.text if rel else None})
@@ -83,7 +81,7 @@ def rollout(recipe: Path, out: Path | None, delta: int | None, env: str | None, 
 
 def _status_json(ledger: Ledger, spec: Rollouts, envs: list[dict[str, Any]],
                  cut: dict[str, Any] | None) -> dict[str, Any]:
-    from ..recipe.rollouts import cohorts_of
+    from ..engine.rollout import cohorts_of
     from ..stages.rollout import names
 
     pointing: dict[str, list[str]] = {}

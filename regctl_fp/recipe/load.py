@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import RecipeError, RefError
 from ..refs import DirRef, LayoutRef, Ref, parse_ref
+from .checks import check_units
 from .model import Recipe
 from .schema import Converter, json_schema
 from .yamlsrc import Document, KeyPath, load_yaml
@@ -116,9 +117,13 @@ def _check(lr: LoadedRecipe) -> None:
         _check_ref(lr, kp, value, channels)
     from_image = r.patch.from_ if r.patch is not None else None
     if from_image is None:
-        for key in ("source", "build"):
-            if getattr(r, key) is None:
+        for key, other in (("source", "build"), ("build", "source")):
+            if getattr(r, key) is None and (getattr(r, other) is not None or r.rollouts or r.environments
+                                            or r.debug):
                 raise lr.error((), f"missing required key {key!r} (or patch.from, to patch an existing image)")
+        if r.source is None and not (r.matrix or r.work):
+            raise lr.error((), "a recipe needs source and build (a Git commit to build), patch.from (an image "
+                               "to patch), or matrix/work sections")
     elif r.source is not None or r.build is not None:
         raise lr.error(("patch", "from"), "patch.from patches an existing image: drop source and build, or "
                                           "patch.from")
@@ -147,8 +152,6 @@ def _check(lr: LoadedRecipe) -> None:
         _check_ref(lr, ("debug", "tools"), r.debug.tools, channels)
     if r.source is not None and not r.source.git:
         raise lr.error(("source", "git"), "source.git must name a repository")
-    from .units import check_units
-
     check_units(lr)
 
 

@@ -22,10 +22,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import InvalidInput
 from ..oci.canonical import canonical_json
-from .validity import IDENTITY_DIR, needs_reissue, window
+from .validity import IDENTITY_DIR, window
 
 __all__ = ["IDENTITY_DIR", "Authority", "IdentityError", "Issued", "Subject", "check", "issue", "load_authority",
-           "needs_reissue", "window"]
+           "window"]
 
 _P256_ORDER = int("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551", 16)
 

@@ -354,7 +354,7 @@ class RegistryStore:
         sources = self.client.locations.others(desc.digest.text, repo)
         if not sources:
             raise NotFound(f"manifest {desc.digest}", f"{self.client.host}/{repo} (push its content first)")
-        from ..transfer import copy_descriptor
+        from .transfer import copy_descriptor
 
         copy_descriptor(self._at(sources[0]), self._at(repo), desc)
 
@@ -363,7 +363,7 @@ def push_names(src: Store, dst: RegistryStore, names: Mapping[str, Descriptor], 
                progress: Progress | None = None) -> None:
     """Push each named image from ``src`` into its repository under ``dst``'s prefix, then move every
     tag, last. A blob shared by several names is uploaded once and mounted into the other repositories."""
-    from ..transfer import copy_descriptor
+    from .transfer import copy_descriptor
 
     for name, desc in names.items():
         repo, _tag = dst.split(name)

@@ -10,13 +10,13 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import BinaryIO
 
-from .errors import VerificationError
-from .oci import mediatypes as mt
-from .oci.descriptor import Descriptor
-from .oci.digest import Digest
-from .oci.manifest import Index, Manifest
-from .progress import Progress
-from .stores.base import Store
+from ..errors import VerificationError
+from ..oci import mediatypes as mt
+from ..oci.descriptor import Descriptor
+from ..oci.digest import Digest
+from ..oci.manifest import Index, Manifest
+from ..progress import Progress
+from .base import Store
 
 OnBytes = Callable[[int], None]
 

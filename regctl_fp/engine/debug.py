@@ -9,13 +9,13 @@ from pathlib import Path
 from ..errors import InvalidInput
 from ..oci.descriptor import Descriptor
 from ..progress import SILENT, Progress
+from ..recipe.load import LoadedRecipe
+from ..recipe.model import Environment
 from ..sources import BuildOptions, load_image
 from ..stages.debug import DebugInputs, HostKey, debug_image
 from ..stores.base import read_image, write_image
 from ..stores.layout import LayoutStore
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
-from .load import LoadedRecipe
-from .model import Environment
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,12 @@ def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_key: HostK
     env = _dev_environment(lr)
     out = layout or lr.output_layout
     ttl_seconds = parse_duration(ttl or r.debug.ttl) if (ttl or r.debug.ttl) else 8 * 3600
-    prepared = None
-    if env is not None and env.identity is not None:
-        from .environments import prepare
+    authority = None
+    if env is not None and env.identity is not None:  # checked before anything is made
+        from .environment import PreparedEnv, authority_of
 
-        prepared = prepare(lr, now=now, secrets=secrets)[list(r.environments).index(env)]  # checked first
+        index = list(r.environments).index(env)
+        authority = authority_of(lr, PreparedEnv(env, index, (), (), None), secrets, now)
     number = 0
     if release is not None or delta is not None:
         parent_desc, revision, channel_name, number = _from_ledger(lr, out, release, delta)
@@ -55,12 +56,11 @@ def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_key: HostK
         tools = load_image(lr.image_ref(r.debug.tools), work=store, platform=parent.config.platform,
                            options=options, progress=progress)
         identity = None
-        if prepared is not None and env is not None and env.identity is not None:
+        if authority is not None and env is not None and env.identity is not None:
             from ..stages.identity import Subject, issue, window
 
-            assert prepared.authority is not None
             ident = env.identity
-            identity = issue(prepared.authority, Subject(r.name, env.location, env.environment, number, revision,
+            identity = issue(authority, Subject(r.name, env.location, env.environment, number, revision,
                                                          ident.trust_domain, tuple(ident.hosts), ident.puller),
                              *window(now, min(parse_duration(ident.ttl), ttl_seconds)))
         expires = rfc3339(now + ttl_seconds)
@@ -90,7 +90,7 @@ def _dev_environment(lr: LoadedRecipe) -> Environment | None:
 
 
 def _repo_name(lr: LoadedRecipe) -> str:
-    from .plan import repo_name
+    from .source import repo_name
 
     source = lr.recipe.source
     if source is None:
@@ -104,7 +104,7 @@ def _repo_name(lr: LoadedRecipe) -> str:
 
 def _from_ledger(lr: LoadedRecipe, out: Path, release: int | None,
                  delta: int | None) -> tuple[Descriptor, str, str, int]:
-    from .rollouts import read_ledger
+    from .rollout import read_ledger
 
     r = lr.recipe
     if r.rollouts is None:
@@ -118,16 +118,16 @@ def _from_ledger(lr: LoadedRecipe, out: Path, release: int | None,
 
 def _current(lr: LoadedRecipe, out: Path, channel: str | None, now: int, options: BuildOptions,
              secrets: Mapping[str, str], git_cache: Path | None, progress: Progress) -> tuple[Descriptor, str, str]:
-    from .execute import execute
-    from .plan import make_plan
+    from .converge import converge
+    from .run import Run
 
     r = lr.recipe
     if r.patch is None:
         raise InvalidInput(f"{lr.path}: debug images are built on a patched release; add patch.channels")
     name = channel or (r.rollouts.channel if r.rollouts else next(iter(r.patch.channels)))
-    plan = make_plan(lr, now=now, options=options, layout=out, git_cache=git_cache,
-                     stages=frozenset({"build", "patch"}), channels=(name,))
-    execute(plan, now=now, options=options, progress=progress, secrets=secrets)
+    run = Run(lr, out, now, options, progress=progress, secrets=secrets, git_cache=git_cache, channels=(name,))
+    converge(run, ("build", "patch"))
+    assert run.source is not None
     store = LayoutStore.open(out)
-    desc = store.resolve(plan.patch_name(name))
-    return Descriptor(desc.media_type, desc.digest, desc.size), plan.commit.sha, name
+    desc = store.resolve(run.source.patch_name(name))
+    return Descriptor(desc.media_type, desc.digest, desc.size), run.source.commit.sha, name

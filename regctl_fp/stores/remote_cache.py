@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import NotFound, RegfpError, VerificationError
-from .oci import mediatypes as mt
-from .oci.descriptor import Descriptor
-from .oci.manifest import Index, Manifest
-from .stores.base import Store
+from ..errors import NotFound, RegfpError, VerificationError
+from ..oci import mediatypes as mt
+from ..oci.descriptor import Descriptor
+from ..oci.manifest import Index, Manifest
+from .base import Store
 
 
 @dataclass

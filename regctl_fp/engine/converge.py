@@ -1,0 +1,138 @@
+"""A run: find the nodes, evaluate each once in order, then move every changed name at once.
+
+Order of writes: blobs and manifests as nodes are made (nothing named); then one ``index.json``
+replacement moves every name whose desired entry differs from what the layout holds, the rollout
+lock held from reading the ledger until then. A crash before it leaves every name as it was; a re-run
+finds the made images by key once named, or makes them again (same inputs, same bytes). The report is
+read back from the layout afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+from ..oci import annotation_keys as A
+from ..oci.descriptor import Descriptor
+from ..stores.layout import LayoutStore
+from .graph import Node, NodeId, Outcome
+from .kinds import BY_NAME, KINDS, STAGES, expand
+from .report import ImageResult, Report
+from .run import Run
+from .source import open_source
+
+
+def nodes_of(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | None = None) -> list[Node]:
+    """The recipe's nodes for ``stages`` (and what they stand on), inputs before their consumers."""
+    wanted = expand(frozenset(stages))
+    if run.source is None:
+        r = run.lr.recipe
+        from_digest = run.image(r.patch.from_).digest.text if r.patch and r.patch.from_ and \
+            wanted & {"build", "patch", "rollout", "environment"} else None
+        run.source = open_source(run.lr, git_cache=run.git_cache, from_digest=from_digest) \
+            if wanted & {"build", "patch", "rollout", "environment"} else None
+    nodes: list[Node] = []
+    seen: set[NodeId] = set()
+    for kind in KINDS:
+        if kind.stage not in wanted:
+            continue
+        for node in kind.nodes(run):
+            if node.id not in seen:
+                seen.add(node.id)
+                nodes.append(node)
+    if shard is not None:
+        nodes = [n for n in nodes if not n.unit or in_shard(str(n.id), *shard)]
+    return nodes
+
+
+def in_shard(unit: str, index: int, count: int) -> bool:
+    """Unit ids go to shards by sha256, so every shard agrees without talking to the others."""
+    return int(hashlib.sha256(unit.encode()).hexdigest(), 16) % count == index - 1
+
+
+def evaluate(run: Run, nodes: list[Node]) -> list[Outcome]:
+    """Every node's outcome, in order; inputs are checked first (before anything is made)."""
+    present = {n.id.kind for n in nodes}
+    for kind in KINDS:
+        if kind.name in present and kind.check is not None:
+            kind.check(run)
+    outcomes = []
+    for node in nodes:
+        outcome = BY_NAME[node.id.kind].evaluate(run, node)
+        run.outcomes[node.id] = outcome
+        outcomes.append(outcome)
+    return outcomes
+
+
+def plan(run: Run, stages: Iterable[str] = STAGES) -> list[Outcome]:
+    """What a run would do, making and writing nothing (``run.dry`` must be set)."""
+    assert run.dry
+    try:
+        return evaluate(run, nodes_of(run, stages))
+    finally:
+        run.close()
+
+
+def converge(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | None = None) -> Report:
+    """Make the layout hold the desired state of every name the selected stages own; report what is."""
+    assert not run.dry
+    try:
+        outcomes = evaluate(run, nodes_of(run, stages, shard))
+        changed = commit(run, outcomes)
+    finally:
+        run.close()
+    report = read_back(run, outcomes, changed)
+    report.rollout = run.memo.get("rollout")
+    from ..layers import Counters
+
+    report.layers_compressed = Counters.compressed
+    return report
+
+
+def desired(outcomes: Iterable[Outcome]) -> dict[str, Descriptor | None]:
+    out: dict[str, Descriptor | None] = {}
+    for o in outcomes:
+        out.update(o.names)
+    return out
+
+
+def commit(run: Run, outcomes: list[Outcome]) -> set[str]:
+    """One index replacement moving every name whose entry differs from the desired one."""
+    want = desired(outcomes)
+    if not want:
+        return set()
+    store = run.store
+    current = store.names()
+    changes = {n: d for n, d in want.items() if not same_entry(current.get(n), d)}
+    if changes:
+        store.set_names(changes)
+    return set(changes)
+
+
+def same_entry(have: Descriptor | None, want: Descriptor | None) -> bool:
+    if have is None or want is None:
+        return have is None and want is None
+    plain = {k: v for k, v in have.annotations.items() if k != A.REF_NAME}
+    return (have.digest == want.digest and have.media_type == want.media_type and have.size == want.size
+            and plain == dict(want.annotations))
+
+
+def read_back(run: Run, outcomes: list[Outcome], changed: set[str]) -> Report:
+    names: Mapping[str, Descriptor] = LayoutStore.open(run.layout).names() if (run.layout / "oci-layout").exists() \
+        else {}
+    report = Report(str(run.layout))
+    for o in outcomes:
+        if o.node.id.kind == "input":
+            continue
+        stage = o.node.id.kind
+        if o.state == "waiting":
+            report.notes.append(f"{o.node.id.part}: {o.reason}")
+        for name, want in o.names.items():
+            have = names.get(name)
+            if have is None:
+                if want is None and name in changed:
+                    report.removed.append(name)
+                continue
+            report.images.append(ImageResult(stage, name, have.digest.text, o.cached or name not in changed,
+                                             o.state, o.reason))
+    return report

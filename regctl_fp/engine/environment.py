@@ -1,0 +1,233 @@
+"""Stage kind ``environment``: per location x environment, the release at its delta plus env, files,
+CA certificates, polyfills and an identity certificate.
+
+Everything an environment needs from disk (files, CA certificates, the identity CA) is read and
+checked before any name moves; a missing CA password fails before anything is made. The identity's
+validity window is a function of the run's clock alone (``stages.validity.window``), so the desired
+image is a function of the recipe, the ledger, the inputs and ``now``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidInput
+from ..oci import annotation_keys as A
+from ..oci.descriptor import Descriptor
+from ..recipe.load import LoadedRecipe
+from ..recipe.model import Environment, FileSource, fragment
+from ..stages.environment import FileSpec, check_ca_pem, pem_blocks
+from ..stages.validity import window
+from ..timeutil import parse_duration, parse_rfc3339, rfc3339
+from .graph import Node, NodeId, Outcome
+from .keys import stage_key
+from .reuse import reuse_or_make
+from .rollout import ROLLOUT
+from .run import Run
+
+if TYPE_CHECKING:
+    from ..stages.identity import Authority
+    from ..stages.rollout import Ledger, Release
+
+
+@dataclass(frozen=True)
+class PreparedEnv:
+    spec: Environment
+    index: int
+    files: tuple[FileSpec, ...]
+    ca_certs: tuple[bytes, ...]
+    ca_fingerprint: str | None  # of the identity CA certificate
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.location}.{self.spec.environment}"
+
+    def names(self, name: str, release: int | None) -> tuple[str, ...]:
+        prefix = f"{self.label}/app/{name}"
+        return (f"{prefix}:live",) if release is None else (f"{prefix}:live", f"{prefix}:r{release}")
+
+    def window(self, now: int) -> tuple[int, int] | None:
+        if self.spec.identity is None:
+            return None
+        return window(now, parse_duration(self.spec.identity.ttl))
+
+    def key(self, release: Descriptor, revision: str, polyfills: list[str], win: tuple[int, int] | None) -> str:
+        inputs = {
+            "release": release.digest.text,
+            "polyfills": polyfills,
+            "files": {f.path: hashlib.sha256(f.data).hexdigest() for f in self.files},
+            "caCerts": [hashlib.sha256(c).hexdigest() for c in self.ca_certs],
+            "identity": {"ca": self.ca_fingerprint, "window": list(win)} if win else None,
+        }
+        return stage_key("environment", fragment(self.spec), inputs, revision)
+
+
+def prepare(lr: LoadedRecipe, *, full: bool) -> list[PreparedEnv]:
+    """Read and check every environment's inputs; ``full`` also parses CA certificates completely."""
+    out = []
+    for i, env in enumerate(lr.recipe.environments):
+        kp = ("environments", i)
+        files = []
+        for image_path, source in env.files.items():
+            src = FileSource(src=source) if isinstance(source, str) else source
+            data = _read(lr, src.src, (*kp, "files", image_path))
+            uid, _, gid = src.owner.partition(":")
+            files.append(FileSpec(image_path, data, int(src.mode, 8), int(uid), int(gid or uid)))
+        certs = []
+        for j, rel in enumerate(env.ca_certs):
+            data = _read(lr, rel, (*kp, "caCerts", j))
+            try:  # fully parsed when executing; planning only needs the bytes
+                certs.append(check_ca_pem(data, str(lr.resolve(rel))) if full else
+                             b"".join(block for kind, block in pem_blocks(data) if kind == "CERTIFICATE"))
+            except InvalidInput as e:
+                raise lr.error((*kp, "caCerts", j), e.message) from None
+        fingerprint = None
+        if env.identity is not None:
+            cert_path = lr.resolve(env.identity.ca)
+            fingerprint = _cert_fingerprint(cert_path)
+            if fingerprint is None:
+                raise lr.error((*kp, "identity", "ca"), f"{cert_path}: not a readable PEM certificate")
+        out.append(PreparedEnv(env, i, tuple(files), tuple(certs), fingerprint))
+    return out
+
+
+def authority(run: Run, env: PreparedEnv) -> Authority:
+    """The identity CA of ``env``, loaded once per run."""
+    ident = env.spec.identity
+    assert ident is not None
+    memo_key = f"authority:{ident.ca}:{ident.key}:{ident.key_password_env}"
+    if memo_key not in run.memo:
+        run.memo[memo_key] = authority_of(run.lr, env, run.secrets or {}, run.now)
+    found: Authority = run.memo[memo_key]
+    return found
+
+
+def authority_of(lr: LoadedRecipe, env: PreparedEnv, secrets: Mapping[str, str], now: int) -> Authority:
+    """The identity CA of ``env``, its key unlocked with the password the recipe names."""
+    from ..stages.identity import IdentityError, load_authority
+
+    ident = env.spec.identity
+    assert ident is not None
+    kp = ("environments", env.index)
+    password = None
+    if ident.key_password_env:
+        password = secrets.get(ident.key_password_env)
+        if password is None:
+            raise lr.error((*kp, "identity", "keyPasswordEnv"),
+                           f"environment variable {ident.key_password_env} is not set")
+    try:
+        return load_authority(lr.resolve(ident.ca), lr.resolve(ident.key), password, now=now)
+    except IdentityError as e:
+        raise lr.error((*kp, "identity"), e.message) from None
+
+
+def _cert_fingerprint(path: Path) -> str | None:
+    """SHA-256 of the first certificate's DER, as ``Certificate.fingerprint`` gives, without parsing it."""
+    import base64
+    import binascii
+
+    try:
+        blocks = [b for kind, b in pem_blocks(path.read_bytes()) if kind == "CERTIFICATE"]
+        body = b"".join(blocks[0].splitlines()[1:-1]) if blocks else b""
+        return hashlib.sha256(base64.b64decode(body, validate=True)).hexdigest() if body else None
+    except (OSError, binascii.Error, ValueError):
+        return None  # reported by the caller
+
+
+def _read(lr: LoadedRecipe, rel: str, kp: tuple[str | int, ...]) -> bytes:
+    path: Path = lr.resolve(rel)
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise lr.error(kp, f"{path}: cannot read ({e.strerror})") from None
+
+
+def identity_annotations(spiffe: str, win: tuple[int, int]) -> dict[str, str]:
+    return {A.IDENTITY: spiffe, A.IDENTITY_NOT_BEFORE: rfc3339(win[0]), A.IDENTITY_NOT_AFTER: rfc3339(win[1]),
+            A.CONTAINS_SECRET: "true"}
+
+
+def password_vars(lr: LoadedRecipe) -> list[str]:
+    return sorted({e.identity.key_password_env for e in lr.recipe.environments
+                   if e.identity is not None and e.identity.key_password_env})
+
+
+# ---- the stage kind -----------------------------------------------------------------------------------
+
+def prepared(run: Run) -> list[PreparedEnv]:
+    if "environments" not in run.memo:
+        run.memo["environments"] = prepare(run.lr, full=not run.dry)
+    envs: list[PreparedEnv] = run.memo["environments"]
+    return envs
+
+
+def check_inputs(run: Run) -> None:
+    """Before anything is made: every input read, and every CA password present (when executing)."""
+    for env in prepared(run):
+        ident = env.spec.identity
+        if not run.dry and ident is not None and ident.key_password_env and \
+                ident.key_password_env not in (run.secrets or {}):
+            raise run.lr.error(("environments", env.index, "identity", "keyPasswordEnv"),
+                               f"environment variable {ident.key_password_env} is not set")
+
+
+def environment_nodes(run: Run) -> list[Node]:
+    r = run.lr.recipe
+    if r.rollouts is None:
+        return []
+    return [Node(NodeId("environment", f"{e.location}.{e.environment}"),
+                 (f"{e.location}.{e.environment}/app/{r.name}:live",), (ROLLOUT,), unit=True)
+            for e in r.environments]
+
+
+def evaluate_environment(run: Run, node: Node) -> Outcome:
+    r = run.lr.recipe
+    env = next(e for e in prepared(run) if e.label == node.id.part)
+    ledger: Ledger = run.memo["ledger"]
+    delta = env.spec.delta
+    rel = ledger.at_delta(delta)
+    if rel is None:
+        return Outcome(node, "waiting", "none", f"no release at n-{delta} yet",
+                       names={n: None for n in env.names(r.name, None)})
+    names = env.names(r.name, rel.number)
+    polyfills = [run.image(p).digest.text for p in env.spec.polyfills]
+    win = env.window(run.now)
+    key = env.key(rel.image, rel.revision, polyfills, win)
+    at = f"r{rel.number} at n-{delta}"
+    have = run.snapshot.manifest_annotations(names[1]) if names[1] in run.snapshot.names else {}
+    why = "identity re-issued for a new validity window" if have and env.spec.identity else at
+    return reuse_or_make(run, node, key, names, lambda: _make(run, env, rel, key, win),
+                         cached_reason=at, make_reason=why)
+
+
+def _make(run: Run, env: PreparedEnv, rel: Release, key: str, win: tuple[int, int] | None) -> Descriptor:
+    from ..stages.environment import EnvironmentInputs, environment_image
+    from ..stages.identity import Subject, issue
+    from ..stores.base import read_image, write_image
+
+    r = run.lr.recipe
+    store = run.store
+    release = read_image(store, rel.image)
+    polyfills = [run.image(p, platform=release.config.platform) for p in env.spec.polyfills]
+    annotations = {A.STAGE: "environment", A.KEY: key, A.ENVIRONMENT: env.label, A.LOCATION: env.spec.location,
+                   A.RELEASE: f"r{rel.number}", A.REVISION: rel.revision}
+    identity = None
+    if win is not None:
+        ident = env.spec.identity
+        assert ident is not None
+        identity = issue(authority(run, env), Subject(r.name, env.spec.location, env.spec.environment, rel.number,
+                                                      rel.revision, ident.trust_domain, tuple(ident.hosts),
+                                                      ident.puller), *win)
+        annotations.update(identity_annotations(identity.spiffe_id, win))
+    created = release.annotations.get(A.CREATED)
+    inputs = EnvironmentInputs(release=release, release_number=rel.number, name=r.name,
+                               location=env.spec.location, environment=env.spec.environment,
+                               revision=rel.revision, channel=rel.channel,
+                               mtime=parse_rfc3339(created) if created else 0, env=dict(env.spec.env),
+                               files=env.files, ca_certs=env.ca_certs, polyfills=tuple(polyfills),
+                               identity=identity)
+    return write_image(store, environment_image(inputs, store, annotations, run.progress))

@@ -1,0 +1,117 @@
+"""One run of the engine: the recipe, the layout, the clock and options, and what it has found so far.
+
+Everything a stage kind needs from outside comes through here: images by reference (each loaded once
+per run), the layout store (opened for writing on first need, never in a plan), secrets (only when
+executing), and the outcomes of the nodes evaluated before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..oci.descriptor import Descriptor, Platform
+from ..oci.image import Image
+from ..progress import SILENT, Progress
+from ..recipe.load import LoadedRecipe
+from ..sources import BuildOptions, load_image
+from ..stores.base import Store
+from ..stores.layout import LayoutStore
+from ..stores.null import NullStore
+from .graph import NodeId, Outcome
+from .snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from ..stages.rollout import Ledger
+    from .source import Source
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LedgerChange:
+    """An operator's change to the release stream, applied before the stream converges (yank/unyank)."""
+
+    release: int
+    yanked: bool
+
+    def apply(self, ledger: Ledger) -> Ledger:
+        return ledger.set_yanked(self.release, self.yanked)
+
+
+@dataclass
+class Run:
+    lr: LoadedRecipe
+    layout: Path
+    now: int
+    options: BuildOptions
+    progress: Progress = SILENT
+    secrets: Mapping[str, str] | None = None  # env var -> value; None in a plan: keys are never touched
+    dry: bool = False  # a plan: compute what is known, make and write nothing
+    git_cache: Path | None = None
+    cut: bool = True  # whether the rollout may cut a new release (False for a yank alone)
+    channels: tuple[str, ...] | None = None  # patch only these channels (default: all)
+    ledger_change: LedgerChange | None = None
+    outcomes: dict[NodeId, Outcome] = field(default_factory=dict)
+    source: Source | None = None
+    _snapshot: Snapshot | None = None
+    _store: LayoutStore | None = None
+    _images: dict[tuple[str, str], Image] = field(default_factory=dict)
+    _held: ExitStack = field(default_factory=ExitStack)
+    memo: dict[str, Any] = field(default_factory=dict)  # per-run values a kind computes once
+
+    @property
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            self._snapshot = Snapshot.of(self.layout)
+        return self._snapshot
+
+    @property
+    def store(self) -> LayoutStore:
+        """The output layout, opened (or created) for writing; never in a plan."""
+        assert not self.dry, "a plan writes nothing"
+        if self._store is None:
+            self._store = self._held.enter_context(LayoutStore.open_or_create(self.layout))
+        return self._store
+
+    @property
+    def work(self) -> Store:
+        """Where images a reference needs are made (``dir:`` trees): the layout, or nowhere in a plan
+        without one (only their digests are needed)."""
+        if not self.dry:
+            return self.store
+        return self.snapshot.store or NullStore()
+
+    def image(self, ref: str, *, platform: Platform | None = None) -> Image:
+        """The image a recipe reference stands for (paths relative to the recipe), loaded once."""
+        want = platform or self.options.platform
+        cache_key = (ref, str(want))
+        if cache_key not in self._images:
+            self._images[cache_key] = load_image(self.lr.image_ref(ref), work=self.work, platform=want,
+                                                 options=self.options, progress=self.progress)
+        return self._images[cache_key]
+
+    def hold(self, lock: str) -> None:
+        """Take a layout lock until the run ends (after its names moved): e.g. ``rollout``, so two
+        processes never cut the same release number."""
+        if not self.dry:
+            self._held.enter_context(self.store.exclusive(lock))
+
+    def hold_context(self, context: AbstractContextManager[T]) -> T:
+        """Enter ``context`` until the run ends."""
+        return self._held.enter_context(context)
+
+    def outcome(self, node: NodeId) -> Outcome:
+        return self.outcomes[node]
+
+    def close(self) -> None:
+        self._held.close()
+        self._store = None
+
+    def entry(self, desc: Descriptor, **annotations: str) -> Descriptor:
+        """A descriptor as an index entry: plain, plus the given entry annotations (the stage key...)."""
+        return Descriptor(desc.media_type, desc.digest, desc.size, annotations=annotations,
+                          platform=desc.platform)

@@ -1,0 +1,67 @@
+"""What a layout's names held when a run read its index: one read, then O(1) lookups by name or key.
+
+Index entries written by the engine carry the stage key (``dev.regfp.key``) as an entry annotation, so
+a key lookup never opens a manifest. Entries written before that (or by other tools) are looked up by
+name only, reading the manifest's key once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import RegfpError
+from ..oci import annotation_keys as A
+from ..oci.descriptor import Descriptor
+from ..oci.manifest import Manifest
+from ..stores.layout import LayoutStore
+
+
+class Snapshot:
+    def __init__(self, store: LayoutStore | None) -> None:
+        self.store = store
+        self.names: dict[str, Descriptor] = store.names() if store is not None else {}
+        self._by_key: dict[str, Descriptor] | None = None
+        self._annotations: dict[str, dict[str, str]] = {}
+
+    @classmethod
+    def of(cls, layout: Path) -> Snapshot:
+        if not (layout / "oci-layout").exists():
+            return cls(None)
+        return cls(LayoutStore.open(layout))
+
+    def by_key(self, key: str) -> Descriptor | None:
+        """An image named in the layout whose key is ``key`` (its manifest blob present), or None."""
+        if self._by_key is None:
+            self._by_key = {}
+            for desc in self.names.values():
+                k = desc.annotations.get(A.KEY)
+                if k is not None:
+                    self._by_key.setdefault(k, desc)
+        found = self._by_key.get(key)
+        if found is None or self.store is None or not self.store.has_blob(found.digest):
+            return None
+        return found
+
+    def key_of(self, name: str) -> str | None:
+        """The stage key of the image under ``name``: from its index entry, else from its manifest."""
+        desc = self.names.get(name)
+        if desc is None:
+            return None
+        key = desc.annotations.get(A.KEY)
+        if key is not None:
+            return key
+        return self.manifest_annotations(name).get(A.KEY)
+
+    def manifest_annotations(self, name: str) -> dict[str, str]:
+        """The manifest annotations of the image under ``name`` ({} when absent or unreadable)."""
+        if name in self._annotations:
+            return self._annotations[name]
+        desc = self.names.get(name)
+        found: dict[str, str] = {}
+        if desc is not None and self.store is not None:
+            try:
+                found = dict(Manifest.parse(self.store.get_manifest(desc), desc.media_type).annotations)
+            except RegfpError:
+                pass  # damaged: treated as absent, so it is made again
+        self._annotations[name] = found
+        return found
