@@ -13,8 +13,11 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus
 
 import pytest
+from conftest import need
 from registry_support import USERS, Registry, TlsRegistry, TokenRegistry
 
 from regctl_fp.redaction import MASK, remember_secret, scrub
@@ -296,6 +300,76 @@ def test_a_malformed_stored_token_is_refused_naming_file_and_key(bad: str, echo_
     for part in value.split(bad):
         assert part not in proc.stdout + proc.stderr
     assert [p for _, p, a in reg.seen if a] == []  # nothing was sent with it
+
+
+# -- 3. private keys on disk -------------------------------------------------------------------------------
+@pytest.fixture
+def world_dir() -> Iterator[Path]:
+    """A directory other users can traverse (pytest's tmp_path is 0700, which would hide everything)."""
+    path = Path(tempfile.mkdtemp(prefix="regfp-modes-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def nobody_can_read(path: Path) -> bool:
+    proc = subprocess.run([need("setpriv"), "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           "cat", str(path)], capture_output=True, timeout=30)
+    return proc.returncode == 0
+
+
+def layer_blobs(layout: Path, name: str) -> tuple[list[Path], Path]:
+    """The layer blob files of ``name`` and its config blob file."""
+    index = json.loads((layout / "index.json").read_text())
+    desc = next(m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == name)
+    blob = layout / "blobs/sha256"
+    manifest = json.loads((blob / desc["digest"].split(":")[1]).read_text())
+    return ([blob / layer["digest"].split(":")[1] for layer in manifest["layers"]],
+            blob / manifest["config"]["digest"].split(":")[1])
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_identity_layer_of_an_environment_is_private(tmp_path: Path, world_dir: Path) -> None:
+    from test_environment import NOW, env_project
+
+    env_project(tmp_path)
+    out = world_dir / "out"
+    env = clean_env(tmp_path)
+    built = cli("build", str(tmp_path / "recipe.yaml"), "--out", str(out), "--now", NOW, "--json", env=env,
+                umask=0o022)
+    assert built.returncode == 0, built.stderr
+    layers, config = layer_blobs(out, "us-east.prod/app/hello:live")
+    base, identity = layers[0], layers[-1]
+    assert mode(base) == 0o644 and nobody_can_read(base)  # the check can see a readable blob
+    assert mode(identity) == 0o600 and not nobody_can_read(identity)
+    assert mode(config) == 0o600  # the config of an image with a key is private too
+    # Copied into another layout (as a pull or a remote cache hit does), the key stays private.
+    copied = cli("copy", f"oci:{out}:us-east.prod/app/hello:live", f"oci:{world_dir / 'copy'}:x", env=env,
+                 umask=0o022)
+    assert copied.returncode == 0, copied.stderr
+    layers2, _ = layer_blobs(world_dir / "copy", "x")
+    assert layers2[-1].name == identity.name and not nobody_can_read(layers2[-1])
+    assert {mode(p) for p in layers2} == {0o600}
+    # Temp files of the writers are gone, and none was ever left readable.
+    leftovers = [p for d in (out, world_dir / "copy") for p in (d / ".regfp/tmp").iterdir()]
+    assert leftovers == []
+
+
+def test_the_host_key_layer_of_a_debug_image_is_private(tmp_path: Path, world_dir: Path) -> None:
+    from test_debug import debug_project, keypair
+
+    debug_project(tmp_path)
+    _, pub = keypair(tmp_path, "dev")
+    out = world_dir / "out"
+    proc = cli("debug-image", str(tmp_path / "recipe.yaml"), "--ssh-key", str(pub), "--out", str(out), "--json",
+               env=clean_env(tmp_path), umask=0o000)
+    assert proc.returncode == 0, proc.stderr
+    layers, _ = layer_blobs(out, json.loads(proc.stdout)["name"])
+    assert nobody_can_read(layers[0])
+    assert mode(layers[-1]) == 0o600 and not nobody_can_read(layers[-1])
 
 
 # -- 4. where credentials may go ---------------------------------------------------------------------------
