@@ -14,6 +14,7 @@ from .oci.errors import (
     SizeMismatch,
     VerificationError,
 )
+from .redaction import scrub
 
 __all__ = [
     "DigestMismatch", "InvalidDigest", "InvalidDocument", "InvalidInput", "LayerInputError", "LayoutError",
@@ -64,19 +65,23 @@ class LockTimeout(LayoutError):
 
 class RegistryError(RegfpError):
     """A registry request that failed: the method, the URL (credentials and query secrets removed), the
-    HTTP status (None when no response came) and the registry's error code, e.g. ``MANIFEST_INVALID``."""
+    HTTP status (None when no response came) and the registry's error code, e.g. ``MANIFEST_INVALID``.
+
+    Every part that can hold text from the server (or an HTTP library quoting a header) is scrubbed of
+    the secrets this process sent: some registries echo the ``Authorization`` header back.
+    """
 
     def __init__(self, method: str, url: str, status: int | None, code: str | None = None,
                  detail: str = "") -> None:
         self.method = method
-        self.url = redact_url(url)
+        self.url = scrub(redact_url(url))
         self.status = status
-        self.code = code
-        self.detail = detail
+        self.code = scrub(code) if code else code
+        self.detail = scrub(detail)
         what = f"HTTP {status}" if status is not None else "no response"
-        if code:
-            what += f" {code}"
-        super().__init__(f"{method} {self.url}: {what}" + (f": {detail}" if detail else ""))
+        if self.code:
+            what += f" {self.code}"
+        super().__init__(f"{method} {self.url}: {what}" + (f": {self.detail}" if self.detail else ""))
 
 
 # Query parameters that say what a request is about; every other one (upload state, signed CDN

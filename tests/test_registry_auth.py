@@ -135,14 +135,19 @@ def test_credentials_follow_dockers_order(tmp_path: Path) -> None:
     assert find_credential("store.example", env, home).password == "from-store"
     assert find_credential("tok.example", env, home).identity_token == "refresh-1"
     assert find_credential("plain.example", env, home).password == "plainpw"
-    # DOCKER_CONFIG moves the file; podman's auth file and REGFP_* come after it
+    # DOCKER_CONFIG moves the file; podman's auth file comes after it; explicit REGFP_* beat both
     podman = tmp_path / "auth.json"
     podman.write_text(json.dumps({"auths": {"pod.example": {"auth": base64.b64encode(b"pod:podpw").decode()}}}))
-    env2 = {**env, "DOCKER_CONFIG": str(tmp_path / "empty"), "REGISTRY_AUTH_FILE": str(podman),
-            "REGFP_USERNAME": "ci", "REGFP_PASSWORD": "cipw"}
+    env2 = {**env, "DOCKER_CONFIG": str(tmp_path / "empty"), "REGISTRY_AUTH_FILE": str(podman)}
     assert find_credential("pod.example", env2, home).password == "podpw"
-    assert find_credential("plain.example", env2, home).password == "cipw"
-    assert find_credential("plain.example", {**env2, "REGFP_REGISTRY": "ghcr.io"}, home) is None
+    explicit = {**env2, "REGFP_USERNAME": "ci", "REGFP_PASSWORD": "cipw"}
+    assert find_credential("pod.example", explicit, home).password == "cipw"
+    assert find_credential("helped.example", {**env, "REGFP_USERNAME": "ci", "REGFP_PASSWORD": "cipw"},
+                           home).password == "cipw"  # over a credential helper too
+    assert find_credential("plain.example", {**explicit, "REGFP_REGISTRY": "ghcr.io"}, home) is None
+    assert find_credential("pod.example", {**explicit, "REGFP_REGISTRY": "ghcr.io"}, home).password == "podpw"
+    hub = find_credential("registry-1.docker.io", {**explicit, "REGFP_REGISTRY": "docker.io"}, home)
+    assert hub.password == "cipw" and "auth.docker.io" in hub.hosts  # Docker Hub's token server is Hub's own
     # login goes to the configured store, as docker's does
     assert store_login("new.example", "u", "newpw", env, home) == "docker-credential-regfptest"
     assert json.loads(log.read_text()) == {"ServerURL": "new.example", "Username": "u", "Secret": "newpw"}

@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from ..errors import RegfpError
     from .app import app
+    from .output import guard_streams
 
+    guard_streams()  # before anything can print: no secret this run sends can be shown
     args = sys.argv[1:] if argv is None else list(argv)
     as_json = _wants_json(args)
     if not args and "_REGFP_COMPLETE" not in os.environ:  # bare ``regfp``: help on stderr, bad usage

@@ -2,7 +2,9 @@
 
 Everything shown here may come from outside (arguments, paths, image configs), so it is printed
 literally: no rich markup, no emoji codes, and control characters escaped so a hostile name cannot
-move the cursor, recolour the terminal or hide text.
+move the cursor, recolour the terminal or hide text. And whatever is printed, by whichever printer
+(ours, rich, click, ``print``), passes through ``guard_streams``: the secrets this process sent to a
+registry are masked, even when a registry echoed them back in an error.
 """
 
 from __future__ import annotations
@@ -12,12 +14,40 @@ import sys
 import unicodedata
 from typing import TYPE_CHECKING, Any
 
+from ..redaction import scrub
+
 if TYPE_CHECKING:  # rich is imported only where a table or colour is drawn: it costs start-up
     from rich.console import Console
     from rich.text import Text
 
 _err: Console | None = None
 _out: Console | None = None
+
+
+class _Scrubbing:
+    """A text stream that masks every remembered secret (``redaction``) in what is written to it."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(scrub(text) if isinstance(text, str) else text)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for text in lines:
+            self.write(text)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, flush, encoding... as the real stream
+        return getattr(self._stream, name)
+
+
+def guard_streams() -> None:
+    """Route stdout and stderr through the secret scrubber for the rest of the process (once)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _Scrubbing):
+            setattr(sys, name, _Scrubbing(stream))
 
 # Categories a name never needs and a terminal may act on: controls, format chars (bidi overrides),
 # lone surrogates (undecodable bytes of a path), private use and unassigned code points.

@@ -87,16 +87,16 @@ class Session:
 
 
 def client_options(host: str, flags: Flags) -> ClientOptions:
+    from ..stores.auth import LOOPBACK, host_name
     from ..stores.transport import ClientOptions
 
     cas = [flags.ca_file] if flags.ca_file else []
     host_dir = CERTS_D / host
     if host_dir.is_dir():
         cas.extend(str(p) for p in sorted(host_dir.glob("*.crt")))
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-    local = name in ("localhost", "127.0.0.1", "[::1]")
-    plain = host in flags.insecure or name in flags.insecure or (local and not cas)
-    return ClientOptions(plain_http=plain, ca_files=tuple(cas))
+    name = host_name(host)
+    plain = host in flags.insecure or name in flags.insecure or (name in LOOPBACK and not cas)
+    return ClientOptions(plain_http=plain, ca_files=tuple(cas), insecure_hosts=flags.insecure)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from ..imagefs import read_file
 from ..layers import Entry, dir_entry, file_entry, write_layer
 from ..oci.config import History
 from ..oci.image import Image, Layer
-from ..stores.base import Store
+from ..stores.base import CONTAINS_SECRET, Store
 from .environment import merge_polyfill_env
 from .promotion import A_DEBUG, A_EXPIRES
 from .validity import IDENTITY_DIR
@@ -129,7 +129,7 @@ def debug_image(inputs: DebugInputs, store: Store, annotations: dict[str, str]) 
     if shell is None:
         raise InvalidInput("the debug image has no shell (/bin/sh) for root and the debug entrypoint")
     entries = _entries(inputs, image, shell)
-    written = write_layer(entries, store.blob_sink(), mtime=inputs.mtime)
+    written = write_layer(entries, store.blob_sink(private=True), mtime=inputs.mtime)  # the host key is in it
     desc = written.descriptor
     image = image.appended(Layer(desc, written.diff_id, lambda: store.open_blob(desc)),
                            History(created=parent.config.created, created_by="regfp debug: root, sshd, keys"))
@@ -145,7 +145,7 @@ def debug_image(inputs: DebugInputs, store: Store, annotations: dict[str, str]) 
         Env=[*ordered, f"REGFP_SSH_PORT={inputs.port}"], ExposedPorts=dict(sorted(ports.items())))
     return image.with_config(config).with_annotations(
         {**annotations, A_DEBUG: "true", A_PARENT: parent.digest.text, A_EXPIRES: inputs.expires,
-         "dev.regfp.contains-secret": "true"})
+         CONTAINS_SECRET: "true"})
 
 
 def _entries(inputs: DebugInputs, image: Image, shell: str) -> list[Entry]:

@@ -128,7 +128,8 @@ def environment_image(inputs: EnvironmentInputs, store: Store, annotations: dict
         env = merge_polyfill_env(env, poly.config.env_map)
     env.update(inputs.env)
     entries = _entries(inputs, image)
-    written = write_layer(entries, store.blob_sink(), mtime=inputs.mtime,
+    # With an identity the layer holds its private key: only the store's owner may read the blob.
+    written = write_layer(entries, store.blob_sink(private=inputs.identity is not None), mtime=inputs.mtime,
                           on_bytes=progress.task(f"{inputs.location}.{inputs.environment} layer", None))
     desc = written.descriptor
     layer = Layer(desc, written.diff_id, lambda: store.open_blob(desc))

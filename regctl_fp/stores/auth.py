@@ -1,6 +1,7 @@
-"""Registry authentication: ``WWW-Authenticate`` challenges, token scopes, and the Bearer flow with a
-token cache keyed by scope set. Credentials come from the caller; nothing here reads files or the
-environment, and no secret ever goes into a message or a ``repr``.
+"""Registry authentication: ``WWW-Authenticate`` challenges, token scopes, the Bearer flow with a
+token cache keyed by scope set, and the rule for where credentials may be sent. Credentials come from
+the caller; nothing here reads files or the environment, and no secret ever goes into a message or a
+``repr``: every secret an ``Authenticator`` may send is recorded for scrubbing (``redaction``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from ..redaction import remember_secret
 
 PULL = ("pull",)
 PUSH = ("pull", "push")
@@ -25,6 +29,8 @@ class Credential:
     identity_token: str = field(default="", repr=False)
     registry_token: str = field(default="", repr=False)
     source: str = ""  # where it was found, for messages
+    # When not empty, the only hosts it may be sent to, the token server's included (REGFP_REGISTRY).
+    hosts: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return f"Credential(username={self.username!r}, source={self.source!r})"
@@ -41,6 +47,57 @@ class Credential:
     def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
+
+    def remember(self) -> None:
+        """Record every form of this credential that may go over the wire, for scrubbing output."""
+        if self.password:
+            remember_secret(self.password)
+            remember_secret(self.basic_header().partition(" ")[2], scheme="Basic")
+        remember_secret(self.identity_token)
+        remember_secret(self.registry_token, scheme="Bearer")
+
+
+def header_safe(token: str) -> bool:
+    """Whether a token can be sent in an HTTP header as it is: visible ASCII only, no spaces."""
+    return bool(token) and all("!" <= c <= "~" for c in token)
+
+
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def host_name(netloc: str) -> str:
+    """``host[:port]`` without the port (``[::1]:5000`` -> ``[::1]``)."""
+    if netloc.startswith("["):
+        return netloc.split("]", 1)[0] + "]"
+    return netloc.rsplit(":", 1)[0]
+
+
+def plain_http_allowed(netloc: str, insecure: Iterable[str]) -> bool:
+    """Whether ``netloc`` may be spoken to in plain HTTP: a loopback name, or a host the user named
+    with ``--insecure-registry`` (with or without its port)."""
+    listed = set(insecure)
+    return netloc in listed or host_name(netloc) in listed or host_name(netloc) in LOOPBACK
+
+
+def credential_refusal(url: str, credential: Credential | None, insecure: Iterable[str]) -> str | None:
+    """Why ``credential`` must not be sent to ``url`` (a token server the registry named), or None.
+
+    In clear text only to a host that may speak plain HTTP itself: a plain-HTTP registry, even on
+    loopback, does not lend its allowance to the hosts it names. And only within the credential's
+    hosts when it has a limit (``REGFP_REGISTRY``).
+    """
+    if credential is None or not credential.secrets:
+        return None
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    source = f" from {credential.source}" if credential.source else ""
+    if parts.scheme != "https" and not plain_http_allowed(netloc, insecure):
+        return (f"the registry's token server {netloc} speaks plain HTTP; refusing to send it the credentials"
+                f"{source} in clear text (pass --insecure-registry {netloc} if that network is trusted)")
+    if credential.hosts and netloc not in credential.hosts:
+        return (f"the registry's token server {netloc} is not in REGFP_REGISTRY; refusing to send it the "
+                f"credentials{source} (add it to REGFP_REGISTRY if it is the registry's own)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -140,6 +197,8 @@ class Authenticator:
 
     def __init__(self, credential: Credential | None, fetch: TokenFetcher, clock: Callable[[], float]) -> None:
         self.credential = credential
+        if credential is not None:
+            credential.remember()
         self._fetch = fetch
         self._clock = clock
         self._lock = threading.Lock()
@@ -213,6 +272,7 @@ class Authenticator:
             if token is not None:
                 return token
             value, lifetime = self._fetch(self.realm, self.service, scopes, self.credential)
+            remember_secret(value, scheme="Bearer")
             self.fetches += 1
             life = lifetime if lifetime and lifetime > 0 else DEFAULT_LIFETIME
             # Renew a little early so a token does not expire between our check and the registry's.

@@ -23,6 +23,12 @@ if TYPE_CHECKING:  # the layer writer is heavy to import and only its protocol i
 
 MANIFEST_LIMIT = 4 << 20  # bytes; the distribution registry's own limit for manifests
 CONFIG_LIMIT = 8 << 20
+# The manifest annotation of an image that holds a private key (an identity, a debug host key).
+CONTAINS_SECRET = "dev.regfp.contains-secret"
+
+
+def carries_secret(annotations: Mapping[str, str]) -> bool:
+    return annotations.get(CONTAINS_SECRET) == "true"
 
 
 class Store(Protocol):
@@ -39,9 +45,12 @@ class Store(Protocol):
         """A whole small blob (config, manifest), verified."""
         ...
 
-    def blob_sink(self) -> BlobSink: ...
+    def blob_sink(self, *, private: bool = False) -> BlobSink:
+        """Where a blob being produced goes. ``private``: it holds a secret, so a store that keeps files
+        makes it readable by its owner only."""
+        ...
 
-    def put_blob(self, stream: BinaryIO, desc: Descriptor) -> None:
+    def put_blob(self, stream: BinaryIO, desc: Descriptor, *, private: bool = False) -> None:
         """Copy ``stream`` in as ``desc``; fails (and stores nothing) if the content does not match."""
         ...
 
@@ -89,14 +98,18 @@ def _opener(store: Store, desc: Descriptor) -> Callable[[], BinaryIO]:
 
 
 def write_image(store: Store, image: Image) -> Descriptor:
-    """Blobs first (skipping what exists), then the config, then the manifest. Names are not touched."""
+    """Blobs first (skipping what exists), then the config, then the manifest. Names are not touched.
+
+    The blobs of an image marked as carrying a secret are written private (the manifest, which only
+    lists digests, stays readable so the layout can be listed)."""
+    private = carries_secret(image.annotations)
     for layer in image.layers:
         if not store.has_blob(layer.digest):
             with layer.open() as stream:
-                store.put_blob(stream, layer.descriptor)
+                store.put_blob(stream, layer.descriptor, private=private)
     cfg = image.config_descriptor
     if not store.has_blob(cfg.digest):
-        store.put_blob(io.BytesIO(image.config_bytes), cfg)
+        store.put_blob(io.BytesIO(image.config_bytes), cfg, private=private)
     return store.put_manifest(image.manifest_bytes, image.media_type)
 
 

@@ -1,6 +1,7 @@
-"""Registry credentials where docker and podman keep them: ``config.json`` (``auths``, ``credHelpers``,
-``credsStore``), podman's ``REGISTRY_AUTH_FILE``, and ``REGFP_USERNAME``/``REGFP_PASSWORD``. The
-environment and home directory are explicit arguments: the CLI passes its own.
+"""Registry credentials: ``REGFP_USERNAME``/``REGFP_PASSWORD`` given explicitly, else where docker and
+podman keep them: ``config.json`` (``credHelpers``, ``credsStore``, ``auths``), podman's
+``REGISTRY_AUTH_FILE``. The environment and home directory are explicit arguments: the CLI passes its
+own. Every credential names its source, for messages; no message holds a secret.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from pathlib import Path
 
 from ..errors import InvalidInput, RegfpError
 from ..refs import DOCKER_HUB
-from .auth import Credential
+from .auth import Credential, header_safe
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # docker's key for Docker Hub in config.json
 HUB_ALIASES = frozenset({DOCKER_HUB, "docker.io", "index.docker.io"})
+HUB_TOKEN_SERVER = "auth.docker.io"  # Docker Hub's token realm, part of Docker Hub for REGFP_REGISTRY
+ENV_SOURCE = "REGFP_USERNAME/REGFP_PASSWORD"
 HELPER_TIMEOUT = 60
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -30,8 +33,13 @@ def docker_config_path(env: Mapping[str, str], home: Path) -> Path:
 
 
 def find_credential(host: str, env: Mapping[str, str], home: Path, run: Runner = subprocess.run) -> Credential | None:
-    """The credential for ``host``, in docker's order: its config.json (credHelpers for the host, then
-    credsStore, then ``auths``), podman's auth file, then ``REGFP_USERNAME``/``REGFP_PASSWORD``."""
+    """The credential for ``host``: ``REGFP_USERNAME``/``REGFP_PASSWORD`` when set (and ``host`` is within
+    ``REGFP_REGISTRY``, if that is set), as skopeo's ``--creds`` beats its auth files; else docker's
+    order: its config.json (credHelpers for the host, then credsStore, then ``auths``), then podman's
+    auth file."""
+    explicit = _from_env(host, env)
+    if explicit is not None:
+        return explicit
     config_path = docker_config_path(env, home)
     config = _read_json(config_path)
     helper = (config.get("credHelpers") or {}).get(_key_in(config.get("credHelpers") or {}, host) or "")
@@ -48,10 +56,17 @@ def find_credential(host: str, env: Mapping[str, str], home: Path, run: Runner =
         found = _from_auths(_read_json(podman), host, str(podman))
         if found is not None:
             return found
+    return None
+
+
+def _from_env(host: str, env: Mapping[str, str]) -> Credential | None:
+    """``REGFP_USERNAME``/``REGFP_PASSWORD``, limited (token server included) to ``REGFP_REGISTRY``'s hosts."""
     user, password = env.get("REGFP_USERNAME", ""), env.get("REGFP_PASSWORD", "")
-    only = {h.strip() for h in env.get("REGFP_REGISTRY", "").split(",") if h.strip()}
-    if user and password and (not only or host in only or (host in HUB_ALIASES and only & HUB_ALIASES)):
-        return Credential(username=user, password=password, source="REGFP_USERNAME/REGFP_PASSWORD")
+    only = frozenset(h.strip() for h in env.get("REGFP_REGISTRY", "").split(",") if h.strip())
+    if only & HUB_ALIASES:
+        only |= HUB_ALIASES | {HUB_TOKEN_SERVER}
+    if user and password and (not only or host in only):
+        return Credential(username=user, password=password, source=ENV_SOURCE, hosts=only)
     return None
 
 
@@ -121,11 +136,14 @@ def _from_auths(config: Mapping[str, object], host: str, source: str) -> Credent
     entry = auths.get(key) if key else None
     if not isinstance(entry, dict):
         return None
+    where = f"{source} (auths entry {key})"
     if entry.get("identitytoken"):
-        return Credential(username=str(entry.get("username") or ""), identity_token=str(entry["identitytoken"]),
-                          source=source)
+        return Credential(username=str(entry.get("username") or ""),
+                          identity_token=_token(entry["identitytoken"], f"{source}: auths[{key}].identitytoken"),
+                          source=where)
     if entry.get("registrytoken"):
-        return Credential(registry_token=str(entry["registrytoken"]), source=source)
+        return Credential(registry_token=_token(entry["registrytoken"], f"{source}: auths[{key}].registrytoken"),
+                          source=where)
     user, password = str(entry.get("username") or ""), str(entry.get("password") or "")
     if entry.get("auth"):
         try:
@@ -135,8 +153,19 @@ def _from_auths(config: Mapping[str, object], host: str, source: str) -> Credent
         if not sep:
             raise InvalidInput(f"{source}: the 'auth' entry for {key} is not base64 of user:password")
     if user and password:
-        return Credential(username=user, password=password, source=source)
+        return Credential(username=user, password=password, source=where)
     return None
+
+
+def _token(value: object, shown: str) -> str:
+    """A stored token as it can go over the wire: surrounding whitespace (a trailing newline from an
+    editor or ``echo``) dropped; anything a header cannot carry is refused, naming ``shown`` (the file
+    and key), never the value."""
+    token = value.strip() if isinstance(value, str) else ""
+    if not header_safe(token):
+        raise InvalidInput(f"{shown}: not a usable token (it must be a string of visible ASCII characters, "
+                           "without spaces or control characters); fix or remove that entry")
+    return token
 
 
 def _podman_files(env: Mapping[str, str]) -> list[Path]:
@@ -175,9 +204,10 @@ def _from_helper(helper: str, host: str, env: Mapping[str, str], run: Runner, co
         raise RegfpError(f"docker-credential-{helper} get answered something that is not JSON") from None
     if not secret:
         return None
-    source = f"docker-credential-{helper}"
+    source = f"docker-credential-{helper} (named in {config})"
     if user == "<token>":  # docker's marker for an identity (refresh) token
-        return Credential(identity_token=secret, source=source)
+        return Credential(identity_token=_token(secret, f"the answer of docker-credential-{helper} for {host}"),
+                          source=source)
     return Credential(username=user, password=secret, source=source)
 
 

@@ -141,15 +141,15 @@ class LayoutStore:
         with self.open_blob(desc) as f:
             return read_verified(f, desc.digest, desc.size, f"blob {desc.digest} in {self.path}", limit)
 
-    def blob_sink(self) -> _FileSink:
+    def blob_sink(self, *, private: bool = False) -> _FileSink:
         self._enter_session()
-        return _FileSink(self)
+        return _FileSink(self, private=private)
 
-    def put_blob(self, stream: BinaryIO, desc: Descriptor) -> None:
+    def put_blob(self, stream: BinaryIO, desc: Descriptor, *, private: bool = False) -> None:
         # A stream that verifies itself against this very digest (every store's open_blob does) is
         # checked when it is read to the end, below: hashing it a second time here would be wasted.
         self._enter_session()
-        sink = _FileSink(self, hashing=getattr(stream, "verifies", None) != desc.digest)
+        sink = _FileSink(self, hashing=getattr(stream, "verifies", None) != desc.digest, private=private)
         try:
             while chunk := stream.read(1 << 20):
                 sink.write(chunk)
@@ -357,10 +357,15 @@ class GcReport:
 
 
 class _FileSink:
-    """A blob being written: temp file + running sha256; ``commit`` renames it to its digest."""
+    """A blob being written: temp file + running sha256; ``commit`` renames it to its digest.
 
-    def __init__(self, store: LayoutStore, *, hashing: bool = True) -> None:
+    The temp file is 0600 from its creation (``mkstemp``) whatever the umask; the blob becomes 0644,
+    or stays 0600 when it is ``private`` (it holds a key: only the layout's owner may read it).
+    """
+
+    def __init__(self, store: LayoutStore, *, hashing: bool = True, private: bool = False) -> None:
         self._store = store
+        self._mode = 0o600 if private else 0o644
         fd, name = tempfile.mkstemp(prefix="blob.", dir=store._private() / "tmp")
         self._tmp = Path(name)
         self._file = os.fdopen(fd, "wb", buffering=0)
@@ -390,7 +395,7 @@ class _FileSink:
                 digest = expected.digest if expected.digest.algorithm != "sha256" else digest
             os.fsync(self._file.fileno())
             self._file.close()
-            os.chmod(self._tmp, 0o644)
+            os.chmod(self._tmp, self._mode)
             final = self._store.blob_path(digest)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._tmp, final)

@@ -40,10 +40,10 @@ class NullStore:
     def read_blob(self, desc: Descriptor, limit: int) -> bytes:
         raise NotFound(f"blob {desc.digest}", self.location)
 
-    def blob_sink(self) -> DigestSink:
+    def blob_sink(self, *, private: bool = False) -> DigestSink:
         return DigestSink()
 
-    def put_blob(self, stream: BinaryIO, desc: Descriptor) -> None:
+    def put_blob(self, stream: BinaryIO, desc: Descriptor, *, private: bool = False) -> None:
         while stream.read(1 << 20):
             pass
 

@@ -119,11 +119,13 @@ class RegistryStore:
         with self.open_blob(desc) as f:
             return read_verified(f, desc.digest, desc.size, f"blob {desc.digest} in {self.location}", limit)
 
-    def blob_sink(self) -> blobio.SpoolSink:
+    # ``private`` changes nothing here: the spool file is anonymous and 0600 already, and what protects
+    # a secret in a registry is its access control (push such images only to private repositories).
+    def blob_sink(self, *, private: bool = False) -> blobio.SpoolSink:
         repo = self._write_repo()
         return blobio.SpoolSink(lambda desc, opener: self._upload(repo, desc, opener, None), self.spool_dir)
 
-    def put_blob(self, stream: BinaryIO, desc: Descriptor) -> None:
+    def put_blob(self, stream: BinaryIO, desc: Descriptor, *, private: bool = False) -> None:
         repo = self._write_repo()
         if self.client.locations.has(desc.digest.text, repo) or blobio.head_blob(self.client, repo, desc.digest):
             return

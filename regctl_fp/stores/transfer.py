@@ -1,12 +1,13 @@
 """Copying content between stores, digests preserved: blobs first (several at a time if asked), then
 manifests bottom-up.
 
-Names are the caller's business and move last, once ``copy_descriptor`` has returned.
+Names are the caller's business and move last, once ``copy_descriptor`` has returned. The blobs of
+an image marked as carrying a secret are stored private (in a layout: readable by its owner only).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import BinaryIO
 
@@ -16,7 +17,7 @@ from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.manifest import Index, Manifest
 from ..progress import Progress
-from .base import Store
+from .base import Store, carries_secret
 
 OnBytes = Callable[[int], None]
 
@@ -34,8 +35,9 @@ def copy_descriptor(src: Store, dst: Store, desc: Descriptor, on_bytes: OnBytes 
         return desc
     manifests: list[tuple[Descriptor, bytes]] = []
     blobs: dict[Digest, Descriptor] = {}
-    _walk(src, desc, manifests, blobs, set())
-    copy_blobs(src, dst, list(blobs.values()), on_bytes, jobs=jobs, progress=progress)
+    private: set[Digest] = set()
+    _walk(src, desc, manifests, blobs, set(), private)
+    copy_blobs(src, dst, list(blobs.values()), on_bytes, jobs=jobs, progress=progress, private=private)
     for child, data in manifests:
         written = dst.put_manifest(data, child.media_type)
         if written.digest != child.digest:  # a sha512-addressed source stored under sha256
@@ -45,8 +47,9 @@ def copy_descriptor(src: Store, dst: Store, desc: Descriptor, on_bytes: OnBytes 
 
 
 def _walk(src: Store, desc: Descriptor, manifests: list[tuple[Descriptor, bytes]],
-          blobs: dict[Digest, Descriptor], seen: set[Digest]) -> None:
-    """Manifests in post-order (children first) and the blobs they reference."""
+          blobs: dict[Digest, Descriptor], seen: set[Digest], private: set[Digest]) -> None:
+    """Manifests in post-order (children first), the blobs they reference, and which of those blobs
+    belong to an image carrying a secret."""
     if desc.digest in seen:
         return
     seen.add(desc.digest)
@@ -54,25 +57,28 @@ def _walk(src: Store, desc: Descriptor, manifests: list[tuple[Descriptor, bytes]
     if desc.media_type in mt.INDEX_TYPES:
         for child in Index.parse(data, desc.media_type).manifests:
             if child.media_type in mt.INDEX_TYPES | mt.MANIFEST_TYPES:
-                _walk(src, child, manifests, blobs, seen)
+                _walk(src, child, manifests, blobs, seen, private)
             else:
                 blobs.setdefault(child.digest, child)
     else:
         manifest = Manifest.parse(data, desc.media_type)
         for blob in (*manifest.layers, manifest.config):
             blobs.setdefault(blob.digest, blob)
+        if carries_secret(manifest.annotations):
+            private.update(blob.digest for blob in (*manifest.layers, manifest.config))
     manifests.append((desc, data))
 
 
 def copy_blobs(src: Store, dst: Store, descs: list[Descriptor], on_bytes: OnBytes | None = None, *,
-               jobs: int = 1, progress: Progress | None = None) -> None:
-    """Copy blobs, up to ``jobs`` at a time (largest first); the first failure stops the rest."""
+               jobs: int = 1, progress: Progress | None = None, private: Set[Digest] = frozenset()) -> None:
+    """Copy blobs, up to ``jobs`` at a time (largest first); the first failure stops the rest.
+    Those in ``private`` are stored private."""
     def one(d: Descriptor) -> None:
         counter = on_bytes
         if progress is not None:
             task = progress.task(f"{d.digest.short} {_kind(d.media_type)}", d.size)
             counter = task if on_bytes is None else _both(task, on_bytes)
-        copy_blob(src, dst, d, counter)
+        copy_blob(src, dst, d, counter, private=d.digest in private)
 
     ordered = sorted(descs, key=lambda d: -d.size)
     if jobs <= 1 or len(ordered) <= 1:
@@ -91,7 +97,8 @@ def copy_blobs(src: Store, dst: Store, descs: list[Descriptor], on_bytes: OnByte
             f.result()
 
 
-def copy_blob(src: Store, dst: Store, desc: Descriptor, on_bytes: OnBytes | None = None) -> None:
+def copy_blob(src: Store, dst: Store, desc: Descriptor, on_bytes: OnBytes | None = None, *,
+              private: bool = False) -> None:
     put_from = getattr(dst, "put_blob_from", None)
     if put_from is not None:
         # The destination can re-open the source to retry an upload that broke off mid-blob.
@@ -100,7 +107,7 @@ def copy_blob(src: Store, dst: Store, desc: Descriptor, on_bytes: OnBytes | None
         return
     if not dst.has_blob(desc.digest):
         with src.open_blob(desc) as stream:
-            dst.put_blob(_Counting(stream, on_bytes) if on_bytes else stream, desc)
+            dst.put_blob(_Counting(stream, on_bytes) if on_bytes else stream, desc, private=private)
     elif on_bytes is not None:
         on_bytes(desc.size)
 

@@ -17,8 +17,9 @@ from urllib.parse import urlencode
 
 from .. import __version__
 from ..errors import RegistryError
+from ..redaction import scrub
 from ._httpx import httpx
-from .auth import Authenticator, Credential, parse_challenges
+from .auth import Authenticator, Credential, credential_refusal, header_safe, parse_challenges
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 ERROR_BODY_LIMIT = 64 << 10
@@ -51,6 +52,7 @@ class Timing:
 @dataclass(frozen=True)
 class ClientOptions:
     plain_http: bool = False  # only for localhost, 127.0.0.1 or hosts the user named insecure
+    insecure_hosts: tuple[str, ...] = ()  # --insecure-registry: also where a token server may be plain HTTP
     ca_files: tuple[str, ...] = ()  # trusted in addition to the system store
     connect_timeout: float = 15.0
     read_timeout: float = 60.0  # between two reads of a response; a stall longer than this is retried
@@ -151,7 +153,7 @@ class RegistryClient:
         resp = self.request("GET", "/v2/", scopes=frozenset())
         resp.close()
         if resp.status_code != 200:
-            raise _error(resp, "GET", self.url("/v2/"), "login refused")
+            raise _error(resp, "GET", self.url("/v2/"), "login refused", self.auth.credential)
 
     # -- requests -------------------------------------------------------------------------------------
     def request(self, method: str, path: str, *, scopes: frozenset[str], headers: Mapping[str, str] | None = None,
@@ -227,10 +229,9 @@ class RegistryClient:
         params: list[tuple[str, str]] = []
         if service:
             params.append(("service", service))
-        if (credential is not None and credential.secrets and realm.startswith("http://")
-                and not self.options.plain_http):
-            raise RegistryError("GET", realm, None, None, "the registry sends credentials to a plain-HTTP token "
-                                                          "server; refusing (an attacker could read them)")
+        refusal = credential_refusal(realm, credential, self.options.insecure_hosts)
+        if refusal is not None:
+            raise RegistryError("GET", realm, None, None, refusal)
         if credential is not None and credential.identity_token:
             # OAuth2 refresh-token grant, as docker does with an identity token.
             form = {"grant_type": "refresh_token", "refresh_token": credential.identity_token,
@@ -260,6 +261,9 @@ class RegistryClient:
             token = None
         if not isinstance(token, str) or not token:
             raise RegistryError("GET", realm, resp.status_code, None, "the token server's answer holds no token")
+        if not header_safe(token):
+            raise RegistryError("GET", realm, resp.status_code, None, "the token server's answer holds a token "
+                                "with characters an HTTP header cannot carry (spaces, controls, non-ASCII)")
         life = doc.get("expires_in")
         return token, float(life) if isinstance(life, (int, float)) and not isinstance(life, bool) else None
 
@@ -363,12 +367,14 @@ def _error(resp: httpx.Response, method: str, url: str, context: str = "",
         if "insufficient_scope" in errors:
             hint = "not allowed: the token server did not grant the access this needs"
         elif credential is not None and credential.secrets:
-            hint = "the credentials were refused"
+            hint = "the credentials were refused" + (f" (from {credential.source})" if credential.source else "")
         else:
             hint = "authentication required: run 'regfp login HOST' or set REGFP_USERNAME/REGFP_PASSWORD"
         detail = "; ".join(x for x in (detail, hint) if x)
     if resp.status_code == 429:
         detail = "; ".join(x for x in (detail, "rate limited") if x)
+    # Scrubbed before it is cut short, so no part of an echoed secret survives the cut.
+    detail = scrub(detail)
     if credential is not None:
         for secret in credential.secrets:
             detail = detail.replace(secret, "***")
