@@ -17,7 +17,8 @@ from .oci.errors import (
 from .redaction import scrub
 
 __all__ = [
-    "DigestMismatch", "InvalidDigest", "InvalidDocument", "InvalidInput", "LayerInputError", "LayoutError",
+    "DigestMismatch", "DocumentTooLarge", "InvalidDigest", "InvalidDocument", "InvalidInput", "LayerInputError",
+    "LayoutError",
     "LockTimeout", "NotFound", "RecipeError", "RefError", "RegfpError", "RegistryError", "SizeMismatch",
     "VerificationError",
 ]
@@ -30,6 +31,18 @@ class LayerInputError(InvalidInput):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class DocumentTooLarge(InvalidInput):
+    """A config or manifest regfp was about to write that it (and registries) would refuse to read
+    back; raised before anything of the image is stored under a name."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} would be {size} bytes, over the {limit}-byte limit regfp reads it with; "
+                         "nothing was written (shrink the labels, env or annotations that make it this large)")
+        self.what = what
+        self.size = size
+        self.limit = limit
 
 
 class RefError(InvalidInput):

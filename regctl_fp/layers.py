@@ -4,8 +4,8 @@ The pass writes the tar stream, hashes it (diff_id), compresses it and hashes th
 (digest) while they go to a blob sink, so memory stays constant whatever the size. Entries are sorted
 by path, one component at a time (``a``, ``a/x``, ``a-b``: depth first, as GNU ``tar --sort=name``
 writes them), owners normalised, user/group names dropped, mtimes fixed by the caller, setuid/setgid
-dropped unless asked. Device nodes, sockets, FIFOs, and paths that would escape the layer root are
-refused with a ``LayerInputError``.
+dropped unless asked. Device nodes, sockets, FIFOs, paths that would escape the layer root, and
+``.wh.`` names that regfp did not make as whiteouts on purpose are refused with a ``LayerInputError``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import BinaryIO, Literal, Protocol
 
 from . import tarformat as tf
 from .errors import LayerInputError
+from .imagepath import WHITEOUT_PREFIX, WHITEOUT_REASON, is_whiteout_name, whiteout_component
 from .oci import mediatypes as mt
 from .oci.compression import BLOCK, BlockCompressor, Buffer, block_compressor
 from .oci.descriptor import Descriptor
@@ -31,7 +32,6 @@ from .oci.digest import Digest
 
 Kind = Literal["file", "dir", "symlink", "hardlink"]
 CHUNK = BLOCK  # the tar stream is cut here; gzip compresses each block on its own
-WHITEOUT_PREFIX = b".wh."
 
 
 class BlobSink(Protocol):
@@ -56,6 +56,7 @@ class Entry:
     uid: int = 0
     gid: int = 0
     origin: str = field(default="", compare=False)  # where it came from, for error messages
+    whiteout: bool = False  # a whiteout made on purpose (or below one): '.wh.' names are allowed
 
     def show(self) -> str:
         return self.origin or self.path.decode("utf-8", "backslashreplace")
@@ -77,13 +78,17 @@ def whiteout_entry(path: str | bytes) -> Entry:
     """An OCI whiteout: deletes ``path`` from the layers below."""
     p = _as_bytes(path).strip(b"/")
     parent, _, name = p.rpartition(b"/")
-    return file_entry((parent + b"/" if parent else b"") + WHITEOUT_PREFIX + name, b"", 0o644)
+    return _marked(file_entry((parent + b"/" if parent else b"") + WHITEOUT_PREFIX.encode() + name, b"", 0o644))
 
 
 def opaque_entry(directory: str | bytes) -> Entry:
     """An OCI opaque whiteout: hides everything below ``directory`` in the layers below."""
     d = _as_bytes(directory).strip(b"/")
-    return file_entry(d + b"/.wh..wh..opq", b"", 0o644)
+    return _marked(file_entry(d + b"/.wh..wh..opq", b"", 0o644))
+
+
+def _marked(e: Entry) -> Entry:
+    return Entry(e.path, e.kind, e.mode, size=e.size, data=e.data, uid=e.uid, gid=e.gid, whiteout=True)
 
 
 def _as_bytes(path: str | bytes) -> bytes:
@@ -152,8 +157,8 @@ def _scan(base: bytes, rel: bytes, pre: bytes, out: list[Entry], pending: list[b
         name = child.name
         assert isinstance(name, bytes)
         origin = _show(child.path)
-        if name.startswith(WHITEOUT_PREFIX) and not allow_whiteouts:
-            raise LayerInputError(origin, "names starting with '.wh.' are reserved for OCI whiteouts")
+        if is_whiteout_name(name) and not allow_whiteouts:
+            raise LayerInputError(origin, WHITEOUT_REASON)
         crel = rel + b"/" + name if rel else name
         lpath = pre + b"/" + crel if pre else crel
         try:
@@ -164,19 +169,20 @@ def _scan(base: bytes, rel: bytes, pre: bytes, out: list[Entry], pending: list[b
         if not keep:
             mode &= ~(stat.S_ISUID | stat.S_ISGID)
         if stat.S_ISDIR(st.st_mode):
-            out.append(Entry(lpath, "dir", mode, uid=uid, gid=gid, origin=origin))
+            out.append(Entry(lpath, "dir", mode, uid=uid, gid=gid, origin=origin, whiteout=allow_whiteouts))
             pending.append(crel)
         elif stat.S_ISREG(st.st_mode):
             ident = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
             out.append(Entry(lpath, "file", mode, size=st.st_size, uid=uid, gid=gid, origin=origin,
                              opener=_file_opener(child.path, origin),
-                             target=repr(ident).encode() if ident else b""))
+                             target=repr(ident).encode() if ident else b"", whiteout=allow_whiteouts))
         elif stat.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(child.path)
             except OSError as e:
                 raise LayerInputError(origin, f"cannot read symlink: {e.strerror}") from None
-            out.append(Entry(lpath, "symlink", 0o777, target=target, uid=uid, gid=gid, origin=origin))
+            out.append(Entry(lpath, "symlink", 0o777, target=target, uid=uid, gid=gid, origin=origin,
+                             whiteout=allow_whiteouts))
         else:
             raise LayerInputError(origin, f"is {_special_kind(st.st_mode)}; layers hold only files, "
                                           "directories and links")
@@ -221,11 +227,11 @@ def _link_hardlinks(entries: list[Entry]) -> list[Entry]:
         if e.kind == "file" and e.target:
             if e.target in first:
                 e = Entry(e.path, "hardlink", e.mode, target=first[e.target], uid=e.uid, gid=e.gid,
-                          origin=e.origin)
+                          origin=e.origin, whiteout=e.whiteout)
             else:
                 first[e.target] = e.path
                 e = Entry(e.path, "file", e.mode, size=e.size, opener=e.opener, uid=e.uid, gid=e.gid,
-                          origin=e.origin)
+                          origin=e.origin, whiteout=e.whiteout)
         out.append(e)
     return out
 
@@ -241,6 +247,10 @@ def prepare(entries: Iterable[Entry]) -> list[Entry]:
             raise LayerInputError(e.show(), f"unknown entry kind {e.kind!r}")
         if path in by_path:
             raise LayerInputError(e.show(), "the same path appears twice in one layer")
+        # The last line of defence: whatever the source (recipe, commit, directory, run output, work
+        # item), a '.wh.' name would delete files of the layers below when the image is unpacked.
+        if not e.whiteout and whiteout_component(path) is not None:
+            raise LayerInputError(e.show(), WHITEOUT_REASON)
         if e.kind == "symlink" and (not e.target or b"\0" in e.target):
             raise LayerInputError(e.show(), "symlink target is empty or contains NUL")
         if e.kind == "file":
@@ -291,7 +301,7 @@ def _link_target(e: Entry) -> bytes:
 
 def _with_path(e: Entry, path: bytes, target: bytes) -> Entry:
     return Entry(path, e.kind, e.mode, size=e.size, target=target, opener=e.opener, data=e.data, uid=e.uid,
-                 gid=e.gid, origin=e.origin)
+                 gid=e.gid, origin=e.origin, whiteout=e.whiteout)
 
 
 # ---- writing ---------------------------------------------------------------------------------------

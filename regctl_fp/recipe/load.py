@@ -144,15 +144,34 @@ def _check(lr: LoadedRecipe) -> None:
         seen_env[where] = i
         for j, ref in enumerate(env.polyfills):
             _check_ref(lr, ("environments", i, "polyfills", j), ref, channels)
-        for image_path in env.files:
-            if not image_path.startswith("/") or ".." in image_path.split("/"):
-                raise lr.error(("environments", i, "files", image_path),
-                               f"{image_path!r} must be an absolute path in the image without '..'")
+        _check_generated_paths(lr, i)
     if r.debug is not None and r.debug.tools is not None:
         _check_ref(lr, ("debug", "tools"), r.debug.tools, channels)
     if r.source is not None and not r.source.git:
         raise lr.error(("source", "git"), "source.git must name a repository")
     check_units(lr)
+
+
+def _check_generated_paths(lr: LoadedRecipe, i: int) -> None:
+    """An environment's ``files`` must not collide with what the environment stage writes itself (each
+    path is already checked for its form by the model)."""
+    env = lr.recipe.environments[i]
+    if not env.files:
+        return
+    from ..stages.environment import CA_BUNDLES, PLATFORM_JSON
+    from ..stages.validity import IDENTITY_DIR
+
+    generated = {PLATFORM_JSON: "the environment's platform.json"}
+    if env.identity is not None:
+        generated.update({f"{IDENTITY_DIR}/{name}": "the identity" for name in ("tls.key", "tls.crt", "ca.crt")})
+    if env.ca_certs:
+        generated.update({bundle: "the merged CA bundle (caCerts)" for bundle in CA_BUNDLES})
+    for image_path in env.files:
+        mine = image_path.strip("/")
+        for path, what in generated.items():
+            if path == mine or path.startswith(mine + "/"):
+                raise lr.error(("environments", i, "files", image_path),
+                               f"{image_path!r} collides with /{path}, which holds {what}")
 
 
 def _check_base(lr: LoadedRecipe, kp: KeyPath, value: str, channels: dict[str, str]) -> None:

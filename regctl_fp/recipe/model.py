@@ -10,6 +10,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+from ..imagepath import image_path_problem
 from ..oci.frozen import EMPTY, FrozenDict
 from ..timeutil import parse_duration
 from .schema import Spec, field, pattern_spec
@@ -31,12 +32,24 @@ def _tree_path(value: str) -> str:
 
 
 def _image_path(value: str) -> str:
-    if not value.startswith("/"):
-        raise ValueError(f"{value!r} must be an absolute path in the image (start with '/')")
-    if ".." in value.split("/"):
-        raise ValueError(f"{value!r} must not contain '..'")
+    """A directory (or copy target) in the image: ``/`` and a trailing ``/`` are meaningful here."""
+    problem = image_path_problem(value, root_ok=True, trailing_slash_ok=True)
+    if problem:
+        raise ValueError(f"{value!r} {problem}")
+    return value
+
+
+def _image_file_path(value: str) -> str:
+    """A file the recipe puts into the image: never the root, never a directory spelling."""
+    problem = image_path_problem(value)
+    if problem:
+        raise ValueError(f"{value!r} {problem}")
+    return value
+
+
+def _env_value(value: str) -> str:
     if "\0" in value:
-        raise ValueError("paths must not contain NUL")
+        raise ValueError("environment variable values must not contain NUL")
     return value
 
 
@@ -49,6 +62,13 @@ def _recipe_path(value: str) -> str:
 Duration = Annotated[str, Spec("duration", {"pattern": r"^([0-9]+[smhdw])+$"}, _duration)]
 TreePath = Annotated[str, Spec("tree-path", {}, _tree_path)]
 ImagePath = Annotated[str, Spec("image-path", {"pattern": "^/"}, _image_path)]
+ImageFilePath = Annotated[str, Spec("image-file-path", {"pattern": "^/[^/]"}, _image_file_path)]
+# POSIX's portable names: anything else ('PATH=/x', spaces, newlines) would corrupt the config's Env list.
+EnvVarName = Annotated[str, pattern_spec("env-var", r"[A-Za-z_][A-Za-z0-9_]*",
+                                         "{value!r} is not an environment variable name (letters, digits and "
+                                         "'_', not starting with a digit)")]
+EnvValue = Annotated[str, Spec("env-value", {"pattern": "^[^\\u0000]*$"}, _env_value)]
+Env = FrozenDict[EnvVarName, EnvValue]
 RecipePath = Annotated[str, Spec("recipe-path", {"description": "relative to the recipe file"}, _recipe_path)]
 Name = Annotated[str, pattern_spec("name", r"[a-z0-9]+(?:[._-][a-z0-9]+)*",
                                    "{value!r} is not a valid name (lowercase letters, digits, '.', '_', '-')")]
@@ -86,7 +106,7 @@ class RunStep:
 
     command: tuple[str, ...] | str = field(doc="argv list, or a string run with /bin/sh -c")
     outputs: tuple[CopyRule, ...] = field(doc="paths the command produces, copied into the image")
-    env: FrozenDict[str, str] = field(default=EMPTY, doc="extra environment (the rest is clean)")
+    env: Env = field(default=EMPTY, doc="extra environment (the rest is clean)")
     timeout: Duration = field(default="30m")
 
 
@@ -103,7 +123,7 @@ class Build:
     workdir: ImagePath | None = field(default=None)
     entrypoint: tuple[str, ...] | None = field(default=None)
     cmd: tuple[str, ...] | None = field(default=None)
-    env: FrozenDict[str, str] = field(default=EMPTY, doc="environment variables (recipe wins over the base)")
+    env: Env = field(default=EMPTY, doc="environment variables (recipe wins over the base)")
     user: str | None = field(default=None)
     labels: FrozenDict[str, str] = field(default=EMPTY)
     ports: tuple[Port, ...] = field(default=(), doc="exposed ports, e.g. 8080 or 53/udp")
@@ -147,8 +167,6 @@ class Rollouts:
 
 
 Mode = Annotated[str, pattern_spec("mode", r"0?[0-7]{3,4}", "{value!r} is not an octal file mode (e.g. 0644)")]
-EnvVarName = Annotated[str, pattern_spec("env-var", r"[A-Za-z_][A-Za-z0-9_]*",
-                                         "{value!r} is not an environment variable name")]
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 DnsName = Annotated[str, pattern_spec("dns", rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*", "{value!r} is not a DNS name")]
 
@@ -189,9 +207,9 @@ class Environment:
     location: Name = field()
     environment: Name = field()
     delta: int = field(default=0, doc="which release: 0 = newest, 1 = the one before, ...")
-    env: FrozenDict[str, str] = field(default=EMPTY)
-    files: FrozenDict[str, str | FileSource] = field(default=EMPTY, doc="image path -> file relative to the "
-                                                                       "recipe, or {src, mode, owner}")
+    env: Env = field(default=EMPTY)
+    files: FrozenDict[ImageFilePath, str | FileSource] = field(
+        default=EMPTY, doc="image path -> file relative to the recipe, or {src, mode, owner}")
     ca_certs: tuple[RecipePath, ...] = field(default=())
     polyfills: tuple[str, ...] = field(default=(), doc="image references whose layers are merged in")
     identity: Identity | None = field(default=None)

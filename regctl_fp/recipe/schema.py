@@ -87,8 +87,9 @@ class Converter:
         if origin in (dict, FrozenDict) or tp is FrozenDict:
             if not isinstance(value, dict):
                 raise self.doc.error(kp, f"must be a mapping, not {_kind(value)}")
-            _, item = get_args(tp) if get_args(tp) else (str, Any)
-            return FrozenDict({str(k): self.convert(item, v, (*kp, k)) for k, v in value.items()})
+            key_type, item = get_args(tp) if get_args(tp) else (str, Any)
+            return FrozenDict({self._key(key_type, k, (*kp, k)): self.convert(item, v, (*kp, k))
+                               for k, v in value.items()})
         if dataclasses.is_dataclass(tp):
             return self.model(tp, value, kp)  # type: ignore[arg-type]
         if tp is Any:
@@ -110,6 +111,11 @@ class Converter:
                 raise self.doc.error(kp, f"must be true or false, not {_kind(value)}")
             return value
         raise TypeError(f"unsupported model type {tp!r}")  # a bug in the model, not in the recipe
+
+    def _key(self, key_type: Any, key: Any, kp: KeyPath) -> str:
+        """A mapping key, checked like a value when the model gives keys their own type (env names)."""
+        text = str(key)
+        return str(self.convert(key_type, text, kp)) if get_origin(key_type) is Annotated else text
 
     def _union(self, args: list[Any], value: Any, kp: KeyPath) -> Any:
         # Unions in the model are "scalar or mapping" (e.g. a base given as a string or an object).
@@ -209,8 +215,11 @@ def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
     if origin in (list, tuple):
         return {"type": "array", "items": _schema_of(get_args(tp)[0], defs)}
     if origin in (dict, FrozenDict) or tp is FrozenDict:
-        item = get_args(tp)[1] if get_args(tp) else Any
-        return {"type": "object", "additionalProperties": _schema_of(item, defs)}
+        key_type, item = get_args(tp) if get_args(tp) else (str, Any)
+        out = {"type": "object", "additionalProperties": _schema_of(item, defs)}
+        if get_origin(key_type) is Annotated:
+            out["propertyNames"] = _schema_of(key_type, defs)
+        return out
     if dataclasses.is_dataclass(tp):
         name = tp.__name__  # type: ignore[union-attr]
         if name not in defs:

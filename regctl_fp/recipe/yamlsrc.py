@@ -1,7 +1,9 @@
 """YAML to plain values plus a line for every key path, so each recipe error can name file:line.
 
-Only the safe YAML subset is accepted (no tags beyond the core schema); duplicate keys are errors;
-alias expansion is bounded so a "billion laughs" document fails fast instead of eating memory.
+Only the safe YAML subset is accepted (no tags beyond the core schema); duplicate keys are errors.
+Nesting depth and the size with aliases expanded are bounded on the event stream, before any node
+is built, so a "billion laughs" or a document nested 60,000 deep fails fast with a line number
+instead of eating memory or the stack.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from typing import Any
 import yaml
 
 from ..errors import RecipeError
+from ..yamlguard import YamlTooLarge, check_bounds
 
 KeyPath = tuple[str | int, ...]
 MAX_NODES = 50_000
+# Characters (plus one per node) of the recipe with every alias replaced by what it names: four times
+# the largest recipe file, far below what would make an image config too large to read back.
+MAX_EXPANDED = 4 << 20
 
 try:  # libyaml is much faster; the pure-Python loader gives the same results
     _Loader: Any = yaml.CSafeLoader
@@ -53,7 +59,10 @@ def format_key_path(key_path: KeyPath) -> str:
 
 def load_yaml(text: str, path: str) -> Document:
     try:
+        check_bounds(text, loader=_Loader, max_expanded=MAX_EXPANDED)
         node = yaml.compose(text, Loader=_Loader)
+    except YamlTooLarge as e:
+        raise RecipeError(path, e.line, e.reason) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else None

@@ -13,11 +13,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import LayerInputError, RegfpError
 from ..gitsource import BlobReader, Commit, GitError, Repository, TreeEntry
+from ..imagepath import WHITEOUT_REASON, whiteout_component
 from ..layers import Entry, collect_tree, total_size, write_layer
 from ..oci.config import History, ImageConfig
 from ..oci.descriptor import Descriptor
@@ -48,6 +50,11 @@ class SourceInputs:
     commit: Commit
     subdir: str
 
+    @cached_property
+    def tree(self) -> list[TreeEntry]:
+        """The commit's tree below ``subdir``, listed once for the checks and the build."""
+        return self.repo.tree(self.commit.sha, self.subdir)
+
     @property
     def where(self) -> str:
         return f"{self.repo.shown} at {self.commit.sha[:12]}" + (f" in {self.subdir}" if self.subdir else "")
@@ -62,8 +69,9 @@ class SourceInputs:
 
 @contextmanager
 def run_outputs(src: SourceInputs) -> Iterator[list[Entry]]:
-    """Run the recipe's host-side step (if any) before anything is written; the entries it yields can
-    be read until the context ends."""
+    """Check the tree against the copy rules and run the recipe's host-side step (if any), before
+    anything is written; the entries it yields can be read until the context ends."""
+    check_tree(src)
     with tempfile.TemporaryDirectory(prefix="regfp-run-") as tmp:
         yield _run_step(src.spec.run, src, Path(tmp)) if src.spec.run is not None else []
 
@@ -73,7 +81,7 @@ def build(src: SourceInputs, base: Image, annotations: dict[str, str], store: St
     """The built image; its layer blobs are written to ``store`` (no names are moved here)."""
     spec = src.spec
     created = rfc3339(src.commit.time)
-    tree = src.repo.tree(src.commit.sha, src.subdir)
+    tree = src.tree
     image = base
     with src.repo.blobs() as reader:
         deps, app = _map_tree(tree, spec, reader, src)
@@ -137,21 +145,34 @@ def _norm(path: str) -> bytes:
     return b"" if p == "." else os.fsencode(p)
 
 
-def _map_tree(tree: list[TreeEntry], spec: Build, reader: BlobReader,
-              src: SourceInputs) -> tuple[list[Entry], list[Entry]]:
-    """Entries of the dependency layer and of the application layer, from the copy rules."""
+@dataclass(frozen=True)
+class _Placed:
+    """Something a copy rule puts at a path in the image: a tree entry, or a directory it implies."""
+
+    rule: CopyRule
+    source: TreeEntry | None  # None: a directory
+
+
+def check_tree(src: SourceInputs) -> None:
+    """Every problem the copy rules have with this commit's tree (missing paths, submodules, whiteout
+    names, two rules writing one path), found without reading a file, so it can run before anything
+    is written."""
+    _placements(src.tree, src.spec, src.where)
+
+
+def _placements(tree: list[TreeEntry], spec: Build,
+                where: str) -> tuple[dict[bytes, _Placed], dict[bytes, _Placed]]:
+    """What goes where in the dependency layer and in the application layer, from the copy rules."""
     by_path = {e.path: e for e in tree}
     deps = [_norm(d) for d in spec.dependencies]
-    where = src.where
     for d, text in zip(deps, spec.dependencies, strict=True):
         if d not in by_path and not any(p.startswith(d + b"/") for p in by_path):
             raise GitError(f"dependency path {text!r}: no such file or directory in {where}")
-    dep_layer: dict[bytes, Entry] = {}
-    app_layer: dict[bytes, Entry] = {}
+    dep_layer: dict[bytes, _Placed] = {}
+    app_layer: dict[bytes, _Placed] = {}
     for rule in spec.copy:
         src = _norm(rule.from_)
         to = rule.to.strip("/").encode()
-        uid, gid = _owner(rule)
         picked: list[tuple[bytes, TreeEntry]]  # (path in image, tree entry)
         if src in by_path:
             dest = to + b"/" + src.rpartition(b"/")[2] if rule.to.endswith("/") else to
@@ -165,18 +186,40 @@ def _map_tree(tree: list[TreeEntry], spec: Build, reader: BlobReader,
             picked = [((to + b"/" if to else b"") + e.path[cut:], e) for e in under]
             dest_root = to
         for dest, te in picked:
+            shown = f"{where}: {te.path.decode('utf-8', 'replace')}"
             if te.is_submodule:
                 raise GitError(f"{te.path.decode('utf-8', 'replace')} is a submodule; regfp does not copy "
                                "submodules")
-            entry = _entry(dest, te, reader, uid, gid, where)
+            if whiteout_component(dest) is not None:
+                raise LayerInputError(shown, f"{WHITEOUT_REASON}; rename it in the repository (copy rule "
+                                             f"from {rule.from_!r} to {rule.to!r})")
             is_dep = any(te.path == d or te.path.startswith(d + b"/") for d in deps)
             target = dep_layer if is_dep else app_layer
-            _put(target, entry, rule)
+            _put(target, dest, _Placed(rule, te))
             for d in _dirs_between(dest_root, dest):
-                _put(target, Entry(d, "dir", 0o755, uid=uid, gid=gid), rule)
+                _put(target, d, _Placed(rule, None))
         if dest_root:
-            _put(app_layer, Entry(dest_root, "dir", 0o755, uid=uid, gid=gid), rule)
-    return list(dep_layer.values()), list(app_layer.values())
+            _put(app_layer, dest_root, _Placed(rule, None))
+    return dep_layer, app_layer
+
+
+def _map_tree(tree: list[TreeEntry], spec: Build, reader: BlobReader,
+              src: SourceInputs) -> tuple[list[Entry], list[Entry]]:
+    """Entries of the dependency layer and of the application layer, from the copy rules."""
+    where = src.where
+    dep_layer, app_layer = _placements(tree, spec, where)
+    return _entries(dep_layer, reader, where), _entries(app_layer, reader, where)
+
+
+def _entries(layer: dict[bytes, _Placed], reader: BlobReader, where: str) -> list[Entry]:
+    out = []
+    for dest, placed in layer.items():
+        uid, gid = _owner(placed.rule)
+        if placed.source is None:
+            out.append(Entry(dest, "dir", 0o755, uid=uid, gid=gid))
+        else:
+            out.append(_entry(dest, placed.source, reader, uid, gid, where))
+    return out
 
 
 def _dirs_between(root: bytes | None, dest: bytes) -> list[bytes]:
@@ -206,14 +249,15 @@ def _blob_opener(reader: BlobReader, oid: str) -> Callable[[], BinaryIO]:
     return lambda: reader.open(oid)
 
 
-def _put(layer: dict[bytes, Entry], entry: Entry, rule: CopyRule) -> None:
-    old = layer.get(entry.path)
+def _put(layer: dict[bytes, _Placed], dest: bytes, placed: _Placed) -> None:
+    old = layer.get(dest)
     if old is None:
-        layer[entry.path] = entry
-    elif old.kind == "dir" and entry.kind == "dir":
-        return
+        layer[dest] = placed
+    elif old.source is None and placed.source is None:
+        return  # a directory two rules both imply: the first rule's owner stays
     else:
-        shown = "/" + entry.path.decode("utf-8", "replace")
+        shown = "/" + dest.decode("utf-8", "replace")
+        rule = placed.rule
         raise LayerInputError(shown, f"two copy rules put something at this path (the second: from "
                                      f"{rule.from_!r} to {rule.to!r})")
 
@@ -252,6 +296,8 @@ def _run_step(run: RunStep, src: SourceInputs, tmp: Path) -> list[Entry]:
             entries.extend(collect_tree(produced, prefix=to, uid=uid, gid=gid))
         elif produced.is_file():
             dest = f"{to}/{produced.name}" if rule.to.endswith("/") else to
+            if whiteout_component(os.fsencode(dest)) is not None:
+                raise LayerInputError(str(produced), WHITEOUT_REASON)
             mode = 0o755 if os.stat(produced).st_mode & 0o111 else 0o644
             entries.append(Entry(dest.encode(), "file", mode, size=produced.stat().st_size,
                                  opener=lambda p=produced: open(p, "rb"), uid=uid, gid=gid, origin=str(produced)))  # noqa: SIM115

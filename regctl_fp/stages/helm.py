@@ -33,6 +33,7 @@ from ..oci.frozen import EMPTY, frozen_str_map
 from ..oci.image import Image
 from ..progress import SILENT, Progress
 from ..stores.base import Store
+from ..yamlguard import YamlTooLarge, check_bounds
 from .data import store_file
 
 CONFIG_MEDIA_TYPE = "application/vnd.cncf.helm.config.v1+json"
@@ -48,6 +49,9 @@ A_CREATED = "org.opencontainers.image.created"
 A_SOURCE = "org.opencontainers.image.source"
 A_AUTHORS = "org.opencontainers.image.authors"
 MAX_CHART_YAML = 5 << 20  # bytes; Helm's loader refuses larger files too
+# Chart.yaml with its aliases expanded: any file Helm accepts, but no "billion laughs" (the config
+# regfp writes from it is bounded again, by the limit it reads configs with).
+MAX_CHART_YAML_EXPANDED = 2 * MAX_CHART_YAML
 # Masterminds/semver NewVersion: loose SemVer ("v" prefix, missing minor/patch allowed).
 _SEMVER = re.compile(r"v?(0|[1-9]\d*)(\.(0|[1-9]\d*))?(\.(0|[1-9]\d*))?"
                      r"(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?")
@@ -153,7 +157,10 @@ def _find_files(path: Path, limit: int | None) -> dict[str, bytes]:
 
 def _load_yaml(data: bytes, shown: str, name: str) -> Any:
     try:
+        check_bounds(data, loader=yaml.SafeLoader, max_expanded=MAX_CHART_YAML_EXPANDED)
         return yaml.safe_load(data)
+    except YamlTooLarge as e:
+        raise ChartError(shown, f"{name}:{e.line}: {e.reason}") from None
     except yaml.YAMLError as e:
         raise ChartError(shown, f"cannot load {name}: {e}") from None
 

@@ -11,8 +11,9 @@ import io
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from ..errors import InvalidDocument, NotFound
+from ..errors import DocumentTooLarge, InvalidDocument, NotFound
 from ..oci import mediatypes as mt
+from ..oci.annotation_keys import CONTAINS_SECRET
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.digest import Digest
 from ..oci.image import Image, Layer
@@ -21,10 +22,9 @@ from ..oci.manifest import Index, Manifest
 if TYPE_CHECKING:  # the layer writer is heavy to import and only its protocol is named here
     from ..layers import BlobSink
 
+# What regfp reads whole. It never writes more than it would read back: see check_size.
 MANIFEST_LIMIT = 4 << 20  # bytes; the distribution registry's own limit for manifests
 CONFIG_LIMIT = 8 << 20
-# The manifest annotation of an image that holds a private key (an identity, a debug host key).
-CONTAINS_SECRET = "dev.regfp.contains-secret"
 
 
 def carries_secret(annotations: Mapping[str, str]) -> bool:
@@ -97,11 +97,21 @@ def _opener(store: Store, desc: Descriptor) -> Callable[[], BinaryIO]:
     return lambda: store.open_blob(desc)
 
 
+def check_size(what: str, data: bytes, limit: int) -> None:
+    """Refuse to write a document larger than regfp reads back (a config grown by recipe labels on a big
+    base, an index of thousands of entries): stored, it could never be used again."""
+    if len(data) > limit:
+        raise DocumentTooLarge(what, len(data), limit)
+
+
 def write_image(store: Store, image: Image) -> Descriptor:
     """Blobs first (skipping what exists), then the config, then the manifest. Names are not touched.
 
     The blobs of an image marked as carrying a secret are written private (the manifest, which only
-    lists digests, stays readable so the layout can be listed)."""
+    lists digests, stays readable so the layout can be listed). A config or manifest too large to read
+    back is refused before anything is written."""
+    check_size(f"the image config ({image.config_media_type})", image.config_bytes, CONFIG_LIMIT)
+    check_size("the image manifest", image.manifest_bytes, MANIFEST_LIMIT)
     private = carries_secret(image.annotations)
     for layer in image.layers:
         if not store.has_blob(layer.digest):

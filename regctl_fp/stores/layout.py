@@ -31,7 +31,7 @@ from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.manifest import Index
 from ..oci.verify import VerifyingReader, read_verified
-from .base import MANIFEST_LIMIT, closure
+from .base import MANIFEST_LIMIT, check_size, closure
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
@@ -162,6 +162,7 @@ class LayoutStore:
         return self.read_blob(desc, MANIFEST_LIMIT)
 
     def put_manifest(self, data: bytes, media_type: str) -> Descriptor:
+        check_size(f"the manifest ({media_type})", data, MANIFEST_LIMIT)
         sink = self.blob_sink()
         sink.write(data)
         return sink.commit(media_type)

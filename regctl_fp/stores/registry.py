@@ -23,7 +23,7 @@ from ..oci.verify import read_verified
 from ..progress import Progress
 from ..refs import RegistryRef, check_repository, check_tag, split_name
 from . import blobio
-from .base import MANIFEST_LIMIT, Store
+from .base import MANIFEST_LIMIT, Store, check_size
 from .blobio import OnBytes, Opener, pull_scope, push_scope
 from .transport import RegistryClient
 
@@ -171,6 +171,7 @@ class RegistryStore:
         return data
 
     def put_manifest(self, data: bytes, media_type: str) -> Descriptor:
+        check_size(f"the manifest ({media_type})", data, MANIFEST_LIMIT)
         repo = self._write_repo()
         desc = Descriptor(media_type, Digest.of(data), len(data))
         self._manifests[desc.digest] = data
