@@ -10,7 +10,7 @@ from ..errors import InvalidInput
 from ..oci.descriptor import Descriptor
 from ..progress import SILENT, Progress
 from ..sources import BuildOptions, load_image
-from ..stages.debug import DebugInputs, HostKey, debug_image
+from ..stages.debug import DebugInputs, HostKeyInputs, debug_image, derive_host_key
 from ..stores.base import read_image, write_image
 from ..stores.layout import LayoutStore
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
@@ -29,7 +29,7 @@ class DebugResult:
     identity: str | None
 
 
-def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_key: HostKey, now: int, options: BuildOptions,
+def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_seed: bytes, now: int, options: BuildOptions,
                      secrets: Mapping[str, str], layout: Path | None = None, git_cache: Path | None = None,
                      channel: str | None = None, release: int | None = None, delta: int | None = None,
                      ttl: str | None = None, sshd_only: bool = False, port: int = 2222,
@@ -54,6 +54,8 @@ def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_key: HostK
         parent = read_image(store, parent_desc)
         tools = load_image(lr.image_ref(r.debug.tools), work=store, platform=parent.config.platform,
                            options=options, progress=progress)
+        host_key = derive_host_key(host_seed, HostKeyInputs(parent.digest.text, tools.digest.text, keys,
+                                                            channel_name))
         identity = None
         if prepared is not None and env is not None and env.identity is not None:
             from ..stages.identity import Subject, issue, window
@@ -73,7 +75,8 @@ def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_key: HostK
                                         mtime=parse_rfc3339(created) if created else 0, identity=identity,
                                         sshd_only=sshd_only, port=port), store, annotations)
         desc = write_image(store, image)
-        name = f"ad-hoc/{_repo_name(lr)}/{revision}:{channel_name}"
+        # The sshd-only image has its own tag: it must not replace the full debug image of the same target.
+        name = f"ad-hoc/{_repo_name(lr)}/{revision}:{channel_name}" + ("-sshd" if sshd_only else "")
         store.set_names({name: desc})
     return DebugResult(name, desc.digest.text, parent.digest.text, expires, host_key.public_line, port,
                        identity.spiffe_id if identity else None)
