@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import need, regfp, regfp_json
+from conftest import ROOT, need, regfp, regfp_json
 from test_debug import CAPS, debug_project, free_port, keypair
 
 # What umoci's generated bundle grants, and the one capability README says to add for the debug sshd.
@@ -235,3 +237,39 @@ def test_sshd_only_has_its_own_name(tmp_path: Path) -> None:
     assert regfp_json("inspect", f"oci:{layout}:{full['name']}")["digest"] == full["digest"]
     assert regfp_json("inspect", f"oci:{layout}:{sshd['name']}")["digest"] == sshd["digest"]
     assert full["digest"] != sshd["digest"]
+
+
+def test_missing_tools_image_names_the_key_and_how_to_make_it(tmp_path: Path) -> None:
+    debug_project(tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace('tools: "dir:tools"', 'tools: "oci:out:tools/debug:1"'))
+    _, pub = keypair(tmp_path, "dev")
+    proc = regfp("debug-image", str(recipe), "--ssh-key", str(pub), check=False)
+    assert proc.returncode == 2, proc.stderr
+    line = next(i for i, t in enumerate(recipe.read_text().splitlines(), 1) if t.startswith("debug:"))
+    assert f"{recipe}:{line}:" in proc.stderr and "debug.tools" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    hinted = re.search(r"`bash (testdata/debug-tools/make-tools.sh [^`]+)`", proc.stderr)
+    assert hinted is not None, proc.stderr
+    assert hinted.group(1) == f"testdata/debug-tools/make-tools.sh {tmp_path / 'out'} tools/debug:1"
+
+    # The hinted command, as a user runs it from regfp's checkout, makes a tools image the recipe accepts.
+    if not Path("/usr/sbin/dropbear").exists():
+        need("dropbear")  # skips (or fails under REGFP_REQUIRE_TOOLS) without dropbear-bin
+    need("busybox")
+    shim = tmp_path / "bin/regfp"
+    shim.parent.mkdir()
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m regctl_fp \"$@\"\n")
+    shim.chmod(0o755)
+    env = dict(os.environ, PATH=f"{shim.parent}:{os.environ['PATH']}")
+    subprocess.run(["bash", *hinted.group(1).split()], cwd=ROOT, env=env, check=True, capture_output=True,
+                   timeout=120)
+    made = regfp_json("debug-image", str(recipe), "--ssh-key", str(pub))
+    assert made["name"].startswith("ad-hoc/src/")
+
+
+def test_demo_set_up_makes_the_demo_tools_image() -> None:
+    demo = (ROOT / "recipes/app.yaml").read_text()
+    assert 'tools: "oci:../out:tools/debug:1"' in demo  # what make-tools.sh makes by default, in out/
+    setup = (ROOT / ".ci/setup").read_text().splitlines()
+    assert "bash testdata/debug-tools/make-tools.sh out >/dev/null" in setup

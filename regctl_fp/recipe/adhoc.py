@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, LayoutError, NotFound, RefError
 from ..oci.descriptor import Descriptor
 from ..progress import SILENT, Progress
 from ..sources import BuildOptions, load_image
@@ -52,8 +52,11 @@ def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_seed: byte
         parent_desc, revision, channel_name = _current(lr, out, channel, now, options, secrets, git_cache, progress)
     with LayoutStore.open_or_create(out) as store:
         parent = read_image(store, parent_desc)
-        tools = load_image(lr.image_ref(r.debug.tools), work=store, platform=parent.config.platform,
-                           options=options, progress=progress)
+        try:
+            tools = load_image(lr.image_ref(r.debug.tools), work=store, platform=parent.config.platform,
+                               options=options, progress=progress)
+        except (NotFound, LayoutError, RefError) as e:
+            raise lr.error(("debug", "tools"), _missing_tools(lr, r.debug.tools, e)) from None
         host_key = derive_host_key(host_seed, HostKeyInputs(parent.digest.text, tools.digest.text, keys,
                                                             channel_name))
         identity = None
@@ -80,6 +83,17 @@ def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_seed: byte
         store.set_names({name: desc})
     return DebugResult(name, desc.digest.text, parent.digest.text, expires, host_key.public_line, port,
                        identity.spiffe_id if identity else None)
+
+
+def _missing_tools(lr: LoadedRecipe, text: str, error: Exception) -> str:
+    """Which key asked for the tools image, and how to make one (the script ships with regfp)."""
+    from ..refs import LayoutRef
+
+    ref = lr.image_ref(text)
+    where = f"{ref.path} {ref.name}" if isinstance(ref, LayoutRef) and ref.name else "LAYOUT NAME"
+    return (f"the debug tools image {text!r} is not there ({error}); make one (it must provide "
+            f"/usr/sbin/dropbear and a shell), e.g. with regfp's `bash testdata/debug-tools/make-tools.sh "
+            f"{where}` (uses Debian's busybox-static and dropbear-bin)")
 
 
 def _dev_environment(lr: LoadedRecipe) -> Environment | None:
