@@ -164,6 +164,7 @@ def _map_tree(tree: list[TreeEntry], spec: Build, reader: BlobReader,
             cut = len(src) + 1 if src else 0
             picked = [((to + b"/" if to else b"") + e.path[cut:], e) for e in under]
             dest_root = to
+        filled: list[dict[bytes, Entry]] = []  # the layers this rule put something in
         for dest, te in picked:
             if te.is_submodule:
                 raise GitError(f"{te.path.decode('utf-8', 'replace')} is a submodule; regfp does not copy "
@@ -172,10 +173,15 @@ def _map_tree(tree: list[TreeEntry], spec: Build, reader: BlobReader,
             is_dep = any(te.path == d or te.path.startswith(d + b"/") for d in deps)
             target = dep_layer if is_dep else app_layer
             _put(target, entry, rule)
+            if not any(t is target for t in filled):
+                filled.append(target)
             for d in _dirs_between(dest_root, dest):
                 _put(target, Entry(d, "dir", 0o755, uid=uid, gid=gid), rule)
         if dest_root:
-            _put(app_layer, Entry(dest_root, "dir", 0o755, uid=uid, gid=gid), rule)
+            # The rule's target directory goes with its files: a rule that copies only dependencies
+            # leaves nothing (not even an empty directory entry) in the application layer.
+            for target in filled:
+                _put(target, Entry(dest_root, "dir", 0o755, uid=uid, gid=gid), rule)
     return list(dep_layer.values()), list(app_layer.values())
 
 
