@@ -12,13 +12,14 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 MAX_ENTRIES = 512
 
 
-def fingerprint(root: Path) -> str:
+def fingerprint(root: Path, on_found: Callable[[int], None] | None = None) -> str:
     h = hashlib.sha256()
     base = os.fsencode(root)
     stack = [b""]
@@ -37,6 +38,8 @@ def fingerprint(root: Path) -> str:
                 h.update(os.readlink(child.path) + b"\0")
             elif child.is_dir(follow_symlinks=False):
                 stack.append(crel)
+        if on_found is not None:
+            on_found(sum(1 for c in children if not c.is_dir(follow_symlinks=False)))
     return h.hexdigest()
 
 

@@ -115,11 +115,13 @@ def normalize(path: bytes, origin: str = "") -> bytes:
 # ---- collecting entries from a directory -------------------------------------------------------
 
 def collect_tree(root: str | Path, *, prefix: str | bytes = b"", uid: int = 0, gid: int = 0,
-                 keep_special_bits: bool = False, allow_whiteouts: bool = False) -> list[Entry]:
+                 keep_special_bits: bool = False, allow_whiteouts: bool = False,
+                 on_found: Callable[[int], None] | None = None) -> list[Entry]:
     """Every entry below ``root`` (not ``root`` itself), placed under ``prefix`` in the layer.
 
     Symlinks are stored as links, never followed. Files that share an inode become hardlinks to the
-    first of them in sorted order.
+    first of them in sorted order. ``on_found`` hears the number of non-directories of each directory
+    listed (a scan of a large tree takes seconds before any byte is written).
     """
     base = os.fsencode(os.fspath(root))
     try:
@@ -134,7 +136,10 @@ def collect_tree(root: str | Path, *, prefix: str | bytes = b"", uid: int = 0, g
     # An explicit stack, not recursion: a hostile tree may nest deeper than Python's recursion limit.
     pending = [b""]
     while pending:
+        before = len(out)
         _scan(base, pending.pop(), pre, out, pending, uid, gid, keep_special_bits, allow_whiteouts)
+        if on_found is not None:
+            on_found(sum(1 for e in out[before:] if e.kind != "dir"))
     out.sort(key=lambda e: order_key(e.path))
     return _link_hardlinks(out)
 

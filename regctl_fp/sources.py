@@ -96,16 +96,19 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
 
         p = options.platform
         key = f"{path.resolve()}|{options.epoch}|{p}|{options.compression}|v1"
-        print_ = fingerprint(path)
+        with progress.scanning(f"checking {path} for changes") as on_found:
+            print_ = fingerprint(path, on_found)
         record = options.cache.get(key, print_)
         if record is not None:
             cached = _from_record(record, work)
             if cached is not None:
                 return cached
-    entries = collect_tree(path)
+    with progress.scanning(f"scanning {path}") as on_found:
+        entries = collect_tree(path, on_found=on_found)
     identity = None
     if options.remote is not None:
-        identity = _tree_identity(entries, options)
+        on_bytes = progress.task(f"hashing {path} for the stage cache", total_size(entries))
+        identity = _tree_identity(entries, options, on_bytes)
         found = options.remote.lookup(dir_tag(identity))
         if found is not None:  # another machine made this image already: no compression here
             return read_image(options.remote.store, found, options.platform)
@@ -128,13 +131,13 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
     return image
 
 
-def _tree_identity(entries: list[Entry], options: BuildOptions) -> str:
+def _tree_identity(entries: list[Entry], options: BuildOptions, on_bytes: Callable[[int], None]) -> str:
     """What a tree's image is, from its uncompressed tar (one hashing pass, no compression)."""
     from .layers import write_layer
     from .oci.canonical import canonical_json
     from .stores.null import DigestSink
 
-    tar = write_layer(entries, DigestSink(), mtime=options.epoch, compression="none")
+    tar = write_layer(entries, DigestSink(), mtime=options.epoch, compression="none", on_bytes=on_bytes)
     doc = {"diffID": tar.diff_id.text, "epoch": options.epoch, "platform": str(options.platform),
            "compression": options.compression, "v": 1}
     return hashlib.sha256(canonical_json(doc)).hexdigest()

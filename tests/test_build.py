@@ -193,3 +193,46 @@ def test_built_image_runs_under_runc(tmp_path: Path, tool_env: dict[str, str]) -
     assert run.returncode == 0, run.stderr
     assert "hello hi on ID=test-os-1" in run.stdout
     assert "PORT=8080" in run.stdout
+
+
+def _layer_paths(layout: Path, digest: str) -> set[str]:
+    """The entry names of one gzip layer blob, read with the stdlib tarfile (an independent reader)."""
+    import tarfile
+
+    with tarfile.open(layout / "blobs/sha256" / digest.split(":", 1)[1], "r:gz") as tar:
+        return {m.name.rstrip("/") for m in tar.getmembers()}
+
+
+def test_dependencies_land_in_their_own_layer_where_the_copy_rules_put_them(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace(
+        "  copy: [{from: ., to: /app}]\n",
+        "  copy: [{from: ., to: /app}, {from: vendor, to: /opt/vendor}]\n"))
+    [img] = build(tmp_path)["images"]
+    _, deps, app = layers(tmp_path / "out", img["name"])
+    dep_paths = _layer_paths(tmp_path / "out", deps)
+    assert {"app/requirements.lock", "app/vendor/dep/lib.sh", "opt/vendor/dep/lib.sh"} <= dep_paths
+    app_paths = _layer_paths(tmp_path / "out", app)
+    assert {"app/main.txt", "app/run.sh"} <= app_paths
+    assert not any("vendor" in p or "requirements" in p for p in app_paths)
+
+
+@pytest.mark.parametrize(("deps", "copy", "message"), [
+    ("[requirements.lock, vendor]", "[{from: run.sh, to: /app/}, {from: main.txt, to: /app/}]",
+     "dependency 'requirements.lock' is not under any copy rule's 'from' ('run.sh', 'main.txt'), so it would "
+     "not be in the image"),
+    ("[requirements.lock, vendor]", "[{from: requirements.lock, to: /app/}, {from: vendor/dep, to: /lib/dep}]",
+     "only part of dependency 'vendor' is copied (copy from 'vendor/dep')"),
+])
+def test_dependencies_no_copy_rule_covers_are_refused(tmp_path: Path, deps: str, copy: str, message: str) -> None:
+    make_project(tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    text = recipe.read_text().replace("  dependencies: [requirements.lock, vendor]\n", f"  dependencies: {deps}\n")
+    recipe.write_text(text.replace("  copy: [{from: ., to: /app}]\n", f"  copy: {copy}\n"))
+    proc = regfp("build", str(recipe), check=False)
+    assert proc.returncode == 2, proc.stderr
+    line = next(i for i, t in enumerate(recipe.read_text().splitlines(), 1) if "dependencies:" in t)
+    assert f"{recipe}:{line}: {message}" in proc.stderr and "(at build.dependencies[" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()

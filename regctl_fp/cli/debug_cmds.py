@@ -1,8 +1,10 @@
-"""``regfp debug-image``: keys are read and checked here, the host key is made here (randomness at the edge)."""
+"""``regfp debug-image``: keys are read and checked here, and the per-user seed of the debug host keys is
+kept here (randomness and files in the home directory stay at the edge)."""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from ..errors import InvalidInput
@@ -14,7 +16,7 @@ def debug_image(recipe: Path, ssh_keys: list[Path], channel: str | None, release
                 json_out: bool) -> None:
     from ..engine.debug import make_debug_image
     from ..recipe.load import load_recipe
-    from ..stages.debug import HostKey, check_public_key, fingerprint
+    from ..stages.debug import check_public_key, fingerprint, known_hosts_line
     from ..stages.rollout import parse_release
     from ..timeutil import parse_duration
     from .progress import progress_bar
@@ -43,17 +45,62 @@ def debug_image(recipe: Path, ssh_keys: list[Path], channel: str | None, release
     lr = load_recipe(recipe)
     now = parse_now(now_text)
     with progress_bar() as bar:
-        result = make_debug_image(lr, keys=tuple(keys), host_key=HostKey(os.urandom(32)), now=now,
+        result = make_debug_image(lr, keys=tuple(keys), host_seed=host_key_seed(), now=now,
                                   options=_options(), secrets=secrets(lr), layout=out.resolve() if out else None,
                                   git_cache=_git_cache(), channel=channel,
                                   release=parse_release(release) if release else None, delta=delta, ttl=ttl,
                                   sshd_only=sshd_only, port=port, progress=bar)
     doc = {"name": result.name, "digest": result.digest, "parent": result.parent, "expires": result.expires,
             "hostKey": result.host_key, "hostKeyFingerprint": fingerprint(result.host_key), "port": result.port,
-            "identity": result.identity}
+            "identity": result.identity, "knownHosts": known_hosts_line(result.host_key, result.port)}
     if json_out:
         output.print_json(doc)
         return
-    for key in ("name", "digest", "parent", "expires", "port", "identity", "hostKeyFingerprint"):
+    for key in ("name", "digest", "parent", "expires", "port", "identity", "hostKeyFingerprint", "knownHosts"):
         if doc[key] is not None:
             output.line(f"{key:19} {doc[key]}")
+
+
+SEED_SIZE = 32
+
+
+def host_key_seed() -> bytes:
+    """The per-user secret the debug host keys are derived from (``$XDG_CONFIG_HOME/regfp/debug-host-seed``,
+    mode 0600), made on first use. Copy it to another machine to get the same host keys there."""
+    from .edge import config_dir
+
+    directory = config_dir()
+    path = directory / "debug-host-seed"
+    for _ in range(2):
+        try:
+            return _read_seed(path)
+        except FileNotFoundError:
+            pass
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = directory / f".debug-host-seed.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(SEED_SIZE))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)  # never replaces a seed another run made meanwhile
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return _read_seed(path)
+
+
+def _read_seed(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # other OSErrors exit 1, naming the file
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        data = f.read(SEED_SIZE + 1) if stat.S_ISREG(st.st_mode) else b""
+    if len(data) != SEED_SIZE or st.st_mode & 0o077:
+        problem = "is readable by others" if st.st_mode & 0o077 and len(data) == SEED_SIZE else \
+            f"is not a {SEED_SIZE}-byte regular file"
+        raise InvalidInput(f"{path} {problem}; it holds the secret the debug host keys are derived from "
+                           "(remove it to make a new one, which changes every debug host key)")
+    return data

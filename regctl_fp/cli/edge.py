@@ -52,6 +52,12 @@ def cache_dir() -> Path:
     return Path(base) / "regfp"
 
 
+def config_dir() -> Path:
+    """Where regfp keeps small per-user files that are not caches: ``$XDG_CONFIG_HOME/regfp``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "regfp"
+
+
 def build_options(platform: Platform | None = None) -> BuildOptions:
     """How dir: references become images on this machine: its platform, SOURCE_DATE_EPOCH, the cache."""
     from ..dircache import DirCache

@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, LayoutError, NotFound, RefError
 from ..oci.descriptor import Descriptor
 from ..progress import SILENT, Progress
 from ..recipe.load import LoadedRecipe
 from ..recipe.model import Environment
 from ..sources import BuildOptions, load_image
-from ..stages.debug import DebugInputs, HostKey, debug_image
+from ..stages.debug import DebugInputs, HostKeyInputs, debug_image, derive_host_key
 from ..stores.base import read_image, write_image
 from ..stores.layout import LayoutStore
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
@@ -29,7 +29,7 @@ class DebugResult:
     identity: str | None
 
 
-def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_key: HostKey, now: int, options: BuildOptions,
+def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_seed: bytes, now: int, options: BuildOptions,
                      secrets: Mapping[str, str], layout: Path | None = None, git_cache: Path | None = None,
                      channel: str | None = None, release: int | None = None, delta: int | None = None,
                      ttl: str | None = None, sshd_only: bool = False, port: int = 2222,
@@ -53,8 +53,13 @@ def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_key: HostK
         parent_desc, revision, channel_name = _current(lr, out, channel, now, options, secrets, git_cache, progress)
     with LayoutStore.open_or_create(out) as store:
         parent = read_image(store, parent_desc)
-        tools = load_image(lr.image_ref(r.debug.tools), work=store, platform=parent.config.platform,
-                           options=options, progress=progress)
+        try:
+            tools = load_image(lr.image_ref(r.debug.tools), work=store, platform=parent.config.platform,
+                               options=options, progress=progress)
+        except (NotFound, LayoutError, RefError) as e:
+            raise lr.error(("debug", "tools"), _missing_tools(lr, r.debug.tools, e)) from None
+        host_key = derive_host_key(host_seed, HostKeyInputs(parent.digest.text, tools.digest.text, keys,
+                                                            channel_name))
         identity = None
         if authority is not None and env is not None and env.identity is not None:
             from ..stages.identity import Subject, issue, window
@@ -73,10 +78,22 @@ def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_key: HostK
                                         mtime=parse_rfc3339(created) if created else 0, identity=identity,
                                         sshd_only=sshd_only, port=port), store, annotations)
         desc = write_image(store, image)
-        name = f"ad-hoc/{_repo_name(lr)}/{revision}:{channel_name}"
+        # The sshd-only image has its own tag: it must not replace the full debug image of the same target.
+        name = f"ad-hoc/{_repo_name(lr)}/{revision}:{channel_name}" + ("-sshd" if sshd_only else "")
         store.set_names({name: desc})
     return DebugResult(name, desc.digest.text, parent.digest.text, expires, host_key.public_line, port,
                        identity.spiffe_id if identity else None)
+
+
+def _missing_tools(lr: LoadedRecipe, text: str, error: Exception) -> str:
+    """Which key asked for the tools image, and how to make one (the script ships with regfp)."""
+    from ..refs import LayoutRef
+
+    ref = lr.image_ref(text)
+    where = f"{ref.path} {ref.name}" if isinstance(ref, LayoutRef) and ref.name else "LAYOUT NAME"
+    return (f"the debug tools image {text!r} is not there ({error}); make one (it must provide "
+            f"/usr/sbin/dropbear and a shell), e.g. with regfp's `bash testdata/debug-tools/make-tools.sh "
+            f"{where}` (uses Debian's busybox-static and dropbear-bin)")
 
 
 def _dev_environment(lr: LoadedRecipe) -> Environment | None:

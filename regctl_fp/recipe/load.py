@@ -131,6 +131,7 @@ def _check(lr: LoadedRecipe) -> None:
         _check_ref(lr, ("patch", "from"), from_image, channels)
     if r.build is not None:
         _check_base(lr, ("build", "base"), r.build.base, channels)
+        _check_dependencies(lr)
     if r.rollouts is not None and r.rollouts.channel not in channels:
         raise lr.error(("rollouts", "channel"), _unknown_channel(r.rollouts.channel, channels))
     if r.rollouts is not None and r.rollouts.keep < 1:
@@ -172,6 +173,34 @@ def _check_generated_paths(lr: LoadedRecipe, i: int) -> None:
             if path == mine or path.startswith(mine + "/"):
                 raise lr.error(("environments", i, "files", image_path),
                                f"{image_path!r} collides with /{path}, which holds {what}")
+
+
+def _check_dependencies(lr: LoadedRecipe) -> None:
+    """Each dependency path must lie inside a copy rule's ``from``: the dependency layer holds those files
+    where the copy rules put them, and a path no rule copies would silently stay out of the image."""
+    import posixpath
+
+    build = lr.recipe.build
+    assert build is not None
+
+    def norm(path: str) -> str:
+        p = posixpath.normpath(path) if path else "."
+        return "" if p == "." else p
+
+    froms = [norm(rule.from_) for rule in build.copy]
+    for i, dep in enumerate(build.dependencies):
+        d = norm(dep)
+        if any(f == "" or d == f or d.startswith(f + "/") for f in froms):
+            continue
+        inside = [rule.from_ for rule, f in zip(build.copy, froms, strict=True) if not d or f.startswith(d + "/")]
+        if inside:
+            message = (f"only part of dependency {dep!r} is copied (copy from {', '.join(map(repr, inside))}); "
+                       f"copy all of it, or list what is copied as the dependency")
+        else:
+            shown = ", ".join(repr(rule.from_) for rule in build.copy) or "none"
+            message = (f"dependency {dep!r} is not under any copy rule's 'from' ({shown}), so it would not be "
+                       f"in the image; add a copy rule for it (e.g. {{from: {dep}, to: /app/{d}}}) or drop it")
+        raise lr.error(("build", "dependencies", i), message)
 
 
 def _check_base(lr: LoadedRecipe, kp: KeyPath, value: str, channels: dict[str, str]) -> None:

@@ -185,6 +185,7 @@ def _placements(tree: list[TreeEntry], spec: Build,
             cut = len(src) + 1 if src else 0
             picked = [((to + b"/" if to else b"") + e.path[cut:], e) for e in under]
             dest_root = to
+        filled: list[dict[bytes, _Placed]] = []  # the layers this rule put something in
         for dest, te in picked:
             shown = f"{where}: {te.path.decode('utf-8', 'replace')}"
             if te.is_submodule:
@@ -196,10 +197,15 @@ def _placements(tree: list[TreeEntry], spec: Build,
             is_dep = any(te.path == d or te.path.startswith(d + b"/") for d in deps)
             target = dep_layer if is_dep else app_layer
             _put(target, dest, _Placed(rule, te))
+            if not any(t is target for t in filled):
+                filled.append(target)
             for d in _dirs_between(dest_root, dest):
                 _put(target, d, _Placed(rule, None))
         if dest_root:
-            _put(app_layer, dest_root, _Placed(rule, None))
+            # The rule's target directory goes with its files: a rule that copies only dependencies
+            # leaves nothing (not even an empty directory entry) in the application layer.
+            for target in filled:
+                _put(target, dest_root, _Placed(rule, None))
     return dep_layer, app_layer
 
 

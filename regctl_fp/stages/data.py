@@ -179,7 +179,8 @@ def _open_regular(path: Path) -> BinaryIO:
 # -- directories: one deterministic tar layer under the title -------------------------------------------
 def _dir_layer(item: DataInput, store: Store, opts: DataOptions, progress: Progress) -> Layer:
     mode = stat.S_IMODE(os.stat(item.path).st_mode) & ~(stat.S_ISUID | stat.S_ISGID)
-    entries = [dir_entry(item.title, mode), *collect_tree(item.path, prefix=item.title)]
+    with progress.scanning(f"scanning {item.path}") as on_found:
+        entries = [dir_entry(item.title, mode), *collect_tree(item.path, prefix=item.title, on_found=on_found)]
     written = write_layer(entries, store.blob_sink(), mtime=opts.epoch, compression=opts.compression,
                           on_bytes=progress.task(f"layer of {item.path}", total_size(entries)))
     desc = written.descriptor.with_annotations({TITLE: item.title, UNPACK: "true",

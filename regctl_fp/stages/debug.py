@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import InvalidInput
 from ..imagefs import read_file
 from ..layers import Entry, dir_entry, file_entry, write_layer
+from ..oci.canonical import canonical_json
 from ..oci.config import History
 from ..oci.image import Image, Layer
 from ..stores.base import CONTAINS_SECRET, Store
@@ -69,7 +70,7 @@ def check_public_key(text: str, shown: str) -> str:
 
 @dataclass(frozen=True)
 class HostKey:
-    """An Ed25519 host key; made at the CLI edge (randomness never enters the library)."""
+    """An Ed25519 host key, derived by ``derive_host_key`` (the seed comes from the CLI edge)."""
 
     private: bytes  # 32 raw bytes
 
@@ -93,6 +94,40 @@ class HostKey:
 
     def __repr__(self) -> str:
         return f"HostKey({self.public_line[:40]}...)"
+
+
+@dataclass(frozen=True)
+class HostKeyInputs:
+    """What a debug image's host key is derived from. Everything that names the debug target is here
+    and nothing that changes on a re-make (expiry, port), so re-making or re-pulling a debug image keeps
+    the developer's known_hosts entry valid, while another app, tools image, channel or key gets its own."""
+
+    parent: str  # digest of the patched release
+    tools: str  # digest of the tools image
+    keys: tuple[str, ...]  # the developers' public key lines
+    channel: str
+
+
+def derive_host_key(seed: bytes, inputs: HostKeyInputs) -> HostKey:
+    """HKDF-SHA256 of a per-user secret ``seed`` over ``inputs``. The seed keeps the private key from
+    being computable out of public facts alone (digests and public keys are not secrets)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    if len(seed) < 32:
+        raise InvalidInput("the debug host key seed must be at least 32 bytes")
+    keys = sorted({" ".join(line.split()[:2]) for line in inputs.keys})  # the comment is not the key
+    doc = canonical_json({"parent": inputs.parent, "tools": inputs.tools, "keys": keys, "channel": inputs.channel})
+    info = b"regfp debug host key v1\0" + hashlib.sha256(doc).digest()
+    return HostKey(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(seed))
+
+
+def known_hosts_line(public_line: str, port: int, host: str = "127.0.0.1") -> str:
+    """The ``known_hosts`` line for the debug sshd, as ssh writes it (brackets for a port other than 22)."""
+    where = host if port == 22 else f"[{host}]:{port}"
+    return f"{where} {' '.join(public_line.split()[:2])}"
 
 
 def _ssh_string(data: bytes) -> bytes:
@@ -183,14 +218,71 @@ def _patched_table(image: Image, path: str, user: str, line: str) -> bytes:
 
 def _entry_script(port: int) -> str:
     return f"""#!/bin/sh
-# regfp debug entrypoint: dropbear with key-only logins, then the application (or dropbear alone).
+# regfp debug entrypoint: dropbear (key-only logins) next to the application. The application runs as a
+# child, not exec'd, so sshd outlives it (a crashed app is what one debugs); TERM, INT and HUP sent to
+# PID 1 go to the application, and once it is gone they stop the container.
 port="${{REGFP_SSH_PORT:-{port}}}"
-set -- "$@"
-if [ "$#" -eq 0 ]; then
-  exec /{DROPBEAR} -F -E -s -g -p "$port" -r /{HOST_KEY}
+log() {{ echo "regfp-debug: $*" >&2; }}
+caps=""; uid=""
+if [ -r /proc/self/status ]; then
+  while read -r key value _; do
+    case "$key" in CapEff:) caps="$value" ;; Uid:) uid="$value" ;; esac
+  done < /proc/self/status
 fi
-/{DROPBEAR} -E -s -g -p "$port" -r /{HOST_KEY} -P /tmp/regfp-dropbear.pid
-exec "$@"
+if [ -n "$uid" ] && [ "$uid" != 0 ]; then
+  log "cannot start sshd: the container runs as uid $uid; the debug image logs in as root and must" \\
+      "start as root (user 0:0)"
+  exit 1
+fi
+# dropbear running as root calls setgid+initgroups for every session, even a root login, and setgroups
+# needs CAP_SETGID (setuid to the uid it already has needs nothing): without it each login fails after
+# authentication, with "Error changing user group" in this log and nothing on the client.
+if [ -n "$caps" ] && [ $(( 0x${{caps#"${{caps%??}}"}} & 64 )) -eq 0 ]; then
+  log "cannot start sshd: the container lacks CAP_SETGID, which dropbear needs to open any session" \\
+      "(even root's). Add it: docker/podman run --cap-add SETGID; Kubernetes:" \\
+      "securityContext.capabilities.add [SETGID]; an OCI bundle (umoci unpack): CAP_SETGID in" \\
+      "process.capabilities bounding, effective and permitted."
+  exit 1
+fi
+exec 3<&0  # a background job's stdin is /dev/null; the application keeps the container's stdin via fd 3
+/{DROPBEAR} -F -E -s -g -p "$port" -r /{HOST_KEY} </dev/null 3<&- &
+sshd=$!
+app=""
+if [ "$#" -gt 0 ]; then
+  "$@" <&3 3<&- &
+  app=$!
+fi
+exec 3<&-
+stop=""
+on_signal() {{
+  stop="$1"
+  if [ -n "$app" ]; then kill -"$1" "$app" 2>/dev/null; else kill -TERM "$sshd" 2>/dev/null; fi
+}}
+trap 'on_signal TERM' TERM
+trap 'on_signal INT' INT
+trap 'on_signal HUP' HUP
+status=0
+if [ -n "$app" ]; then
+  # wait returns early (above 128) when a trapped signal arrives: wait again until the app is gone.
+  while :; do
+    wait "$app"; status=$?
+    kill -0 "$app" 2>/dev/null || break
+  done
+  app=""
+  if [ -n "$stop" ]; then
+    kill -TERM "$sshd" 2>/dev/null
+  else
+    how="status $status"
+    [ "$status" -le 128 ] || how="$how (signal $((status - 128)))"
+    log "the application exited with $how; sshd stays up on port $port until the container is stopped"
+  fi
+fi
+while :; do
+  wait "$sshd"; code=$?
+  kill -0 "$sshd" 2>/dev/null || break
+done
+[ "$#" -gt 0 ] || status=$code
+exit "$status"
 """
 
 
