@@ -177,20 +177,28 @@ def test_mtls_with_the_issued_identities(tmp_path: Path) -> None:
     listener.close()
 
 
-def test_identity_is_deterministic_and_reissued_late(tmp_path: Path) -> None:
+def test_identity_is_deterministic_and_reissued_per_slot(tmp_path: Path) -> None:
+    """Validity windows come from the clock alone: time is cut into slots of two thirds of the TTL (20
+    days for 30d; the slot of 2026-06-10 runs from 2026-05-27 to 2026-06-16), so any time in a slot gives
+    the same certificate, and a new slot re-issues it."""
     env_project(tmp_path)
     first = json.loads(build(tmp_path, "--now", "2026-06-10T12:00:00Z").stdout)
     again = json.loads(build(tmp_path, "--out", str(tmp_path / "other"), "--now", "2026-06-11T00:00:00Z").stdout)
-    digest = {i["name"]: i["digest"] for i in first["images"]}
-    assert {i["name"]: i["digest"] for i in again["images"]} == digest  # same window, same bytes
-    soon = json.loads(build(tmp_path, "--now", "2026-06-20T00:00:00Z").stdout)
+
+    def digests(report: dict[str, list[dict[str, str]]]) -> dict[str, str]:  # the ledger records cut times
+        return {i["name"]: i["digest"] for i in report["images"] if not i["name"].endswith(":ledger")}
+
+    assert digests(again) == digests(first)  # same window, same bytes
+    image = env_image(tmp_path / "out", "us-east.prod")
+    assert image.annotations["dev.regfp.identity-not-before"] == "2026-05-27T00:00:00Z"
+    soon = json.loads(build(tmp_path, "--now", "2026-06-15T23:00:00Z").stdout)
     assert all(i["cached"] for i in soon["images"])
-    late = json.loads(build(tmp_path, "--now", "2026-06-30T00:00:00Z").stdout)
+    late = json.loads(build(tmp_path, "--now", "2026-06-16T00:00:00Z").stdout)
     moved = {i["name"] for i in late["images"] if not i["cached"]}
     assert moved == {"us-east.prod/app/hello:live", "us-east.prod/app/hello:r1", "eu-west.dev/app/hello:live",
                      "eu-west.dev/app/hello:r1"}
     image = env_image(tmp_path / "out", "us-east.prod")
-    assert image.annotations["dev.regfp.identity-not-after"] > "2026-07-10"
+    assert image.annotations["dev.regfp.identity-not-after"] == "2026-07-16T00:00:00Z"
 
 
 def test_verify_with_ca(tmp_path: Path) -> None:

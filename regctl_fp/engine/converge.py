@@ -101,11 +101,11 @@ def commit(run: Run, outcomes: list[Outcome]) -> set[str]:
     want = desired(outcomes)
     if not want:
         return set()
-    store = run.store
-    current = store.names()
+    layout = run.readable
+    current = layout.names() if layout is not None else {}  # fresh: read again if another run moved names
     changes = {n: d for n, d in want.items() if not same_entry(current.get(n), d)}
     if changes:
-        store.set_names(changes)
+        run.store.set_names(changes)
     return set(changes)
 
 
@@ -118,8 +118,8 @@ def same_entry(have: Descriptor | None, want: Descriptor | None) -> bool:
 
 
 def read_back(run: Run, outcomes: list[Outcome], changed: set[str]) -> Report:
-    names: Mapping[str, Descriptor] = LayoutStore.open(run.layout).names() if (run.layout / "oci-layout").exists() \
-        else {}
+    store = run.readable or (LayoutStore.open(run.layout) if (run.layout / "oci-layout").exists() else None)
+    names: Mapping[str, Descriptor] = store.names() if store is not None else {}
     report = Report(str(run.layout))
     for o in outcomes:
         if o.node.id.kind == "input":

@@ -166,13 +166,18 @@ def prepared(run: Run) -> list[PreparedEnv]:
 
 
 def check_inputs(run: Run) -> None:
-    """Before anything is made: every input read, and every CA password present (when executing)."""
-    for env in prepared(run):
-        ident = env.spec.identity
-        if not run.dry and ident is not None and ident.key_password_env and \
-                ident.key_password_env not in (run.secrets or {}):
-            raise run.lr.error(("environments", env.index, "identity", "keyPasswordEnv"),
-                               f"environment variable {ident.key_password_env} is not set")
+    """Every input is read now; the identity CAs (keys, passwords) are loaded before the layout is first
+    written, so a bad key fails with nothing written, and a run that writes nothing never loads them."""
+    envs = prepared(run)
+    if run.dry:
+        return
+
+    def load_authorities() -> None:
+        for env in envs:
+            if env.spec.identity is not None:
+                authority(run, env)
+
+    run.before_write(load_authorities)
 
 
 def environment_nodes(run: Run) -> list[Node]:

@@ -84,20 +84,21 @@ def evaluate_rollout(run: Run, node: Node) -> Outcome:
     r = run.lr.recipe
     spec = r.rollouts
     assert spec is not None
-    run.hold("rollout")  # until the run's names have moved
-    store = run.snapshot.store if run.dry else run.store
-    stored = read_ledger(store, r.name) if store is not None else Ledger(r.name)
+    name = ledger_name(r.name)
     image = _candidate(run, node)
-    if run.dry or run.options.remote is None:
-        after = _change(run, stored, image)
-        was_cut = after.last > stored.last
-        ledger_desc = None if run.dry or (after == stored and ledger_name(r.name) in store.names()) else \
-            _store_ledger(run.store, after)
-    else:
+    run.hold("rollout")  # until the run's names have moved (nothing in a plan)
+    reader = run.readable
+    stored = read_ledger(reader, r.name) if reader is not None else Ledger(r.name)
+    after = _change(run, stored, image)
+    was_cut = after.last > stored.last
+    ledger_desc = None
+    if not run.dry and run.options.remote is not None:
         after, ledger_desc, was_cut = _shared(run, stored, image)
+    elif not run.dry and (after != stored or (after.releases and reader is not None and name not in reader.names())):
+        ledger_desc = _store_ledger(run.store, after)
     run.memo["ledger"] = after
-    current = store.names() if store is not None else {}
-    wanted = wanted_names(current, after, spec, ledger_desc or current.get(ledger_name(r.name)))
+    current = run.readable.names() if run.readable is not None else {}
+    wanted = wanted_names(current, after, spec, ledger_desc or current.get(name))
     latest = after.latest
     run.memo["rollout"] = {"release": latest.number, "cut": was_cut} if latest is not None else None
     pending = image is None and bool(node.inputs) and run.dry
@@ -121,7 +122,7 @@ def _candidate(run: Run, node: Node) -> tuple[Descriptor, str] | None:
     if entry is None:
         return None
     desc = Descriptor(entry.media_type, entry.digest, entry.size)
-    store: Store | None = run.snapshot.store if run.dry else run.store
+    store = run.readable
     if store is None:
         return desc, ""
     base = Manifest.parse(store.get_manifest(desc), desc.media_type).annotations.get(A.BASE_DIGEST, "")
@@ -145,6 +146,8 @@ def _store_ledger(store: Store, ledger: Ledger) -> Descriptor:
 
 
 def _shared(run: Run, stored: Ledger, image: tuple[Descriptor, str] | None) -> tuple[Ledger, Descriptor, bool]:
+    """The stream as shared through the remote cache: theirs when it is newer, then this run's change,
+    published (and retried on top of theirs if another machine published in between)."""
     from ..stores.remote_cache import ledger_tag
 
     remote = run.options.remote

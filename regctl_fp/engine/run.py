@@ -7,7 +7,7 @@ executing), and the outcomes of the nodes evaluated before.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +62,7 @@ class Run:
     _images: dict[tuple[str, str], Image] = field(default_factory=dict)
     _held: ExitStack = field(default_factory=ExitStack)
     memo: dict[str, Any] = field(default_factory=dict)  # per-run values a kind computes once
+    _before_write: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -71,19 +72,37 @@ class Run:
 
     @property
     def store(self) -> LayoutStore:
-        """The output layout, opened (or created) for writing; never in a plan."""
+        """The output layout, opened (or created) for writing; never in a plan. The checks registered
+        with ``before_write`` run first, so bad input fails with nothing written, not even the layout."""
         assert not self.dry, "a plan writes nothing"
         if self._store is None:
-            self._store = self._held.enter_context(LayoutStore.open_or_create(self.layout))
+            while self._before_write:
+                self._before_write.pop(0)()
+            existing = self.snapshot.store
+            self._store = existing.enter_session() if existing is not None else \
+                self._held.enter_context(LayoutStore.open_or_create(self.layout))
+            self._held.callback(self._store.close)
         return self._store
 
     @property
+    def readable(self) -> LayoutStore | None:
+        """The layout to read from: the one this run writes, else the one it found (None: none yet)."""
+        return self._store or self.snapshot.store
+
+    @property
     def work(self) -> Store:
-        """Where images a reference needs are made (``dir:`` trees): the layout, or nowhere in a plan
-        without one (only their digests are needed)."""
-        if not self.dry:
-            return self.store
-        return self.snapshot.store or NullStore()
+        """Where images a reference needs are made (``dir:`` trees): the existing layout (writing a blob
+        there moves no name), else the new one; in a plan nowhere (only their digests are needed)."""
+        if self.dry:
+            return NullStore()
+        return self.snapshot.store or self.store
+
+    def before_write(self, check: Callable[[], None]) -> None:
+        """Run ``check`` before the layout is first opened for writing (at once if it is open already)."""
+        if self._store is not None:
+            check()
+        else:
+            self._before_write.append(check)
 
     def image(self, ref: str, *, platform: Platform | None = None) -> Image:
         """The image a recipe reference stands for (paths relative to the recipe), loaded once."""
@@ -96,9 +115,15 @@ class Run:
 
     def hold(self, lock: str) -> None:
         """Take a layout lock until the run ends (after its names moved): e.g. ``rollout``, so two
-        processes never cut the same release number."""
-        if not self.dry:
-            self._held.enter_context(self.store.exclusive(lock))
+        processes never cut the same release number. Taking it writes nothing."""
+        if self.dry:
+            return
+        store = self.readable
+        if store is None:
+            store = self.store
+        else:
+            self._held.callback(store.close)
+        self._held.enter_context(store.exclusive(lock))
 
     def hold_context(self, context: AbstractContextManager[T]) -> T:
         """Enter ``context`` until the run ends."""

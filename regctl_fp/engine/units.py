@@ -6,9 +6,14 @@ work items onto an optional base. Neither needs a Git source.
 
 from __future__ import annotations
 
+import glob
 import itertools
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
 
 from ..oci import annotation_keys as A
 from ..oci.descriptor import Descriptor
@@ -50,15 +55,15 @@ class Chunk:
     work: Work
     index: int  # 0-based
     items: tuple[WorkItem, ...]
+    fragment: Any  # the work section's recipe fragment, less root and items (computed once per section)
 
     @property
     def name(self) -> str:
         return f"work/{self.work.name}:{self.index + 1}-of-{self.work.chunks}"
 
     def key(self, base_digest: str | None, digests: dict[str, str]) -> str:
-        frag = {k: v for k, v in fragment(self.work).items() if k not in ("root", "items")}
         items = {it.name: digests[it.name] for it in self.items}
-        return stage_key("work", frag, {"base": base_digest, "chunk": self.index, "items": items}, None)
+        return stage_key("work", self.fragment, {"base": base_digest, "chunk": self.index, "items": items}, None)
 
 
 def chunks(lr: LoadedRecipe) -> Iterator[Chunk]:
@@ -68,14 +73,19 @@ def chunks(lr: LoadedRecipe) -> Iterator[Chunk]:
             raise lr.error(("work", i, "root"), f"{root} is not a directory")
         found: dict[str, WorkItem] = {}
         for pattern in w.items:
-            for path in sorted(root.glob(pattern)):
-                if path.is_file() and not path.is_symlink():
-                    name = path.relative_to(root).as_posix()
-                    found[name] = WorkItem(name, path)
+            for name in sorted(glob.glob(pattern, root_dir=root, recursive=True, include_hidden=True)):
+                path = root / name
+                try:
+                    regular = stat.S_ISREG(os.lstat(path).st_mode)  # symlinks and the like are not items
+                except OSError:
+                    continue
+                if regular:
+                    found[PurePath(name).as_posix()] = WorkItem(PurePath(name).as_posix(), path)
         if not found:
             raise lr.error(("work", i, "items"), f"no files under {root} match {', '.join(w.items)}")
+        frag = {k: v for k, v in fragment(w).items() if k not in ("root", "items")}
         for index, names in enumerate(assign(list(found), w.chunks)):
-            yield Chunk(w, index, tuple(found[n] for n in names))
+            yield Chunk(w, index, tuple(found[n] for n in names), frag)
 
 
 def ref_input(ref: str) -> NodeId:

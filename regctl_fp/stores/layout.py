@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -106,6 +107,11 @@ class LayoutStore:
             shutil.rmtree(staging, ignore_errors=True)
         return cls.open(p)
 
+    def enter_session(self) -> LayoutStore:
+        """Become a writer of this layout (see ``open_or_create``); ``close`` ends it."""
+        self._enter_session()
+        return self
+
     @property
     def location(self) -> str:
         return f"OCI layout {self.path}"
@@ -127,7 +133,10 @@ class LayoutStore:
 
     def has_blob(self, digest: Digest) -> bool:
         """Whether the blob is stored; a writer may rely on the answer only inside its session."""
-        return self.blob_path(digest).is_file()
+        try:  # a string path: this runs once per name on every run, so pathlib's cost shows
+            return stat.S_ISREG(os.stat(f"{self.path}/blobs/{digest.algorithm}/{digest.hex}").st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
 
     def open_blob(self, desc: Descriptor) -> BinaryIO:
         path = self.blob_path(desc.digest)

@@ -1,0 +1,177 @@
+"""Scale benchmark: how the engine's cost grows with the number of images a recipe owns.
+
+Two recipes side by side in one run, each of matrix cells and work chunks only (no Git source):
+  small: a 4x4x4 matrix + 64 work chunks over 256 items   (128 images)
+  large: an 8x8x8 matrix + 512 work chunks over 2,048 items (1,024 images)
+For each: a cold build into an empty layout, and a warm no-op (everything cached). Start-up is the wall
+time of a warm no-op of a one-image recipe (interpreter, imports, recipe, one key lookup); per-image cost
+is (cold wall - start-up) / images. Last, one more image into a layout that already holds 10,000 names,
+against the same into an empty layout.
+
+    python3 bench/scale_bench.py [--runs 3] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TARGET_COLD_MS_PER_IMAGE = 5.0
+TARGET_GROWTH = 1.2
+TARGET_WARM_S = 0.5
+TARGET_ADD_ONE_MS = 50.0
+
+
+def make_inputs(work: Path, axis: int, chunks: int, items: int) -> Path:
+    """A recipe of an axis^3 matrix (each value a one-file dir: image) and ``chunks`` work chunks."""
+    axes = {}
+    for name in ("base", "runtime", "model"):
+        values = {}
+        for v in range(axis):
+            tree = work / "trees" / f"{name}-{v}" / name
+            tree.mkdir(parents=True, exist_ok=True)
+            (tree / f"{name}.txt").write_text(f"{name} {v}\n")
+            values[f"{name[0]}{v}"] = f"dir:trees/{name}-{v}"
+        axes[name] = values
+    (work / "items").mkdir(exist_ok=True)
+    for i in range(items):
+        (work / "items" / f"item-{i:05d}.txt").write_text(f"item {i}\n")
+    lines = ["regfp: 1", "name: scale", "matrix:", "  - name: grid", "    overwrite: true", "    axes:"]
+    for axis_name, values in axes.items():
+        inner = ", ".join(f"{k}: \"{v}\"" for k, v in values.items())
+        lines.append(f"      {axis_name}: {{{inner}}}")
+    lines += ["work:", f"  - {{name: jobs, root: items, items: [\"*.txt\"], chunks: {chunks}}}",
+              "output: {layout: out}", ""]
+    recipe = work / "recipe.yaml"
+    recipe.write_text("\n".join(lines))
+    return recipe
+
+
+def one_image_recipe(work: Path) -> Path:
+    tree = work / "one" / "t"
+    tree.mkdir(parents=True, exist_ok=True)
+    (tree / "one.txt").write_text("one\n")
+    recipe = work / "one.yaml"
+    recipe.write_text("regfp: 1\nname: one\nmatrix:\n  - name: one\n    axes: {a: {x: \"dir:one\"}}\n"
+                      "output: {layout: out}\n")
+    return recipe
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, env=env, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr}")
+    return wall
+
+
+def count_images(layout: Path) -> int:
+    return len(json.loads((layout / "index.json").read_text())["manifests"])
+
+
+def fill_layout(layout: Path, names: int, env: dict[str, str]) -> None:
+    """A layout holding ``names`` names (all on one small image), written through regfp's own store."""
+    code = f"""
+from regctl_fp.oci.config import ImageConfig
+from regctl_fp.oci.image import Image
+from regctl_fp.stores.base import write_image
+from regctl_fp.stores.layout import LayoutStore
+with LayoutStore.open_or_create({str(layout)!r}) as store:
+    desc = write_image(store, Image(config=ImageConfig.new()))
+    store.set_names({{f"filler/n{{i:05d}}:latest": desc for i in range({names})}})
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def run(runs: int) -> dict[str, object]:
+    py = sys.executable
+    result: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="regfp-scale-") as tmp:
+        base = Path(tmp)
+        env = dict(os.environ, XDG_CACHE_HOME=str(base / "cache"))
+        one = one_image_recipe(base)
+        subprocess.run([py, "-m", "regctl_fp", "build", str(one)], check=True, capture_output=True, env=env)
+        startup = statistics.median(timed([py, "-m", "regctl_fp", "build", str(one)], env) for _ in range(5))
+        result["startup_s"] = startup
+        sizes = {"small": (4, 64, 256), "large": (8, 512, 2048)}
+        for label, (axis, chunks, items) in sizes.items():
+            work = base / label
+            work.mkdir()
+            recipe = make_inputs(work, axis, chunks, items)
+            build = [py, "-m", "regctl_fp", "build", str(recipe)]
+            colds, warms = [], []
+            for _ in range(runs):
+                shutil.rmtree(work / "out", ignore_errors=True)
+                shutil.rmtree(base / "cache", ignore_errors=True)
+                colds.append(timed(build, env))
+                warms.append(timed(build, env))
+            images = count_images(work / "out")
+            cold = statistics.median(colds)
+            result[label] = {"images": images, "cold_s": cold, "warm_s": statistics.median(warms),
+                             "cold_ms_per_image": (cold - startup) / images * 1000}
+        add = []
+        for filled in (0, 10_000):
+            times = []
+            for _ in range(max(runs, 3)):
+                work = base / f"add-{filled}"
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir()
+                recipe = one_image_recipe(work)
+                if filled:
+                    fill_layout(work / "out", filled, env)
+                times.append(timed([py, "-m", "regctl_fp", "build", str(recipe)], env))
+            add.append(statistics.median(times))
+        result["add_one_to_empty_s"] = add[0]
+        result["add_one_to_10000_s"] = add[1]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    compileall.compile_dir(str(ROOT / "regctl_fp"), quiet=1)  # as a wheel install runs it
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    r = run(args.runs)
+    small, large = r["small"], r["large"]
+    assert isinstance(small, dict) and isinstance(large, dict)
+    growth = large["cold_ms_per_image"] / small["cold_ms_per_image"]
+    add_ms = (float(r["add_one_to_10000_s"]) - float(r["startup_s"])) * 1000  # type: ignore[arg-type]
+    print(f"start-up (warm no-op, one image): {r['startup_s']:.3f} s")
+    for label in ("small", "large"):
+        row = r[label]
+        assert isinstance(row, dict)
+        print(f"{label:6} {row['images']:5d} images: cold {row['cold_s']:7.3f} s "
+              f"({row['cold_ms_per_image']:.2f} ms/image after start-up), warm no-op {row['warm_s']:.3f} s")
+    print(f"one more image: into an empty layout {r['add_one_to_empty_s']:.3f} s, into 10,000 names "
+          f"{r['add_one_to_10000_s']:.3f} s ({add_ms:.0f} ms beyond start-up)")
+    targets = {
+        f"cold <= {TARGET_COLD_MS_PER_IMAGE} ms/image": large["cold_ms_per_image"] <= TARGET_COLD_MS_PER_IMAGE,
+        f"per-image growth 130 -> 1,026 <= {TARGET_GROWTH}x": growth <= TARGET_GROWTH,
+        f"warm no-op over 1,026 names <= {TARGET_WARM_S} s": large["warm_s"] <= TARGET_WARM_S,
+        f"one more image into 10,000 names <= {TARGET_ADD_ONE_MS:.0f} ms": add_ms <= TARGET_ADD_ONE_MS,
+    }
+    print(f"growth of per-image cost: {growth:.2f}x")
+    for text, met in targets.items():
+        print(f"target {text}: {'met' if met else 'NOT MET'}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"scale": {**r, "growth": growth, "add_one_ms": add_ms},
+                                         "targets": targets}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
