@@ -16,8 +16,8 @@ from .oci.errors import (
 )
 
 __all__ = [
-    "DigestMismatch", "InvalidDigest", "InvalidDocument", "InvalidInput", "LayerInputError", "LayoutError",
-    "LockTimeout", "NotFound", "RecipeError", "RefError", "RegfpError", "RegistryError", "SizeMismatch",
+    "CorruptLayer", "DigestMismatch", "InvalidDigest", "InvalidDocument", "InvalidInput", "LayerInputError",
+    "LayoutError", "LockTimeout", "NotFound", "RecipeError", "RefError", "RegfpError", "RegistryError", "SizeMismatch",
     "VerificationError",
 ]
 
@@ -28,6 +28,16 @@ class LayerInputError(InvalidInput):
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
+        self.reason = reason
+
+
+class CorruptLayer(VerificationError):
+    """A layer whose blob may match its digest but whose content is not a whole tar archive (cut short,
+    an unreadable header, a broken compression stream)."""
+
+    def __init__(self, digest: str, reason: str) -> None:
+        super().__init__(f"layer {digest}: {reason}")
+        self.digest = digest
         self.reason = reason
 
 
