@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TOOLS_CACHE, regfp, regfp_json
+from conftest import TOOLS_CACHE, make_busybox_rootfs, need, regfp, regfp_json
 from registry_support import Registry
 
 pytest_plugins = ["registry_fixtures"]
@@ -208,4 +206,98 @@ def test_helm_binary_is_the_pinned_one(helm) -> None:
     assert HELM_VERSION in helm("version", "--short").stdout
 
 
-_ = (json, shutil)
+# -- buildah: an image built FROM a regfp base, rebased by regfp ----------------------------------------------
+@pytest.fixture
+def buildah(tmp_path: Path, tool_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """Run buildah in ``tmp_path`` (its oci: paths relative and lowercase) with its own storage (vfs) and
+    runroot there, never the host's /var/lib/containers."""
+    exe = need("buildah")
+    store = ["--root", str(tmp_path / "bh-root"), "--runroot", str(tmp_path / "bh-runroot"), "--storage-driver", "vfs"]
+
+    def run(*args: str) -> str:
+        proc = subprocess.run([exe, *store, *args], cwd=tmp_path, env=tool_env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, f"buildah {' '.join(args)} exited {proc.returncode}\n{proc.stderr}"
+        return proc.stdout.strip()
+
+    yield run
+    # vfs layers are plain directories, some read-only: let buildah remove what it made.
+    subprocess.run([exe, *store, "rm", "--all"], cwd=tmp_path, env=tool_env, capture_output=True, timeout=120)
+    subprocess.run([exe, *store, "rmi", "--all", "--force"], cwd=tmp_path, env=tool_env, capture_output=True,
+                   timeout=120)
+
+
+def _two_bases(tmp_path: Path) -> tuple[Path, Path]:
+    bases = []
+    for n in (1, 2):
+        root = make_busybox_rootfs(tmp_path / f"os-{n}")
+        (root / "etc" / "os-release").write_text(f"ID=os-{n}\n")
+        bases.append(root)
+    return bases[0], bases[1]
+
+
+def _built_by_buildah(buildah, tmp_path: Path, commit_to: str) -> None:  # type: ignore[no-untyped-def]
+    """``buildah from`` the regfp base oci:imgs:base, one ``buildah run`` (chroot isolation: it makes no
+    network namespace, so --network does not apply; the command touches no network), committed to
+    ``commit_to``."""
+    ctr = buildah("from", "--pull-never", "oci:imgs:base")
+    buildah("run", "--isolation", "chroot", ctr, "--", "/bin/sh", "-c", "echo app > /app.txt")
+    buildah("config", "--cmd", "/bin/cat /app.txt", ctr)
+    buildah("commit", "--quiet", ctr, commit_to)
+
+
+def _files(layout: Path, name: str, tmp_path: Path, env: dict[str, str]) -> Path:
+    """The rootfs umoci (an independent reader) unpacks from the image."""
+    out = tmp_path / f"unpacked-{name.replace('/', '_')}"
+    subprocess.run([need("umoci"), "raw", "unpack", "--image", f"{layout}:{name}", str(out)], check=True,
+                   capture_output=True, env=env)
+    return out
+
+
+def test_rebase_an_image_buildah_built_on_a_regfp_base(buildah, tmp_path: Path, tool_env: dict[str, str]) -> None:
+    os1, os2 = _two_bases(tmp_path)
+    regfp("copy", f"dir:{os1}", f"oci:{tmp_path}/imgs:base")
+    _built_by_buildah(buildah, tmp_path, "oci:imgs:app")
+    app = regfp_json("inspect", f"oci:{tmp_path}/imgs:app")
+    base = regfp_json("inspect", f"oci:{tmp_path}/imgs:base")
+    # What buildah does: the base layer re-encoded (same diff_id, another digest), the base annotated.
+    assert app["layers"][0]["diffID"] == base["layers"][0]["diffID"]
+    assert app["layers"][0]["digest"] != base["layers"][0]["digest"]
+    assert app["annotations"]["org.opencontainers.image.base.digest"] == base["digest"]
+    # Its tars, written by Go's archive/tar, read to the end: no false alarm from verify --deep.
+    assert regfp_json("verify", "--deep", f"oci:{tmp_path}/imgs:app")["ok"] is True
+
+    # The old base is found by base.digest in the same layout and matched by diff_id and history.
+    moved = regfp_json("rebase", f"oci:{tmp_path}/imgs:app", f"dir:{os2}", f"oci:{tmp_path}/out:moved")
+    assert [p["oldBaseMatchedBy"] for p in moved["platforms"]] == ["diff_id"]
+    text = regfp("rebase", f"oci:{tmp_path}/imgs:app", f"dir:{os2}", f"oci:{tmp_path}/out:moved2")
+    assert "matched by diff_id and history" in text.stderr
+    new_base = regfp_json("inspect", f"dir:{os2}")
+    shown = regfp_json("inspect", f"oci:{tmp_path}/out:moved")
+    assert [la["digest"] for la in shown["layers"]] == [new_base["layers"][0]["digest"], app["layers"][1]["digest"]]
+    assert shown["config"]["content"]["config"]["Cmd"] == app["config"]["content"]["config"]["Cmd"]
+    assert regfp_json("verify", "--deep", f"oci:{tmp_path}/out:moved")["ok"] is True
+    root = _files(tmp_path / "out", "moved", tmp_path, tool_env)
+    assert (root / "app.txt").read_text() == "app\n"
+    assert (root / "etc" / "os-release").read_text() == "ID=os-2\n"
+    # And buildah itself builds on the result.
+    ctr = buildah("from", "--pull-never", "oci:out:moved")
+    assert buildah("run", "--isolation", "chroot", ctr, "--", "/bin/cat", "/app.txt", "/etc/os-release") == \
+        "app\nID=os-2"
+
+
+def test_rebase_says_which_base_annotation_it_could_not_follow(buildah, tmp_path: Path) -> None:
+    os1, os2 = _two_bases(tmp_path)
+    regfp("copy", f"dir:{os1}", f"oci:{tmp_path}/imgs:base")
+    _built_by_buildah(buildah, tmp_path, "oci:apps:app")  # another layout: base.digest is not there
+    app = regfp_json("inspect", f"oci:{tmp_path}/apps:app")
+    name = app["annotations"]["org.opencontainers.image.base.name"]  # buildah's own name, not a reference to us
+    proc = regfp("rebase", f"oci:{tmp_path}/apps:app", f"dir:{os2}", f"oci:{tmp_path}/out:moved", check=False)
+    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc.stderr
+    assert "org.opencontainers.image.base.digest" in proc.stderr and "org.opencontainers.image.base.name" in proc.stderr
+    assert name in proc.stderr and "--from" in proc.stderr
+    assert not (tmp_path / "out").exists()
+    # Named explicitly, the same base is matched by diff_id.
+    moved = regfp_json("rebase", f"oci:{tmp_path}/apps:app", f"dir:{os2}", f"oci:{tmp_path}/out:moved",
+                       "--from", f"oci:{tmp_path}/imgs:base")
+    assert moved["platforms"][0]["oldBaseMatchedBy"] == "diff_id"
