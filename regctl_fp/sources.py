@@ -69,6 +69,11 @@ def load_image(ref: Ref, *, work: Store | None, platform: Platform | None = None
         store, desc = open_layout_ref(ref)
         return read_image(store, desc, platform)
     if isinstance(ref, DirRef):
+        from .stores.skopeodir import open_skopeo_dir
+
+        held = open_skopeo_dir(Path(ref.path))  # a directory skopeo's dir: transport wrote holds an image
+        if held is not None:
+            return read_image(held[0], held[1], platform or options.platform)
         if work is None:
             raise RefError(str(ref), "a dir: image needs somewhere to write its layer")
         return image_from_directory(Path(ref.path), work, options, progress)

@@ -301,3 +301,56 @@ def test_rebase_says_which_base_annotation_it_could_not_follow(buildah, tmp_path
     moved = regfp_json("rebase", f"oci:{tmp_path}/apps:app", f"dir:{os2}", f"oci:{tmp_path}/out:moved",
                        "--from", f"oci:{tmp_path}/imgs:base")
     assert moved["platforms"][0]["oldBaseMatchedBy"] == "diff_id"
+
+
+# -- skopeo's dir: transport ------------------------------------------------------------------------------
+def _skopeo_dir(tmp_path: Path, env: dict[str, str], *extra: str) -> tuple[Path, dict]:  # type: ignore[type-arg]
+    """A regfp image copied by skopeo into a ``dir:`` transport directory; returns it and the source."""
+    root = make_busybox_rootfs(tmp_path / f"rootfs{len(extra)}")
+    (root / "etc" / "motd").write_text(f"seed {uuid.uuid4().hex}\n")  # unique blobs: skopeo caches by digest
+    regfp("copy", f"dir:{root}", f"oci:{tmp_path}/src:img")
+    out = tmp_path / f"skopeo-dir{len(extra)}"
+    subprocess.run([need("skopeo"), "copy", "-q", *extra, f"oci:{tmp_path}/src:img", f"dir:{out}"], check=True,
+                   env=env, capture_output=True, timeout=120)
+    assert (out / "version").read_text().startswith("Directory Transport Version: ")
+    return out, regfp_json("inspect", f"oci:{tmp_path}/src:img")  # type: ignore[return-value]
+
+
+def test_a_skopeo_dir_is_read_as_the_image_it_holds(tmp_path: Path, tool_env: dict[str, str]) -> None:
+    held, src = _skopeo_dir(tmp_path, tool_env)
+    shown = regfp_json("inspect", f"dir:{held}")
+    assert shown["digest"] == src["digest"]  # the very image, not a tar of manifest.json and blob files
+    assert [la["digest"] for la in shown["layers"]] == [la["digest"] for la in src["layers"]]
+    copied = regfp_json("copy", f"dir:{held}", f"oci:{tmp_path}/out:img")
+    assert copied["digest"] == src["digest"]
+    assert regfp_json("verify", "--deep", f"oci:{tmp_path}/out:img")["ok"] is True
+    assert regfp_json("diff", f"dir:{held}", f"oci:{tmp_path}/src:img")["identical"] is True
+    # Docker's manifest format (skopeo converts): read as it is, its digest that of manifest.json.
+    v2, _ = _skopeo_dir(tmp_path, tool_env, "--format", "v2s2")
+    docker = regfp_json("inspect", f"dir:{v2}")
+    assert docker["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert docker["digest"] == "sha256:" + hashlib.sha256((v2 / "manifest.json").read_bytes()).hexdigest()
+
+
+def test_a_skopeo_dir_with_a_damaged_blob_or_unknown_version_is_refused(tmp_path: Path,
+                                                                        tool_env: dict[str, str]) -> None:
+    held, src = _skopeo_dir(tmp_path, tool_env)
+    layer = held / src["layers"][0]["digest"].split(":")[1]
+    data = bytearray(layer.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    layer.write_bytes(bytes(data))
+    proc = regfp("copy", f"dir:{held}", f"oci:{tmp_path}/out:img", check=False)
+    assert proc.returncode == 1 and "digest mismatch" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() or "img" not in (tmp_path / "out" / "index.json").read_text()
+    (held / "version").write_text("Directory Transport Version: 9.0\n")
+    proc = regfp("inspect", f"dir:{held}", check=False)
+    assert proc.returncode == 2 and "transport version '9.0'" in proc.stderr and "skopeo copy" in proc.stderr
+
+
+def test_a_tree_with_a_manifest_json_but_no_version_file_is_still_a_tree(tmp_path: Path) -> None:
+    tree = tmp_path / "webapp"
+    tree.mkdir()
+    (tree / "manifest.json").write_text('{"name": "a web app", "start_url": "/"}\n')
+    (tree / "version").write_text("2.3.1\n")  # not the transport's marker
+    shown = regfp_json("inspect", f"dir:{tree}")
+    assert len(shown["layers"]) == 1 and shown["config"]["content"]["history"][0]["created_by"] == "regfp: dir"
