@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
 import tarfile
+import time
 import uuid
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -354,3 +357,78 @@ def test_a_tree_with_a_manifest_json_but_no_version_file_is_still_a_tree(tmp_pat
     (tree / "version").write_text("2.3.1\n")  # not the transport's marker
     shown = regfp_json("inspect", f"dir:{tree}")
     assert len(shown["layers"]) == 1 and shown["config"]["content"]["history"][0]["created_by"] == "regfp: dir"
+
+
+# -- the dir: tree cache and timestamps that tick coarsely --------------------------------------------------
+@pytest.fixture
+def coarse_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real ext4 filesystem whose inodes (128 bytes) keep whole-second timestamps, loop-mounted below
+    ``tmp_path``: two writes within one second leave identical stat data, the race a coarse clock tick
+    (or a filesystem with coarse timestamps) makes, without depending on scheduling luck. Root only."""
+    image, mount = tmp_path / "fs.img", tmp_path / "mnt"
+    mount.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    steps = [["mkfs.ext4", "-q", "-F", "-I", "128", str(image)], ["mount", "-o", "loop", str(image), str(mount)]]
+    for step in steps:
+        proc = subprocess.run(step, capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            if os.environ.get("REGFP_REQUIRE_TOOLS"):
+                pytest.fail(f"{' '.join(step)}: {proc.stderr.strip()}")
+            pytest.skip(f"cannot make a coarse-timestamp filesystem: {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True, timeout=60)
+
+
+def test_a_same_size_rewrite_in_the_same_timestamp_tick_is_never_served_from_the_dir_cache(
+        coarse_fs: Path, tmp_path: Path) -> None:
+    from regctl_fp.dircache import DirCache
+    from regctl_fp.sources import BuildOptions, image_from_directory
+    from regctl_fp.stores.null import NullStore
+
+    tree = coarse_fs / "tree"
+    tree.mkdir()
+    target = tree / "config.txt"
+    cached = BuildOptions(cache=DirCache(tmp_path / "dir-images.json", clock=time.time_ns))
+    for attempt in range(5):
+        time.sleep(1.02 - time.time() % 1)  # just past a second boundary: the steps below take milliseconds
+        with open(target, "wb") as f:  # in place: the inode stays, as an editor that rewrites a file keeps it
+            f.write(b"version A %d\n" % attempt)
+        before = os.stat(target)
+        first = image_from_directory(tree, NullStore(), cached)  # fingerprinted, tarred, maybe cached
+        with open(target, "r+b") as f:
+            f.write(b"version B %d\n" % attempt)  # the same size
+        after = os.stat(target)
+        stat_of = (before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns)
+        if stat_of != (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns):
+            continue  # a second boundary fell in between: try again
+        second = image_from_directory(tree, NullStore(), cached)
+        fresh = image_from_directory(tree, NullStore(), BuildOptions())  # no cache at all
+        assert second.layers[0].digest == fresh.layers[0].digest != first.layers[0].digest
+        return
+    pytest.fail("could not make two writes within one second in five attempts")
+
+
+def test_the_dir_cache_stores_only_trees_older_than_the_racy_margin(tmp_path: Path, own_cache_home: Path) -> None:
+    from regctl_fp.dircache import RACY_MARGIN_NS
+
+    records = own_cache_home / "regfp" / "dir-images.json"
+
+    def keys_for(tree: Path) -> list[str]:
+        data = json.loads(records.read_text()) if records.exists() else {}
+        return [k for k in data if k.startswith(f"{tree.resolve()}|")]
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "f").write_text("just written\n")
+    regfp("copy", f"dir:{fresh}", f"oci:{tmp_path}/l:fresh")
+    assert keys_for(fresh) == []  # changed within the margin: its fingerprint is racy, nothing stored
+    time.sleep(RACY_MARGIN_NS / 1e9 + 0.2)
+    one = regfp_json("copy", f"dir:{fresh}", f"oci:{tmp_path}/l:again")
+    assert len(keys_for(fresh)) == 1  # now old enough: stored
+    two = regfp_json("copy", f"dir:{fresh}", f"oci:{tmp_path}/l:third")
+    assert one["digest"] == two["digest"]
+    # The user's own cache was never touched: the tests have their own.
+    assert str(own_cache_home) == os.environ["XDG_CACHE_HOME"]
