@@ -15,7 +15,7 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import zstandard
 from isal import isal_zlib
@@ -28,7 +28,7 @@ CHUNK = 1 << 20
 BLOCK = 512
 # What a damaged tar or compression stream raises while it is read.
 BROKEN: tuple[type[BaseException], ...] = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile,
-                                           isal_zlib.error, zstandard.ZstdError)
+                                           cast("type[BaseException]", isal_zlib.error), zstandard.ZstdError)
 
 
 def describe(e: BaseException) -> str:

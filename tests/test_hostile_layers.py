@@ -124,8 +124,8 @@ def test_diff_names_the_cut_layer(hostile: tuple[Path, dict[str, str]]) -> None:
 def test_file_lookups_name_the_cut_layer(hostile: tuple[Path, dict[str, str]]) -> None:
     """What environment, debug and identity checks use: the top layer is read first and is cut short."""
     from regctl_fp.imagefs import list_files, read_file
-    from regctl_fp.sources import open_layout_ref
     from regctl_fp.refs import LayoutRef
+    from regctl_fp.sources import open_layout_ref
     from regctl_fp.stores.base import read_image
 
     layout, bad = hostile
