@@ -17,9 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import VerificationError
+from .layertar import open_tar
 from .oci import mediatypes as mt
-from .oci.compression import decompressed
 from .oci.digest import Digest
 from .oci.image import Image, Layer
 
@@ -258,53 +257,34 @@ def _norm(name: str) -> str:
     return posixpath.normpath("/" + name).lstrip("/")
 
 
-def _stream(layer: Layer):  # type: ignore[no-untyped-def]
-    raw = layer.open()
-    return raw, decompressed(raw, layer.compression or "none")
-
-
 def _scan(layer: Layer, *, hash_all: bool) -> list[_Event]:
     """Every entry of the layer in order, whiteouts as their own events; file contents hashed if asked."""
     events: list[_Event] = []
-    raw, stream = _stream(layer)
-    try:
-        with tarfile.open(fileobj=stream, mode="r|", errors="surrogateescape") as tar:
-            for member in tar:
-                path = _norm(member.name)
-                if not path:
-                    continue
-                base = posixpath.basename(path)
-                parent = posixpath.dirname(path)
-                if base == _OPAQUE:
-                    events.append(("opaque", parent, None))
-                    continue
-                if base.startswith(_WH):
-                    events.append(("whiteout", posixpath.join(parent, base[len(_WH):]), None))
-                    continue
-                content = _hash_member(tar, member) if hash_all and member.isreg() else None
-                events.append(("entry", path, _info(member, content, layer.digest)))
-        while raw.read(CHUNK):  # to the end, so the blob's digest is checked
-            pass
-    except tarfile.TarError as e:
-        raise VerificationError(f"layer {layer.digest} is not a readable tar archive ({e})") from None
-    finally:
-        raw.close()
+    with open_tar(layer) as tar:  # a broken tar is CorruptLayer naming the layer
+        for member in tar:
+            path = _norm(member.name)
+            if not path:
+                continue
+            base = posixpath.basename(path)
+            parent = posixpath.dirname(path)
+            if base == _OPAQUE:
+                events.append(("opaque", parent, None))
+                continue
+            if base.startswith(_WH):
+                events.append(("whiteout", posixpath.join(parent, base[len(_WH):]), None))
+                continue
+            content = _hash_member(tar, member) if hash_all and member.isreg() else None
+            events.append(("entry", path, _info(member, content, layer.digest)))
     return events
 
 
 def _hash_paths(layer: Layer, paths: set[str]) -> dict[str, str]:
     found: dict[str, str] = {}
-    raw, stream = _stream(layer)
-    try:
-        with tarfile.open(fileobj=stream, mode="r|", errors="surrogateescape") as tar:
-            for member in tar:
-                path = _norm(member.name)
-                if path in paths and member.isreg():
-                    found[path] = _hash_member(tar, member)  # the last entry for a path wins
-        while raw.read(CHUNK):
-            pass
-    finally:
-        raw.close()
+    with open_tar(layer) as tar:
+        for member in tar:
+            path = _norm(member.name)
+            if path in paths and member.isreg():
+                found[path] = _hash_member(tar, member)  # the last entry for a path wins
     return found
 
 

@@ -17,9 +17,9 @@ from .oci.errors import (
 from .redaction import scrub
 
 __all__ = [
-    "DigestMismatch", "DocumentTooLarge", "InvalidDigest", "InvalidDocument", "InvalidInput", "LayerInputError",
-    "LayoutError",
-    "LockTimeout", "NotFound", "RecipeError", "RefError", "RegfpError", "RegistryError", "SizeMismatch",
+    "CorruptLayer", "DigestMismatch", "DocumentTooLarge", "InvalidDigest", "InvalidDocument", "InvalidInput",
+    "LayerInputError", "LayoutError", "LockTimeout", "NotFound", "RecipeError", "RefError", "RegfpError",
+    "RegistryError", "SizeMismatch",
     "VerificationError",
 ]
 
@@ -43,6 +43,16 @@ class DocumentTooLarge(InvalidInput):
         self.what = what
         self.size = size
         self.limit = limit
+
+
+class CorruptLayer(VerificationError):
+    """A layer whose blob may match its digest but whose content is not a whole tar archive (cut short,
+    an unreadable header, a broken compression stream)."""
+
+    def __init__(self, digest: str, reason: str) -> None:
+        super().__init__(f"layer {digest}: {reason}")
+        self.digest = digest
+        self.reason = reason
 
 
 class RefError(InvalidInput):

@@ -12,7 +12,7 @@ import tarfile
 from dataclasses import dataclass
 
 from .errors import RegfpError
-from .oci.compression import decompressed
+from .layertar import open_tar
 from .oci.image import Image, Layer
 
 MAX_FILE = 64 << 20  # bytes; these lookups are for configuration files (CA bundles, passwd)
@@ -69,41 +69,36 @@ def _lookup(layers: tuple[Layer, ...], want: str) -> tuple[str, bytes | str, tar
 
 def _scan(layer: Layer, want: str, whiteout: str,
           parents: list[str]) -> tuple[str, bytes | str, tarfile.TarInfo | None] | str | None:
-    compression = layer.compression or "none"
     result = None
     hidden = False
-    with layer.open() as raw:
-        stream = decompressed(raw, compression)
-        with tarfile.open(fileobj=stream, mode="r|", errors="surrogateescape") as tar:
-            for member in tar:
-                name = _norm(member.name)
-                if name == want:
-                    if member.isreg():
-                        if member.size > MAX_FILE:
-                            raise RegfpError(f"/{want} in layer {layer.digest} is larger than {MAX_FILE} bytes")
-                        f = tar.extractfile(member)
-                        assert f is not None
-                        result = ("file", f.read(), member)
-                    elif member.issym():
-                        result = ("link", member.linkname, None)
-                    elif member.islnk():
-                        result = ("link", "/" + _norm(member.linkname), None)
-                    else:
-                        result = "deleted"  # a directory or special file: not a regular file
-                elif name == whiteout:
-                    result = "deleted"
-                elif name.endswith("/" + _OPAQUE) and name[: -len(_OPAQUE) - 1] in parents:
-                    hidden = True
-                elif name in parents and member.issym():
-                    # A directory above is a symlink here: continue the lookup through it.
-                    rest = want[len(name) + 1:]
-                    target = member.linkname
-                    base = target if target.startswith("/") else posixpath.join(posixpath.dirname(name), target)
-                    result = ("link", "/" + _norm(posixpath.join(base, rest)), None)
-                elif name in parents and not member.isdir():
-                    result = "deleted"  # a parent replaced by a file in this layer
-        while raw.read(1 << 20):  # read to the end so the blob's digest is checked
-            pass
+    with open_tar(layer) as tar:  # a cut-short tar is CorruptLayer naming the layer; the blob is read to its end
+        for member in tar:
+            name = _norm(member.name)
+            if name == want:
+                if member.isreg():
+                    if member.size > MAX_FILE:
+                        raise RegfpError(f"/{want} in layer {layer.digest} is larger than {MAX_FILE} bytes")
+                    f = tar.extractfile(member)
+                    assert f is not None
+                    result = ("file", f.read(), member)
+                elif member.issym():
+                    result = ("link", member.linkname, None)
+                elif member.islnk():
+                    result = ("link", "/" + _norm(member.linkname), None)
+                else:
+                    result = "deleted"  # a directory or special file: not a regular file
+            elif name == whiteout:
+                result = "deleted"
+            elif name.endswith("/" + _OPAQUE) and name[: -len(_OPAQUE) - 1] in parents:
+                hidden = True
+            elif name in parents and member.issym():
+                # A directory above is a symlink here: continue the lookup through it.
+                rest = want[len(name) + 1:]
+                target = member.linkname
+                base = target if target.startswith("/") else posixpath.join(posixpath.dirname(name), target)
+                result = ("link", "/" + _norm(posixpath.join(base, rest)), None)
+            elif name in parents and not member.isdir():
+                result = "deleted"  # a parent replaced by a file in this layer
     if result is None and hidden:
         return "deleted"
     return result
@@ -116,24 +111,20 @@ def list_files(image: Image) -> dict[str, str]:
     """
     files: dict[str, str] = {}
     for layer in image.layers:
-        with layer.open() as raw:
-            stream = decompressed(raw, layer.compression or "none")
-            with tarfile.open(fileobj=stream, mode="r|", errors="surrogateescape") as tar:
-                for member in tar:
-                    name = _norm(member.name)
-                    base = posixpath.basename(name)
-                    parent = posixpath.dirname(name)
-                    if base == _OPAQUE:
-                        prefix = parent + "/" if parent else ""
-                        for path in [p for p in files if p.startswith(prefix)]:
-                            del files[path]
-                    elif base.startswith(_WH):
-                        gone = posixpath.join(parent, base[len(_WH):])
-                        files.pop(gone, None)
-                        for path in [p for p in files if p.startswith(gone + "/")]:
-                            del files[path]
-                    elif not member.isdir():
-                        files[name] = "symlink" if member.issym() else "hardlink" if member.islnk() else "file"
-            while raw.read(1 << 20):
-                pass
+        with open_tar(layer) as tar:
+            for member in tar:
+                name = _norm(member.name)
+                base = posixpath.basename(name)
+                parent = posixpath.dirname(name)
+                if base == _OPAQUE:
+                    prefix = parent + "/" if parent else ""
+                    for path in [p for p in files if p.startswith(prefix)]:
+                        del files[path]
+                elif base.startswith(_WH):
+                    gone = posixpath.join(parent, base[len(_WH):])
+                    files.pop(gone, None)
+                    for path in [p for p in files if p.startswith(gone + "/")]:
+                        del files[path]
+                elif not member.isdir():
+                    files[name] = "symlink" if member.issym() else "hardlink" if member.islnk() else "file"
     return files

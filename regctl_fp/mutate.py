@@ -1,14 +1,15 @@
 """Pure Image -> Image operations. Nothing here reads or writes a blob: layers are carried by descriptor.
 
 ``rebase`` swaps the base under an image the way ``crane rebase`` and ``pack rebase`` do, but checks
-more: the old base's layers, diff_ids and history must be a prefix of the image's, and config fields
-the application did not change follow the new base.
+more: the old base's layers, diff_ids and history must be a prefix of the image's (layers by digest,
+or by diff_id where a builder re-encoded them), and config fields the application did not change
+follow the new base.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from .errors import InvalidInput, RegfpError
 from .oci.config import History, ImageConfig
@@ -35,12 +36,16 @@ class PlatformMismatch(InvalidInput):
     pass
 
 
-def base_prefix_problem(image: Image, base: Image) -> str | None:
-    """Why ``base`` is not a prefix of ``image`` (the first mismatching layer), or None when it is."""
+def base_prefix_problem(image: Image, base: Image, *, by_diff_id: bool = False) -> str | None:
+    """Why ``base`` is not a prefix of ``image`` (the first mismatching layer), or None when it is.
+
+    With ``by_diff_id``, a base layer the image holds under another digest but with the same diff_id
+    still matches: buildah and podman re-encode the base layers they commit (same tar, new blob)."""
     if len(base.layers) > len(image.layers):
         return f"the base has {len(base.layers)} layers, the image only {len(image.layers)}"
     for i, (want, have) in enumerate(zip(base.layers, image.layers, strict=False)):
-        if want.digest != have.digest:
+        re_encoded = by_diff_id and want.diff_id is not None and want.diff_id == have.diff_id
+        if want.digest != have.digest and not re_encoded:
             return f"layer {i}: the image has {have.digest}, the base {want.digest}"
         if want.diff_id != have.diff_id:
             return f"layer {i} ({have.digest}): diff_id {have.diff_id} differs from the base's {want.diff_id}"
@@ -54,12 +59,26 @@ def base_prefix_problem(image: Image, base: Image) -> str | None:
     return None
 
 
+BaseMatch = Literal["digest", "diff_id"]
+
+
+def match_base(image: Image, base: Image) -> BaseMatch:
+    """How ``base`` is found under ``image``: layer for layer by digest (what crane checks), else by
+    diff_id and history, when the image holds the base's layers re-encoded (buildah, podman). Raises
+    ``RebaseError`` naming the first mismatch when neither holds."""
+    if base_prefix_problem(image, base) is None:
+        return "digest"
+    problem = base_prefix_problem(image, base, by_diff_id=True)
+    if problem is None:
+        return "diff_id"
+    raise RebaseError(f"the image is not built on the given old base ({base.digest}): {problem}")
+
+
 def rebase(image: Image, old_base: Image, new_base: Image, *, base_name: str,
            channel: str | None = None) -> Image:
-    """``image`` moved from ``old_base`` onto ``new_base``; only config and manifest change."""
-    problem = base_prefix_problem(image, old_base)
-    if problem is not None:
-        raise RebaseError(f"the image is not built on the given old base ({old_base.digest}): {problem}")
+    """``image`` moved from ``old_base`` onto ``new_base``; only config and manifest change. The old
+    base's layers may be in the image re-encoded (see ``match_base``): they are replaced all the same."""
+    match_base(image, old_base)
     for field in _PLATFORM:
         have, want = image.config.doc.get(field), new_base.config.doc.get(field)
         if have != want:

@@ -69,6 +69,11 @@ def load_image(ref: Ref, *, work: Store | None, platform: Platform | None = None
         store, desc = open_layout_ref(ref)
         return read_image(store, desc, platform)
     if isinstance(ref, DirRef):
+        from .stores.skopeodir import open_skopeo_dir
+
+        held = open_skopeo_dir(Path(ref.path))  # a directory skopeo's dir: transport wrote holds an image
+        if held is not None:
+            return read_image(held[0], held[1], platform or options.platform)
         if work is None:
             raise RefError(str(ref), "a dir: image needs somewhere to write its layer")
         return image_from_directory(Path(ref.path), work, options, progress)
@@ -90,14 +95,13 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
         raise LayerInputError(str(path), "dir: needs a directory")
     from .layers import collect_tree, total_size, write_layer  # only for trees: keeps other commands lean
 
-    key = print_ = ""
+    key = ""
+    print_ = None
     if options.cache is not None:
-        from .dircache import fingerprint
-
         p = options.platform
         key = f"{path.resolve()}|{options.epoch}|{p}|{options.compression}|v1"
         with progress.scanning(f"checking {path} for changes") as on_found:
-            print_ = fingerprint(path, on_found)
+            print_ = options.cache.fingerprint(path, on_found)
         record = options.cache.get(key, print_)
         if record is not None:
             cached = _from_record(record, work)
@@ -123,9 +127,10 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
     desc = written.descriptor
     layer = Layer(desc, written.diff_id, lambda: work.open_blob(desc))
     image = Image(config=config, layers=(layer,))
-    if options.cache is not None and print_ == _fingerprint_again(path):  # unchanged while it was read
-        options.cache.put(key, {"fingerprint": print_, "layer": desc.to_dict(), "diffID": written.diff_id.text,
-                                "config": config.to_bytes().decode()})
+    if options.cache is not None and print_ is not None and print_ == options.cache.fingerprint(path):
+        # Unchanged while it was read; a racy fingerprint (a change just before the scan) is not stored.
+        options.cache.put(key, print_, {"layer": desc.to_dict(), "diffID": written.diff_id.text,
+                                        "config": config.to_bytes().decode()})
     if identity is not None and options.remote is not None and not isinstance(work, NullStore):
         options.remote.publish(dir_tag(identity), work, write_image(work, image))
     return image
@@ -141,12 +146,6 @@ def _tree_identity(entries: list[Entry], options: BuildOptions, on_bytes: Callab
     doc = {"diffID": tar.diff_id.text, "epoch": options.epoch, "platform": str(options.platform),
            "compression": options.compression, "v": 1}
     return hashlib.sha256(canonical_json(doc)).hexdigest()
-
-
-def _fingerprint_again(path: Path) -> str:
-    from .dircache import fingerprint
-
-    return fingerprint(path)
 
 
 def _from_record(record: dict[str, object], work: Store) -> Image | None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from .errors import InvalidInput, RegfpError, VerificationError
+from .layertar import broken_as_corrupt
 from .oci import mediatypes as mt
 from .oci.compression import decompressed
 from .oci.digest import Digest
@@ -232,7 +233,7 @@ def _untar(layer: Layer, item: PullItem, into: _Dir, modes: list[_DirMode],
     with layer.open() as raw:
         counted = io.BufferedReader(_Counter(raw, on_bytes), CHUNK)
         plain = _Hashing(decompressed(counted, item.compression))  # type: ignore[arg-type]
-        try:
+        with broken_as_corrupt(layer, counted):  # a cut-short tar is CorruptLayer, naming the layer
             with tarfile.open(fileobj=plain, mode="r|", errors="surrogateescape") as tar:  # type: ignore[call-overload]
                 for member in tar:
                     parts = _entry_parts(member, prefix)
@@ -240,10 +241,8 @@ def _untar(layer: Layer, item: PullItem, into: _Dir, modes: list[_DirMode],
                         continue
                     _check_repeat(parts, member, seen)
                     _extract(tar, member, parts, into, files, modes)
-        except tarfile.TarError as e:
-            raise VerificationError(f"layer {layer.digest} is not a readable tar archive ({e})") from None
-        while plain.read(CHUNK):  # the tar's trailing padding still counts toward its digest
-            pass
+            while plain.read(CHUNK):  # the tar's trailing padding still counts toward its digest
+                pass
         while counted.read(CHUNK):  # read to the end, so the blob's own digest is checked
             pass
     expected = layer.descriptor.annotations.get(CONTENT_DIGEST)

@@ -1,14 +1,17 @@
-"""Deep verification of stored content: every manifest, config and layer, digests, sizes and diff_ids."""
+"""Verification of stored content: every manifest, config and layer, digests, sizes and diff_ids; with
+``deep``, also every layer's tar read to its end (a tar cut short can still match its digests)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import RegfpError
+from .errors import CorruptLayer, RegfpError
 from .oci import mediatypes as mt
 from .oci.descriptor import Descriptor
 from .oci.digest import Digest
+from .oci.image import Image
 from .oci.manifest import Index
 from .oci.validate import ValidationError, validate
 from .progress import SILENT, Progress
@@ -27,18 +30,22 @@ class Report:
 
 
 def verify_descriptor(store: Store, desc: Descriptor, report: Report, label: str,
-                      progress: Progress = SILENT) -> None:
+                      progress: Progress = SILENT, *, deep: bool = False) -> None:
     """Verify what ``desc`` points at (every platform of an index); findings go to ``report``."""
     try:
         if desc.media_type in mt.INDEX_TYPES:
             index = Index.parse(store.get_manifest(desc), desc.media_type)
             for child in index.manifests:
                 verify_descriptor(store, child, report, f"{label} [{child.platform or child.digest.short}]",
-                                  progress)
+                                  progress, deep=deep)
             return
         image = read_image(store, desc)
         on_bytes = progress.task(f"verify {label}", sum(la.size for la in image.layers))
         validate(image, on_bytes=on_bytes)
+        if deep:
+            problems = _tar_problems(image, progress.task(f"read the tars of {label}", len(image.layers)))
+            if problems:
+                raise ValidationError(problems)
     except ValidationError as e:
         report.problems.extend(f"{label}: {p}" for p in e.problems)
     except RegfpError as e:
@@ -47,12 +54,29 @@ def verify_descriptor(store: Store, desc: Descriptor, report: Report, label: str
         report.checked.append(label)
 
 
-def verify_layout(store: LayoutStore, progress: Progress = SILENT) -> Report:
+def _tar_problems(image: Image, on_layer: Callable[[int], None]) -> list[str]:
+    """Every tar layer read to its end: an image's layers, and an artifact's directory layers."""
+    from .layertar import check_tar
+    from .unpack import unpacks
+
+    problems = []
+    for i, layer in enumerate(image.layers):
+        is_tar = mt.is_layer(layer.media_type) if image.is_container_image else unpacks(layer)
+        if is_tar and layer.media_type in mt.LAYER_COMPRESSION:
+            try:
+                check_tar(layer)
+            except CorruptLayer as e:
+                problems.append(f"layer {i} {layer.digest}: {e.reason}")
+        on_layer(1)
+    return problems
+
+
+def verify_layout(store: LayoutStore, progress: Progress = SILENT, *, deep: bool = False) -> Report:
     """Every named image, then every other blob file against the digest its file name claims."""
     report = Report()
     entries = store.read_index().manifests
     for entry in entries:
-        verify_descriptor(store, entry, report, entry.ref_name or entry.digest.text, progress)
+        verify_descriptor(store, entry, report, entry.ref_name or entry.digest.text, progress, deep=deep)
     reached = _reachable(store, list(entries))
     blobs = store.path / "blobs"
     for alg_dir in sorted(blobs.iterdir()) if blobs.is_dir() else []:

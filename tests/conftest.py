@@ -7,12 +7,32 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+# Real tools fetched from a package registry by the tests (Helm) are kept across runs here, under the
+# user's own cache: the tests' XDG_CACHE_HOME (below) is new for every session.
+TOOLS_CACHE = Path(os.environ.get("REGFP_TEST_TOOLS_CACHE")
+                   or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "regfp-test-tools")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """regfp's caches (dir: images, Git mirrors) in a directory of this session, not the user's
+    ~/.cache/regfp: a test must not see what an earlier run or another checkout left there. Set in the
+    environment so every ``regfp`` subprocess inherits it."""
+    path = tmp_path_factory.mktemp("xdg-cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 
 
 def need(tool: str) -> str:

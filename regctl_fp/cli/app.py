@@ -62,11 +62,13 @@ def verify(ref: Annotated[str, typer.Argument(
                                                    "against this CA (chain, validity, SAN).")] = None,
            now: Annotated[str | None, typer.Option("--now", help="ISO 8601 time for --ca validity "
                                                    "(default: now).")] = None,
+           deep: Annotated[bool, typer.Option("--deep", help="Also read every layer's tar archive to its end "
+                                              "(a tar cut short can still match its digests).")] = False,
            json_out: JsonOpt = False) -> None:
     """Re-read every blob and check digests, sizes and diff_ids; exit 1 naming anything bad."""
     from . import commands
 
-    commands.verify(ref, json_out, ca, now)
+    commands.verify(ref, json_out, ca, now, deep=deep)
 
 
 @app.command()

@@ -70,7 +70,8 @@ def inspect(text: str, platform: str | None, json_out: bool) -> None:
     _unsupported(ref, text)
 
 
-def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | None = None) -> None:
+def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | None = None, *,
+           deep: bool = False) -> None:
     from ..sources import open_layout_ref
     from ..stores.layout import LayoutStore
     from ..verify import Report, verify_descriptor, verify_identity, verify_layout
@@ -83,12 +84,12 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
         raise RefError(text, "--ca checks one image's identity: name it (oci:PATH:NAME)")
     with progress_bar() as bar:
         if ref.name is None and ref.digest is None:
-            report = verify_layout(LayoutStore.open(ref.path), bar)
+            report = verify_layout(LayoutStore.open(ref.path), bar, deep=deep)
         else:
             store, desc = open_layout_ref(ref)
             report = Report()
             label = ref.name or str(ref.digest)
-            verify_descriptor(store, desc, report, label, bar)
+            verify_descriptor(store, desc, report, label, bar, deep=deep)
             if ca is not None and report.ok:
                 from .recipe_cmds import parse_now
 

@@ -60,9 +60,11 @@ def config_dir() -> Path:
 
 def build_options(platform: Platform | None = None) -> BuildOptions:
     """How dir: references become images on this machine: its platform, SOURCE_DATE_EPOCH, the cache."""
+    import time
+
     from ..dircache import DirCache
     from ..sources import BuildOptions
     from .registry_cmds import open_for_sources
 
     return BuildOptions(epoch=source_date_epoch(), platform=platform or host_platform(),
-                        cache=DirCache(cache_dir() / "dir-images.json"), registry=open_for_sources)
+                        cache=DirCache(cache_dir() / "dir-images.json", clock=time.time_ns), registry=open_for_sources)

@@ -1,7 +1,8 @@
 """``regfp rebase``: move any image onto a new base, like ``crane rebase`` but with the prefix checks.
 
 A multi-platform image (an index) is rebased platform by platform onto the matching platform of the
-new base; ``--platform`` picks one platform instead.
+new base; ``--platform`` picks one platform instead. How the old base was matched under each image
+(by digest, or by diff_id when a builder re-encoded its layers) is reported.
 """
 
 from __future__ import annotations
@@ -49,9 +50,14 @@ def rebase(src_text: str, new_text: str, dst_text: str, from_text: str | None, c
         with LayoutStore.open_or_create(dst.path) as out:
             written = result.write(out)
             out.set_names({dst.name: written})
+    summary = result.summary()
     if json_out:
         output.print_json({"digest": written.digest.text, "mediaType": written.media_type,
-                           "platforms": [{"platform": str(p), "digest": d, "base": b}
-                                         for p, d, b in result.summary()]})
-    else:
-        output.out_console().print(f"{dst_text} {written.digest}", soft_wrap=True)
+                           "platforms": [{"platform": str(p), "digest": d, "base": b, "oldBaseMatchedBy": m}
+                                         for p, d, b, m in summary]})
+        return
+    for platform, _, _, matched in summary:
+        if matched == "diff_id":
+            output.note(f"{platform}: the image holds its old base's layers re-encoded (same diff_ids, other "
+                        "digests, as buildah and podman commit them); matched by diff_id and history\n")
+    output.out_console().print(f"{dst_text} {written.digest}", soft_wrap=True)

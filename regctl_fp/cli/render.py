@@ -36,17 +36,36 @@ def image_json(ref: str, image: Image) -> dict[str, Any]:
         "artifactType": image.artifact_type,
         "annotations": dict(image.annotations),
         "config": {"digest": image.config_descriptor.digest.text, "mediaType": image.config_media_type,
-                   "size": image.config_descriptor.size, "content": _thawed(image)},
+                   "size": image.config_descriptor.size, **_config_content(image)},
         "layers": [{"digest": la.digest.text, "mediaType": la.media_type, "size": la.size,
                     "diffID": la.diff_id.text if la.diff_id else None,
                     "annotations": dict(la.descriptor.annotations)} for la in image.layers],
     }
 
 
-def _thawed(image: Image) -> Any:
-    from ..oci.frozen import thaw
+def _config_content(image: Image) -> dict[str, Any]:
+    """``content``: the config document itself. An image config is shown as regfp parsed it; any other
+    config (Helm's chart metadata, an artifact's) as the JSON it holds, or, when it is not JSON or is
+    larger than regfp reads configs, a ``note`` with its media type and size instead."""
+    import json
 
-    return thaw(image.config.doc)
+    from ..oci.frozen import thaw
+    from ..stores.base import CONFIG_LIMIT
+
+    if image.is_container_image:
+        return {"content": thaw(image.config.doc)}
+    raw = image.config_bytes
+    what = f"{image.config_media_type}, {len(raw)} bytes"
+    if len(raw) > CONFIG_LIMIT:
+        return {"content": None, "note": f"larger than {CONFIG_LIMIT} bytes, not shown: {what}"}
+    try:  # JSON is UTF-8 (RFC 8259); NaN and Infinity are not JSON and could not be printed back as JSON
+        return {"content": json.loads(raw.decode("utf-8"), parse_constant=_not_json)}
+    except (ValueError, RecursionError):  # ValueError covers bad UTF-8 too
+        return {"content": None, "note": f"not JSON: {what}"}
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _field(label: str, values: str | Iterable[str]) -> None:

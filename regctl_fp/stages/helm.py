@@ -17,6 +17,7 @@ import json
 import re
 import struct
 import tarfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from ..oci.image import Image
 from ..progress import SILENT, Progress
 from ..stores.base import Store
 from ..yamlguard import YamlTooLarge, check_bounds
-from .data import store_file
+from .data import _open_regular, store_file
 
 CONFIG_MEDIA_TYPE = "application/vnd.cncf.helm.config.v1+json"
 CHART_MEDIA_TYPE = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
@@ -100,16 +101,30 @@ def chart_tag(version: str) -> str:
 # -- reading a chart archive ---------------------------------------------------------------------------
 def is_chart_archive(path: Path) -> bool:
     """Whether ``path`` looks like what ``helm package`` writes: a .tgz whose first entries hold
-    ``<name>/Chart.yaml`` (only the first few entries are read, so a big data file costs nothing)."""
+    ``<name>/Chart.yaml`` (only the first few entries are read, so a big data file costs nothing).
+
+    A gzip stream that holds no tar archive at all is not a chart. But a .tgz whose gzip or tar breaks
+    is refused (``ChartError``) rather than answered "no": pushed as plain data, a chart nobody could
+    read would vanish for ``helm pull``, and the user would not know.
+    """
     if not path.name.endswith((".tgz", ".tar.gz")) or not path.is_file():
         return False
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             if f.read(2) != b"\x1f\x8b":
                 return False
         return _find_files(path, limit=16).get("Chart.yaml") is not None
-    except (OSError, tarfile.TarError, EOFError, gzip.BadGzipFile, ChartError):
+    except _NotATar:
         return False
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ChartError(str(path), f"looks like a gzip tar archive (a Helm chart?) but cannot be read ({e}); "
+                                    "to store it as a plain file, push it with --format data") from None
+    except OSError as e:
+        raise ChartError(str(path), f"cannot read: {e.strerror or e}") from None
+
+
+class _NotATar(tarfile.ReadError):
+    """The gzip stream decompresses, but its first block is not a tar header."""
 
 
 def read_chart(path: Path) -> Chart:
@@ -117,7 +132,7 @@ def read_chart(path: Path) -> Chart:
     shown = str(path)
     try:
         files = _find_files(path, limit=None)
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile, OSError) as e:
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
         raise ChartError(shown, f"not a readable chart archive (.tgz): {e}") from None
     chart_yaml = files.get("Chart.yaml")
     if chart_yaml is None:
@@ -133,10 +148,15 @@ def read_chart(path: Path) -> Chart:
 
 
 def _find_files(path: Path, limit: int | None) -> dict[str, bytes]:
-    """Chart.yaml and requirements.yaml of the chart (the archive's one top directory), streaming."""
+    """Chart.yaml and requirements.yaml of the chart (the archive's one top directory), streaming.
+
+    The gzip layer is read by ``gzip`` and the tar by tarfile's plain stream mode ("r|"): Helm writes a
+    gzip header with FEXTRA and FCOMMENT fields, which tarfile's own "r|gz" cannot parse (CPython
+    gh-107398), while ``gzip`` skips them as RFC 1952 says."""
     found: dict[str, bytes] = {}
     tops: set[str] = set()
-    with tarfile.open(path, mode="r|gz") as tar:
+    with _open_regular(path) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as plain, \
+            _tar_stream(plain) as tar:
         for count, member in enumerate(tar):
             if limit is not None and count >= limit:
                 break
@@ -153,6 +173,13 @@ def _find_files(path: Path, limit: int | None) -> dict[str, bytes]:
     if len(tops) > 1 and "Chart.yaml" in found:
         raise ChartError(str(path), f"the archive holds more than one top directory ({', '.join(sorted(tops)[:3])})")
     return found
+
+
+def _tar_stream(plain: gzip.GzipFile) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=plain, mode="r|")
+    except tarfile.ReadError as e:  # raised only while reading the first header
+        raise _NotATar(str(e)) from None
 
 
 def _load_yaml(data: bytes, shown: str, name: str) -> Any:

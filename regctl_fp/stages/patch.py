@@ -2,16 +2,19 @@
 
 The old base is found from the image's own annotations (``org.opencontainers.image.base.digest`` in
 the store, else ``.base.name`` re-resolved and checked against the digest), so images built by regfp,
-ko or crane can be patched; callers may also name the old base explicitly.
+ko or crane can be patched; callers may also name the old base explicitly. An image built by buildah or
+podman holds its base's layers re-encoded (same diff_ids, other digests); it is matched by diff_id and
+history, and the result says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from ..errors import InvalidInput, RegfpError
-from ..mutate import BASE_DIGEST, BASE_NAME, cnb_metadata, rebase, rebase_cnb
+from ..mutate import BASE_DIGEST, BASE_NAME, cnb_metadata, match_base, rebase, rebase_cnb
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.digest import Digest
@@ -21,34 +24,49 @@ from ..stores.base import Store, read_image, write_image
 
 
 class MissingBase(InvalidInput):
-    pass
+    """The old base cannot be found from the image's annotations. Exit 2 (name it with ``--from``), or the
+    exit code of the error that hid it (a registry that did not answer)."""
+
+    def __init__(self, message: str, *, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class BaseMoved(RegfpError):
     pass
 
 
+_FROM = "name the old base explicitly (--from REF)"
+
+
 def old_base_of(image: Image, store: Store, load: Callable[[str], Image]) -> Image:
     """The base ``image`` was built on: by digest from ``store``, else ``load(base.name)`` if it still
-    has that digest."""
+    has that digest. Every failure says which annotation was looked up, and where."""
     digest = image.annotations.get(BASE_DIGEST)
     name = image.annotations.get(BASE_NAME)
     if digest is None:
-        raise MissingBase("the image has no org.opencontainers.image.base.digest annotation, so its base is "
-                          "unknown; name the old base explicitly (--from REF)")
-    wanted = Digest.parse(digest)
-    if store.has_blob(wanted):
-        from ..stores.layout import LayoutStore
+        raise MissingBase(f"the image has no {BASE_DIGEST} annotation, so its base is unknown; {_FROM}")
+    try:
+        wanted = Digest.parse(digest)
+    except InvalidInput as e:
+        raise MissingBase(f"the image's {BASE_DIGEST} annotation is not a digest ({e}); {_FROM}") from None
+    from ..stores.layout import LayoutStore
 
-        if isinstance(store, LayoutStore):
-            return read_image(store, store.resolve_digest(wanted), image.config.platform)
+    if isinstance(store, LayoutStore) and store.has_blob(wanted):
+        return read_image(store, store.resolve_digest(wanted), image.config.platform)
+    where = f"the layout {store.path}" if isinstance(store, LayoutStore) else "the image's store"
+    looked = f"{BASE_DIGEST} {digest} is not in {where}"
     if name is None:
-        raise MissingBase(f"the image's base {digest} is not in the store and it has no "
-                          "org.opencontainers.image.base.name annotation; name the old base (--from REF)")
-    found = load(name)
+        raise MissingBase(f"cannot find the image's old base: {looked}, and the image has no {BASE_NAME} "
+                          f"annotation to load it by; {_FROM}")
+    try:
+        found = load(name)
+    except RegfpError as e:
+        raise MissingBase(f"cannot find the image's old base: {looked}, and loading its {BASE_NAME} {name!r} "
+                          f"failed ({e}); {_FROM}", exit_code=e.exit_code) from None
     if found.digest != wanted:
-        raise BaseMoved(f"the image's base {name} is now {found.digest}, not {digest} that the image was built "
-                        "on, and the store does not hold the old one; name the old base (--from REF)")
+        raise BaseMoved(f"the image's base {name} ({BASE_NAME}) is now {found.digest}, not {digest} that the "
+                        f"image was built on ({BASE_DIGEST}), and {where} does not hold the old one; {_FROM}")
     return found
 
 
@@ -72,56 +90,74 @@ def patch(image: Image, old_base: Image, new_base: Image, *, base_name: str, cha
 Loader = Callable[[str, Platform | None], Image]
 
 
+Matched = Literal["digest", "diff_id", "buildpacks"]
+
+
+@dataclass(frozen=True)
+class PatchedImage:
+    """One patched image: the index entry it replaces (None for a lone image), the result, the new base,
+    and how the old base was found under the image (``diff_id``: its layers were re-encoded)."""
+
+    entry: Descriptor | None
+    image: Image
+    base: Image
+    matched: Matched
+
+
 @dataclass(frozen=True)
 class Patched:
     """The result of patching one image or every platform of an index, ready to be written."""
 
-    images: tuple[tuple[Descriptor | None, Image, Image], ...]  # (index entry, patched image, new base)
+    images: tuple[PatchedImage, ...]
     index: Index | None
 
     def write(self, store: Store) -> Descriptor:
         """New bases and patched images first, then (for an index) the new index."""
         entries = []
-        for entry, image, base in self.images:
-            write_image(store, base)
-            desc = write_image(store, image)
-            if entry is not None:
-                entries.append(Descriptor(desc.media_type, desc.digest, desc.size, annotations=entry.annotations,
-                                          platform=entry.platform))
+        for one in self.images:
+            write_image(store, one.base)
+            desc = write_image(store, one.image)
+            if one.entry is not None:
+                entries.append(Descriptor(desc.media_type, desc.digest, desc.size, annotations=one.entry.annotations,
+                                          platform=one.entry.platform))
         if self.index is None:
-            return write_image(store, self.images[0][1])
+            return write_image(store, self.images[0].image)
         index = Index(manifests=tuple(entries), media_type=self.index.media_type,
                       annotations=self.index.annotations)
         return store.put_manifest(index.to_bytes(), index.media_type)
 
-    def summary(self) -> list[tuple[Platform, str, str]]:
-        return [(img.config.platform, img.digest.text, base.digest.text) for _, img, base in self.images]
+    def summary(self) -> list[tuple[Platform, str, str, Matched]]:
+        return [(one.image.config.platform, one.image.digest.text, one.base.digest.text, one.matched)
+                for one in self.images]
 
 
 def patch_descriptor(store: Store, desc: Descriptor, new_ref: str, load: Loader, *, old_ref: str | None,
                      channel: str | None, annotations: dict[str, str]) -> Patched:
     """Patch the image ``desc`` names in ``store``; an index is patched platform by platform."""
-    def one(image: Image) -> tuple[Image, Image]:
+    def one(entry: Descriptor | None, image: Image) -> PatchedImage:
         platform = image.config.platform
         new = load(new_ref, platform)
+        found: list[Image] = []
 
         def old() -> Image:
-            return load(old_ref, platform) if old_ref else old_base_of(image, store, lambda n: load(n, platform))
+            base = load(old_ref, platform) if old_ref else old_base_of(image, store, lambda n: load(n, platform))
+            found.append(base)
+            return base
 
-        return patch_onto(image, new, new_ref, old, explicit_old=old_ref is not None, channel=channel,
-                          annotations=annotations), new
+        patched = patch_onto(image, new, new_ref, old, explicit_old=old_ref is not None, channel=channel,
+                             annotations=annotations)
+        matched: Matched = match_base(image, found[0]) if found else "buildpacks"
+        return PatchedImage(entry, patched, new, matched)
 
     if desc.media_type not in mt.INDEX_TYPES:
-        image, new = one(read_image(store, desc))
-        return Patched(((None, image, new),), None)
+        return Patched((one(None, read_image(store, desc)),), None)
     index = Index.parse(store.get_manifest(desc), desc.media_type)
     out = []
     for entry in index.manifests:
         if entry.media_type not in mt.MANIFEST_TYPES:
             raise InvalidInput(f"index entry {entry.digest} is a {entry.media_type}; only image indexes of "
                                "image manifests can be rebased")
-        image, new = one(read_image(store, entry))
-        out.append((entry, image, new))
+        out.append(one(entry, read_image(store, entry)))
     return Patched(tuple(out), index)
 
 
