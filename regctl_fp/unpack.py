@@ -29,11 +29,13 @@ from typing import Any, BinaryIO, Literal
 from .errors import InvalidInput, RegfpError, VerificationError
 from .layertar import broken_as_corrupt
 from .oci import mediatypes as mt
+from .oci.annotation_keys import ORAS_CONTENT_DIGEST as CONTENT_DIGEST
+from .oci.annotation_keys import ORAS_UNPACK as UNPACK
+from .oci.annotation_keys import TITLE
 from .oci.compression import decompressed
 from .oci.digest import Digest
 from .oci.image import Image, Layer
 from .progress import SILENT, Progress
-from .stages.data import CONTENT_DIGEST, TITLE, UNPACK
 
 CHUNK = 1 << 20
 Kind = Literal["file", "directory", "tree"]

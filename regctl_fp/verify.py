@@ -115,31 +115,3 @@ def _reachable(store: Store, roots: list[Descriptor]) -> set[Digest]:
             except RegfpError:
                 pass
     return seen
-
-
-def verify_identity(store: Store, desc: Descriptor, ca_cert: object, report: Report, label: str, *,
-                    now: int) -> None:
-    """Check an environment image's identity: chain to ``ca_cert``, validity at ``now``, and the SAN
-    agreeing with the environment the image's annotations claim."""
-    from .imagefs import read_file
-    from .stages.identity import IDENTITY_DIR, check
-
-    image = read_image(store, desc)
-    ann = image.annotations
-    claimed = ann.get("dev.regfp.identity")
-    if claimed is None:
-        report.problems.append(f"{label}: the image carries no identity (no dev.regfp.identity annotation)")
-        return
-    env = ann.get("dev.regfp.environment", "")
-    location, _, environment = env.partition(".")
-    if not claimed.startswith("spiffe://") or claimed.split("/")[3:5] != [location, environment]:
-        report.problems.append(f"{label}: its identity {claimed} does not name its environment {env or '(none)'}")
-    cert = read_file(image, f"{IDENTITY_DIR}/tls.crt")
-    key = read_file(image, f"{IDENTITY_DIR}/tls.key")
-    if cert is None:
-        report.problems.append(f"{label}: /{IDENTITY_DIR}/tls.crt is missing")
-        return
-    problems = check(cert.data, key.data if key else None, ca_cert, now=now, expected_spiffe=claimed)  # type: ignore[arg-type]
-    report.problems.extend(f"{label}: identity {p}" for p in problems)
-    if not problems:
-        report.checked.append(f"{label} identity {claimed}")

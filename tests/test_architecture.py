@@ -14,6 +14,18 @@ from conftest import ROOT, need
 PACKAGE = ROOT / "regctl_fp"
 
 
+def test_every_module_has_a_layer() -> None:
+    """A new top-level module must be placed in the layers contract, or it would escape the check."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+    named = {part.strip() for layer in layers for part in layer.replace("|", ":").split(":")}
+    modules = {f"regctl_fp.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    modules |= {f"regctl_fp.{p.parent.name}" for p in PACKAGE.glob("*/__init__.py")}
+    assert modules - named == set()
+
+
 def test_import_layers_hold() -> None:
     proc = subprocess.run([need("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)

@@ -352,7 +352,7 @@ def test_login_then_copy_and_skopeo_reads_the_same_login(tls_registry: TlsRegist
 
 
 def test_plain_http_only_where_allowed_and_cas_from_certs_d(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from regctl_fp.cli import registry_cmds as rc
+    from regctl_fp.cli import registry_session as rc
 
     monkeypatch.setattr(rc, "CERTS_D", tmp_path / "certs.d")
     (tmp_path / "certs.d/reg.example:5000").mkdir(parents=True)

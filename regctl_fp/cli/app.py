@@ -49,9 +49,9 @@ def inspect(ref: Annotated[str, typer.Argument(
             platform: PlatformOpt = None, json_out: JsonOpt = False,
             insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
     """Show an image's manifest, config, layers and annotations (or an index's entries)."""
-    from . import commands, registry_cmds
+    from . import commands, registry_session
 
-    registry_cmds.configure(insecure_registry, ca_file)
+    registry_session.configure(insecure_registry, ca_file)
     commands.inspect(ref, platform, json_out)
 
 
@@ -81,10 +81,10 @@ def copy(src: Annotated[str, typer.Argument(
          private: Annotated[bool, typer.Option("--private", help="The destination repository is private: "
                                                "images carrying a private key may go there.")] = False) -> None:
     """Copy an image, digests preserved; the destination name moves only once everything is stored."""
-    from . import commands, registry_cmds
+    from . import copy_cmd, registry_session
 
-    registry_cmds.configure(insecure_registry, ca_file)
-    commands.copy(src, dst, platform, json_out, private)
+    registry_session.configure(insecure_registry, ca_file)
+    copy_cmd.copy(src, dst, platform, json_out, private)
 
 
 @app.command()
@@ -94,9 +94,9 @@ def login(server: Annotated[str, typer.Argument(metavar="HOST", help="registry h
                                                        help="Read the password (or token) from stdin.")] = False,
           json_out: JsonOpt = False, insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
     """Check credentials against a registry and store them where docker does (config.json or its helper)."""
-    from . import registry_cmds
+    from . import registry_cmds, registry_session
 
-    registry_cmds.configure(insecure_registry, ca_file)
+    registry_session.configure(insecure_registry, ca_file)
     registry_cmds.login(server, username, password_stdin, json_out)
 
 
@@ -260,11 +260,11 @@ def data_push(paths: Annotated[list[str] | None, typer.Argument(
                   "archive's mtime, as helm push)")] = None,
               json_out: JsonOpt = False, insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
     """Store files and directories (or a Git tree, or a Helm chart) as an OCI artifact; same inputs, same digest."""
-    from . import data_cmds, registry_cmds
+    from . import data_cmds, registry_session
 
     if not to:
         raise typer.BadParameter("where to push: --to oci:PATH:NAME or HOST/REPO[:TAG]", param_hint="--to")
-    registry_cmds.configure(insecure_registry, ca_file)
+    registry_session.configure(insecure_registry, ca_file)
     opts = data_cmds.PushOptions(artifact_type=artifact_type, annotations=tuple(annotation or ()),
                                  compression=compression, fmt=fmt, media_type=media_type, git=git, git_ref=ref,
                                  subdir=subdir, url=url, created=created)
@@ -278,9 +278,9 @@ def data_pull(ref: Annotated[str, typer.Argument(metavar="REF", help="oci:PATH:N
               platform: PlatformOpt = None, json_out: JsonOpt = False,
               insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
     """Write an artifact's files into DIR, verified; titles that would escape DIR are refused."""
-    from . import data_cmds, registry_cmds
+    from . import data_cmds, registry_session
 
-    registry_cmds.configure(insecure_registry, ca_file)
+    registry_session.configure(insecure_registry, ca_file)
     data_cmds.pull(ref, dest, overwrite, platform, json_out)
 
 
@@ -292,7 +292,7 @@ def diff_cmd(a: Annotated[str, typer.Argument(metavar="A", help="an image: oci:,
              insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
     """Layers added/removed/shared, config differences, and file changes between two images."""
     from . import diff_cmd as body
-    from . import registry_cmds
+    from . import registry_session
 
-    registry_cmds.configure(insecure_registry, ca_file)
+    registry_session.configure(insecure_registry, ca_file)
     body.diff(a, b, platform, not no_files, json_out)

@@ -6,9 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import RefError, RegfpError
+from ..errors import RefError
 from ..oci import mediatypes as mt
-from ..oci.image import Image
 from ..oci.manifest import Index
 from ..refs import DirRef, LayoutRef, Ref, RegistryRef, parse_ref
 from . import edge, output
@@ -17,9 +16,8 @@ from .progress import progress_bar
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from ..oci.descriptor import Descriptor, Platform
+    from ..oci.descriptor import Platform
     from ..sources import BuildOptions
-    from ..stores.base import Store
 
 
 def _ref(text: str) -> Ref:
@@ -73,8 +71,9 @@ def inspect(text: str, platform: str | None, json_out: bool) -> None:
 def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | None = None, *,
            deep: bool = False) -> None:
     from ..sources import open_layout_ref
+    from ..stages.identity_verify import verify_identity
     from ..stores.layout import LayoutStore
-    from ..verify import Report, verify_descriptor, verify_identity, verify_layout
+    from ..verify import Report, verify_descriptor, verify_layout
 
     ref = _ref(text)
     if not isinstance(ref, LayoutRef):
@@ -118,53 +117,6 @@ def _read_ca(path: Path) -> x509.Certificate:
         raise InvalidInput(f"--ca {path}: not a PEM certificate") from None
 
 
-def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, private: bool = False) -> None:
-    from ..sources import load_image, open_layout_ref
-    from ..stores.base import write_image
-    from ..stores.layout import LayoutStore
-    from ..stores.transfer import copy_descriptor
-
-    src, dst = _ref(src_text), parse_ref(dst_text)
-    if isinstance(src, RegistryRef) or isinstance(dst, RegistryRef):
-        from . import registry_cmds
-
-        registry_cmds.copy(src, dst, src_text, dst_text, edge.parse_platform(platform), json_out, private)
-        return
-    if not isinstance(dst, LayoutRef):
-        _unsupported(dst, dst_text)
-        return
-    if dst.name is None:
-        raise RefError(dst_text, "the destination needs a name: oci:PATH:NAME")
-    want = edge.parse_platform(platform)
-    if isinstance(src, LayoutRef):
-        from ..stages.promotion import refuse_promotion
-
-        src_store, desc = open_layout_ref(src)
-        if want is not None and desc.media_type in mt.INDEX_TYPES:
-            from ..stores.base import read_image
-
-            desc = read_image(src_store, desc, want).descriptor
-        refuse_promotion(src_store, desc, dst.name.rpartition(":")[0] if ":" in dst.name else dst.name, dst_text)
-        with LayoutStore.open_or_create(dst.path) as store, progress_bar() as bar:
-            on_bytes = bar.task(f"copy {src_text}", _blob_bytes(src_store, desc))
-            copied = copy_descriptor(src_store, store, desc, on_bytes)
-            store.set_names({dst.name: copied})
-    elif isinstance(src, DirRef):
-        _check_source_dir(src)
-        with LayoutStore.open_or_create(dst.path) as store, progress_bar() as bar:
-            image: Image = load_image(src, work=store, options=_options(want), progress=bar)
-            copied = write_image(store, image)
-            store.set_names({dst.name: copied})
-    else:
-        _unsupported(src, src_text)
-        return
-    if json_out:
-        output.print_json({"source": src_text, "destination": dst_text, "digest": copied.digest.text,
-                           "mediaType": copied.media_type, "size": copied.size})
-    else:
-        output.line(f"{dst_text} {copied.digest}")
-
-
 def gc(text: str, dry_run: bool, json_out: bool, expired: bool = False, now_text: str | None = None) -> None:
     from ..stores.layout import LayoutStore
 
@@ -197,17 +149,6 @@ def gc(text: str, dry_run: bool, json_out: bool, expired: bool = False, now_text
     output.line(f"{verb} {len(report.removed)} blobs ({_size(report.freed)}), kept {report.kept}{temp}")
 
 
-def _check_source_dir(ref: DirRef) -> None:
-    """Fail on a missing source before the destination layout is created, so a typo leaves nothing."""
-    from ..errors import LayerInputError, NotFound
-
-    path = Path(ref.path)
-    if not path.exists():
-        raise NotFound(f"directory {path}", "the filesystem")
-    if not path.is_dir():
-        raise LayerInputError(str(path), "dir: needs a directory")
-
-
 def _unsupported(ref: Ref, text: str) -> None:
     if isinstance(ref, RegistryRef):
         raise RefError(text, f"{ref} is a registry reference; this command works on OCI layouts: copy it into "
@@ -216,17 +157,6 @@ def _unsupported(ref: Ref, text: str) -> None:
         raise RefError(text, "a dir: reference is computed from a directory, not stored: this command needs "
                              "an image in an OCI layout (oci:PATH:NAME)")
     raise RefError(text, "not usable here")
-
-
-def _blob_bytes(store: Store, desc: Descriptor) -> int | None:
-    """What copying ``desc`` moves, for the progress bar (manifests are too small to count)."""
-    from ..stores.base import closure
-
-    try:
-        blobs = closure(store, [desc])
-    except RegfpError:
-        return None  # the copy itself will say what is missing
-    return sum(d.size for d in blobs.values() if d.media_type not in mt.INDEX_TYPES | mt.MANIFEST_TYPES)
 
 
 def _size(n: int) -> str:

@@ -196,9 +196,9 @@ def _store(dst: Ref, text: str, build: Build) -> tuple[Image, Descriptor]:
     if dst.digest is not None:
         raise RefError(text, "push to a tag (HOST/REPO:TAG); the digest is only known once the artifact is made")
     from ..stores.registry import RegistryStore
-    from . import registry_cmds
+    from . import registry_session
 
-    with registry_cmds.session() as s, progress_bar() as bar:
+    with registry_session.session() as s, progress_bar() as bar:
         target = s.store(dst)
         image = build(target, bar)
         desc = write_image(target, image)
@@ -266,9 +266,9 @@ def _image(text: str, want: object) -> Iterator[Image]:
         yield read_image(store, desc, want)  # type: ignore[arg-type]
         return
     if isinstance(ref, RegistryRef):
-        from . import registry_cmds
+        from . import registry_session
 
-        with registry_cmds.session() as s:
+        with registry_session.session() as s:
             store_r, desc = s.open(ref)
             yield read_image(store_r, desc, want)  # type: ignore[arg-type]
         return

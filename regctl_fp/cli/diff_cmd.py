@@ -48,9 +48,9 @@ def _load(text: str, want: Any, stack: ExitStack) -> Image:
 
     ref = _ref(text)
     if isinstance(ref, RegistryRef):
-        from . import registry_cmds
+        from . import registry_session
 
-        session = stack.enter_context(registry_cmds.session())
+        session = stack.enter_context(registry_session.session())
         return load_image(ref, work=None, platform=want, registry=session.open)
     if isinstance(ref, DirRef):
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="regfp-diff-"))

@@ -64,7 +64,7 @@ def build_options(platform: Platform | None = None) -> BuildOptions:
 
     from ..dircache import DirCache
     from ..sources import BuildOptions
-    from .registry_cmds import open_for_sources
+    from .registry_session import open_for_sources
 
     return BuildOptions(epoch=source_date_epoch(), platform=platform or host_platform(),
                         cache=DirCache(cache_dir() / "dir-images.json", clock=time.time_ns), registry=open_for_sources)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..recipe.load import LoadedRecipe
     from ..sources import BuildOptions
     from ..stores.remote_cache import RemoteCache
-    from .registry_cmds import Session
+    from .registry_session import Session
 
 
 def parse_now(text: str | None) -> int:
@@ -81,7 +81,7 @@ def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None,
     from ..engine.kinds import STAGES
     from ..engine.run import Run
     from ..recipe.load import load_recipe
-    from . import registry_cmds
+    from . import registry_session
 
     now = parse_now(now_text)
     for stage in only:
@@ -92,7 +92,7 @@ def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None,
     if push and lr.recipe.push is None and not any(e.push for e in lr.recipe.environments):
         raise InvalidInput(f"{lr.path}: --push needs push.prefix in the recipe")
     layout = out.resolve() if out else lr.output_layout
-    with registry_cmds.session() as session:
+    with registry_session.session() as session:
         remote = remote_cache(lr, cache, session)
         with progress_bar() as bar:
             run = Run(lr, layout, now, replace(_options(), remote=remote), progress=bar, secrets=secrets(lr),

@@ -18,6 +18,10 @@ AUTHORS = "org.opencontainers.image.authors"
 BASE_NAME = "org.opencontainers.image.base.name"
 BASE_DIGEST = "org.opencontainers.image.base.digest"
 
+# oras's keys for a file layer: a tar layer that is a directory, and the sha256 of that uncompressed tar.
+ORAS_UNPACK = "io.deis.oras.content.unpack"
+ORAS_CONTENT_DIGEST = "io.deis.oras.content.digest"
+
 # regfp's own keys.
 STAGE = "dev.regfp.stage"
 KEY = "dev.regfp.key"

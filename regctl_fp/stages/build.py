@@ -10,12 +10,12 @@ import os
 import posixpath
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ..errors import LayerInputError, RegfpError
 from ..gitsource import BlobReader, Commit, GitError, Repository, TreeEntry
@@ -25,12 +25,63 @@ from ..oci.config import History, ImageConfig
 from ..oci.descriptor import Descriptor
 from ..oci.image import Image, Layer
 from ..progress import SILENT, Progress
-from ..recipe.model import Build, CopyRule, RunStep
 from ..stores.base import Store
 from ..timeutil import parse_duration, rfc3339
 
 STAGE = "build"
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class CopyRule(Protocol):
+    """What the build needs of a copy rule (the recipe's ``build.copy`` entries satisfy it)."""
+
+    @property
+    def from_(self) -> str: ...
+    @property
+    def to(self) -> str: ...
+    @property
+    def chown(self) -> str | None: ...
+
+
+class RunStep(Protocol):
+    """What the build needs of the host-side step (``build.run``)."""
+
+    @property
+    def command(self) -> tuple[str, ...] | str: ...
+    @property
+    def outputs(self) -> Sequence[CopyRule]: ...
+    @property
+    def env(self) -> Mapping[str, str]: ...
+    @property
+    def timeout(self) -> str: ...
+
+
+class Build(Protocol):
+    """What the build needs of the recipe's ``build`` section: the stage never imports the recipe
+    language, the engine hands it the section."""
+
+    @property
+    def copy(self) -> Sequence[CopyRule]: ...
+    @property
+    def dependencies(self) -> Sequence[str]: ...
+    @property
+    def run(self) -> RunStep | None: ...
+    @property
+    def workdir(self) -> str | None: ...
+    @property
+    def entrypoint(self) -> Sequence[str] | None: ...
+    @property
+    def cmd(self) -> Sequence[str] | None: ...
+    @property
+    def env(self) -> Mapping[str, str]: ...
+    @property
+    def user(self) -> str | None: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def ports(self) -> Sequence[str]: ...
+    @property
+    def compression(self) -> str: ...
 
 
 class RunStepFailed(RegfpError):

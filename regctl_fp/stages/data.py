@@ -20,6 +20,7 @@ from typing import BinaryIO
 from ..errors import LayerInputError
 from ..gitsource import BlobReader, Commit, GitError, Repository, TreeEntry, walk_dirs
 from ..layers import Entry, collect_tree, dir_entry, total_size, write_layer
+from ..oci import annotation_keys as A
 from ..oci import mediatypes as mt
 from ..oci.config import ImageConfig
 from ..oci.descriptor import Descriptor, check_media_type
@@ -35,9 +36,9 @@ from ..timeutil import rfc3339
 DATA_ARTIFACT_TYPE = "application/vnd.regfp.data.v1"
 SOURCE_ARTIFACT_TYPE = "application/vnd.regfp.source.v1"
 FILE_MEDIA_TYPE = "application/octet-stream"
-TITLE = "org.opencontainers.image.title"
-UNPACK = "io.deis.oras.content.unpack"  # oras's mark for a tar layer that is a directory
-CONTENT_DIGEST = "io.deis.oras.content.digest"  # oras: sha256 of the uncompressed tar
+TITLE = A.TITLE
+UNPACK = A.ORAS_UNPACK  # oras's mark for a tar layer that is a directory
+CONTENT_DIGEST = A.ORAS_CONTENT_DIGEST  # oras: sha256 of the uncompressed tar
 REVISION = "org.opencontainers.image.revision"
 CREATED = "org.opencontainers.image.created"
 SOURCE = "org.opencontainers.image.source"

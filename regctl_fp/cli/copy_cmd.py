@@ -1,0 +1,107 @@
+"""``regfp copy``: one path for every pair of reference kinds (dir:, oci:, registry -> oci:, registry).
+
+Blobs first (in parallel, skipping what the destination has, mounting within a registry), then
+manifests, then the destination name. Debug images stay in ad-hoc/ names; an image that carries a
+private key goes to a registry only with ``--private``.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidInput, LayerInputError, NotFound, RefError
+from ..oci import annotation_keys as A
+from ..oci import mediatypes as mt
+from ..refs import DirRef, LayoutRef, Ref, RegistryRef, parse_ref
+from . import edge, output
+from .progress import progress_bar
+from .registry_session import session
+
+if TYPE_CHECKING:
+    from ..oci.descriptor import Descriptor
+    from ..stores.base import Store
+    from ..stores.registry import RegistryStore
+
+JOBS = 6  # blobs moved at a time (skopeo moves 6 too)
+
+
+def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, private: bool = False) -> None:
+    from ..sources import load_image, open_layout_ref
+    from ..stages.promotion import refuse_promotion
+    from ..stores.base import manifest_annotations, read_image, write_image
+    from ..stores.layout import LayoutStore
+    from ..stores.transfer import copy_descriptor
+
+    src, dst = _source(src_text), parse_ref(dst_text)
+    want = edge.parse_platform(platform)
+    if isinstance(dst, LayoutRef):
+        if dst.name is None:
+            raise RefError(dst_text, "the destination needs a name: oci:PATH:NAME")
+        repository = dst.name.rpartition(":")[0] if ":" in dst.name else dst.name
+    elif isinstance(dst, RegistryRef):
+        repository = dst.repository
+    else:
+        raise RefError(dst_text, "a dir: reference is computed from a directory: it cannot be a destination")
+    if isinstance(src, DirRef):
+        _check_source_dir(src)
+    with session() as s, progress_bar() as bar, ExitStack() as stack:
+        target: Store
+        if isinstance(dst, RegistryRef):
+            target = s.store(dst)
+        else:
+            target = stack.enter_context(LayoutStore.open_or_create(dst.path))
+        source: Store
+        if isinstance(src, DirRef):  # made straight into the destination: nothing to copy after
+            source = target
+            desc = write_image(target, load_image(src, work=target, options=edge.build_options(want), progress=bar))
+        elif isinstance(src, LayoutRef):
+            source, desc = open_layout_ref(src)
+        else:
+            source, desc = s.open(src)
+        if want is not None and desc.media_type in mt.INDEX_TYPES:
+            desc = read_image(source, desc, want).descriptor
+        refuse_promotion(source, desc, repository, dst_text)
+        if isinstance(dst, RegistryRef) and not private and \
+                any(a.get(A.CONTAINS_SECRET) == "true" for a in manifest_annotations(source, desc)):
+            raise InvalidInput(f"{dst_text}: the image carries a private key ({A.CONTAINS_SECRET}); push it only "
+                               "to a private repository, and say so with --private")
+        copied = desc if source is target else copy_descriptor(source, target, desc, jobs=JOBS, progress=bar)
+        if isinstance(dst, RegistryRef):
+            _name_in_registry(target, dst, copied)  # type: ignore[arg-type]
+        else:
+            assert dst.name is not None
+            target.set_names({dst.name: copied})
+    if json_out:
+        output.print_json({"source": src_text, "destination": dst_text, "digest": copied.digest.text,
+                           "mediaType": copied.media_type, "size": copied.size})
+    else:
+        output.line(f"{dst_text} {copied.digest}")
+
+
+def _source(text: str) -> Ref:
+    ref = parse_ref(text)
+    if isinstance(ref, DirRef | LayoutRef | RegistryRef):
+        return ref
+    raise RefError(text, "not usable here")
+
+
+def _check_source_dir(ref: DirRef) -> None:
+    """Fail on a missing source before the destination layout is created, so a typo leaves nothing."""
+    path = Path(ref.path)
+    if not path.exists():
+        raise NotFound(f"directory {path}", "the filesystem")
+    if not path.is_dir():
+        raise LayerInputError(str(path), "dir: needs a directory")
+
+
+def _name_in_registry(target: RegistryStore, dst: RegistryRef, copied: Descriptor) -> None:
+    from ..stores.registry import RegistryStore
+
+    if dst.digest is not None:
+        if dst.digest != copied.digest:
+            raise RefError(str(dst), f"the image copied is {copied.digest}, not the digest the destination names")
+        if dst.tag is None:
+            return
+    target.set_names({RegistryStore.name_of(dst): copied})
