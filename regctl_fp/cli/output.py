@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import unicodedata
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # rich is imported only where a table or colour is drawn: it costs start-up
@@ -33,12 +34,21 @@ def err_console() -> Console:
     return _err
 
 
+# Off a terminal rich would wrap at 80 columns (or $COLUMNS): a pipe gets lines as long as they are.
+_PIPE_WIDTH = 1 << 16
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
 def out_console() -> Console:
     global _out
     if _out is None:
         from rich.console import Console
 
-        _out = Console(highlight=False, emoji=False, markup=False)
+        _out = Console(highlight=False, emoji=False, markup=False,
+                       width=None if stdout_is_terminal() else _PIPE_WIDTH)
     return _out
 
 
@@ -87,6 +97,26 @@ def line(text: str | Text) -> None:
         _write(sys.stdout, clean(text, keep_newlines=False))
     else:
         out_console().print(text, soft_wrap=True)
+
+
+def records(header: Sequence[str], rows: Sequence[Sequence[str]], *, title: str | None = None) -> None:
+    """A table on a terminal; elsewhere (a pipe, a file) one line per record: the header, then each row,
+    columns padded to their widest value and two spaces apart, nothing cut, wrapped or boxed, so ``grep``,
+    ``cut`` and ``awk`` see whole values. Cells are sanitised here."""
+    cells = [[clean(c, keep_newlines=False) for c in row] for row in rows]
+    if stdout_is_terminal():
+        from rich.table import Table
+
+        table = Table(title=clean(title) if title else None, show_edge=False, header_style="bold")
+        for h in header:
+            table.add_column(h, overflow="fold")
+        for row in cells:
+            table.add_row(*row)
+        out_console().print(table)
+        return
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+    for row in [list(header), *cells]:
+        _write(sys.stdout, "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _write(stream: Any, text: str) -> None:
