@@ -1,0 +1,221 @@
+"""A new user's first hour (issue 16): the commands as people type them, output for pipes, the schema,
+listing, exit codes and messages, the notes a user needs, and the CI example."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from conftest import regfp, regfp_json
+from project import make_project
+
+pytest_plugins = ["registry_fixtures"]
+
+ROLLOUTS = """\
+rollouts:
+  channel: stable
+  keep: 3
+  cohorts: {buckets: 4, canary: 25%}
+environments:
+  - {location: us-east, environment: prod, delta: 1}
+  - {location: us-east, environment: staging, delta: 0}
+"""
+
+
+def piped_env(**extra: str) -> dict[str, str]:
+    """The environment of a run whose stdout is a pipe, as in ``regfp ... | grep``: no $COLUMNS to go by."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "REGFP_RECIPE")}
+    env.update(extra)
+    return env
+
+
+def rollout_project(tmp: Path, *, name: str = "hello"):  # type: ignore[no-untyped-def]
+    repo = make_project(tmp)
+    recipe = tmp / "recipe.yaml"
+    text = recipe.read_text().replace("output: {layout: out}\n", ROLLOUTS + "output: {layout: out}\n")
+    recipe.write_text(text.replace("name: hello\n", f"name: {name}\n"))
+    return repo
+
+
+def names_in(layout: Path) -> dict[str, str]:
+    index = json.loads((layout / "index.json").read_text())
+    return {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"] for m in index["manifests"]}
+
+
+def moved_recipe(tmp: Path, where: str) -> str:
+    """The project recipe's text with its paths made relative to ``tmp/where`` (one directory down)."""
+    text = (tmp / "recipe.yaml").read_text()
+    assert where.count("/") == 0
+    return (text.replace("git: src", "git: ../src").replace("dir:bases/", "dir:../bases/")
+            .replace("layout: out", "layout: ../out"))
+
+
+# -- item 2: finding the recipe as compose/skaffold users expect ---------------------------------------------
+def test_the_recipe_is_found_without_being_named(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    env = piped_env()
+    none = regfp("plan", "--json", cwd=tmp_path, env=env, check=False)
+    assert none.returncode == 2
+    assert "no recipe given and none found" in none.stderr and "REGFP_RECIPE" in none.stderr
+    assert "Traceback" not in none.stderr
+
+    # $REGFP_RECIPE, from anywhere
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shown = regfp("plan", "--json", cwd=elsewhere, env=piped_env(REGFP_RECIPE=str(tmp_path / "recipe.yaml")))
+    assert json.loads(shown.stdout)["recipe"] == str(tmp_path / "recipe.yaml")
+    assert f"recipe: {tmp_path / 'recipe.yaml'} (from $REGFP_RECIPE)" in shown.stderr
+
+    # the only recipes/*.yaml
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "app.yaml").write_text(moved_recipe(tmp_path, "recipes"))
+    one = regfp("plan", "--json", cwd=tmp_path, env=env)
+    assert json.loads(one.stdout)["recipe"] == str(tmp_path / "recipes" / "app.yaml")
+    assert "recipe: recipes/app.yaml (the only recipe in recipes/)" in one.stderr
+
+    # several: an error naming them
+    (tmp_path / "recipes" / "other.yaml").write_text(moved_recipe(tmp_path, "recipes"))
+    several = regfp("plan", cwd=tmp_path, env=env, check=False)
+    assert several.returncode == 2
+    assert "several recipes in recipes/ (recipes/app.yaml, recipes/other.yaml)" in several.stderr
+    assert "-f FILE" in several.stderr
+
+    # regfp.yaml in the current directory comes before recipes/
+    (tmp_path / "regfp.yaml").write_text((tmp_path / "recipe.yaml").read_text())
+    default = regfp("plan", "--json", cwd=tmp_path, env=env)
+    assert json.loads(default.stdout)["recipe"] == str(tmp_path / "regfp.yaml")
+    assert "recipe: regfp.yaml (regfp.yaml in the current directory)" in default.stderr
+
+    # given: -f or the argument, and then nothing is announced
+    for args in (["-f", "recipes/other.yaml"], ["--recipe", "recipes/other.yaml"], ["recipes/other.yaml"]):
+        given = regfp("plan", *args, "--json", cwd=tmp_path, env=env)
+        assert json.loads(given.stdout)["recipe"] == str(tmp_path / "recipes" / "other.yaml")
+        assert "recipe:" not in given.stderr
+    both = regfp("plan", "recipes/app.yaml", "-f", "recipes/other.yaml", cwd=tmp_path, env=env, check=False)
+    assert both.returncode == 2 and "two recipes given" in both.stderr
+
+
+def test_every_recipe_command_finds_the_recipe(tmp_path: Path) -> None:
+    rollout_project(tmp_path)
+    (tmp_path / "regfp.yaml").write_text((tmp_path / "recipe.yaml").read_text())
+    key = tmp_path / "id.pub"
+    key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHv2GcFZWvJzMvEiA4oD6EDt6vH2cRu1WZnsy2xWb4sB dev@x\n")
+    note = "recipe: regfp.yaml (regfp.yaml in the current directory)"
+    env = piped_env()
+    for args in (["build", "--only", "build"], ["patch", "--channel", "stable"], ["plan"], ["rollout"],
+                 ["rollout", "--status"], ["cohort", "client-1"]):
+        proc = regfp(*args, cwd=tmp_path, env=env)
+        assert note in proc.stderr, args
+    # The recipe has no debug section and no tools image: debug-image gets past finding the recipe and
+    # fails on the recipe itself.
+    debug = regfp("debug-image", "--ssh-key", str(key), cwd=tmp_path, env=env, check=False)
+    assert note in debug.stderr and "Missing argument" not in debug.stderr
+    assert debug.returncode == 2, debug.stderr
+
+
+def test_rollout_delta_alone_shows_what_n_minus_delta_is_and_cuts_nothing(tmp_path: Path) -> None:
+    repo = rollout_project(tmp_path)
+    (tmp_path / "regfp.yaml").write_text((tmp_path / "recipe.yaml").read_text())
+    env = piped_env()
+    first = regfp_json("rollout", cwd=tmp_path, env=env)
+    repo.write("app/main.txt", "version 2\n")
+    repo.commit("v2")
+    second = regfp_json("rollout", cwd=tmp_path, env=env)
+    assert (first["cut"]["release"], second["cut"]["release"]) == (1, 2)  # type: ignore[index]
+    r1 = names_in(tmp_path / "out")["rollouts/hello:r1"]
+    # A new commit waits on the stable channel: a question about n-1 must not cut r3.
+    repo.write("app/main.txt", "version 3\n")
+    repo.commit("v3")
+    before = (tmp_path / "out" / "index.json").read_bytes()
+    shown = regfp("rollout", "--delta", "1", cwd=tmp_path, env=env)
+    assert (tmp_path / "out" / "index.json").read_bytes() == before
+    lines = shown.stdout.splitlines()
+    assert lines[0].split() == ["environment", "delta", "release", "digest"]
+    assert [line.split() for line in lines[1:]] == [["us-east.prod", "n-1", "r1", r1],
+                                                    ["us-east.staging", "n-1", "r1", r1]]
+    one = regfp("rollout", "--delta", "0", "--env", "us-east.prod", cwd=tmp_path, env=env)
+    assert [line.split() for line in one.stdout.splitlines()[1:]] == [
+        ["us-east.prod", "n-0", "r2", names_in(tmp_path / "out")["rollouts/hello:r2"]]]
+    doc = regfp_json("rollout", "--delta", "1", cwd=tmp_path, env=env)
+    assert "cut" not in doc and {e["digest"] for e in doc["environments"]} == {r1}  # type: ignore[index]
+    nothing = regfp("rollout", "--delta", "5", cwd=tmp_path, env=env)
+    assert "n-5 names no release yet" in nothing.stderr
+    assert [line.split()[2:] for line in nothing.stdout.splitlines()[1:]] == [["-", "-"], ["-", "-"]]
+    assert (tmp_path / "out" / "index.json").read_bytes() == before
+
+
+# -- item 7: output for pipes ------------------------------------------------------------------------------
+LONG_NAME = "a-rather-long-application-name-that-fills-a-terminal-line-on-its-own-and-more"
+
+
+def test_piped_rollout_status_is_one_full_record_per_line(tmp_path: Path) -> None:
+    repo = rollout_project(tmp_path, name=LONG_NAME)
+    recipe = str(tmp_path / "recipe.yaml")
+    revisions = [repo.git("rev-parse", "HEAD")]
+    regfp("rollout", recipe, env=piped_env())
+    repo.write("app/main.txt", "version 2\n")
+    revisions.append(repo.commit("v2"))
+    regfp("rollout", recipe, env=piped_env())
+    status = regfp("rollout", recipe, "--status", env=piped_env())
+    found = names_in(tmp_path / "out")
+    lines = status.stdout.splitlines()
+    for n, revision in ((1, revisions[0]), (2, revisions[1])):
+        digest = found[f"rollouts/{LONG_NAME}:r{n}"]
+        record = [line for line in lines if line.startswith(f"r{n} ")]
+        assert len(record) == 1, status.stdout
+        assert digest in record[0] and revision in record[0], record
+    assert not any(set(line.strip()) <= set("─━│┃╇┡ ") and line.strip() for line in lines)  # no rules, no boxes
+    grepped = [line for line in lines if found[f"rollouts/{LONG_NAME}:r1"] in line]
+    assert len(grepped) == 1 and grepped[0].split()[-1] == "n-1,cohort-1..3"
+
+
+def test_piped_plan_lines_are_not_wrapped(tmp_path: Path) -> None:
+    rollout_project(tmp_path, name=LONG_NAME)
+    recipe = str(tmp_path / "recipe.yaml")
+    doc = regfp_json("plan", recipe, env=piped_env())
+    text = regfp("plan", recipe, env=piped_env()).stdout
+    for node in doc["nodes"]:  # type: ignore[index]
+        if node["key"] and node["names"]:
+            names = ", ".join(node["names"])
+            assert any(names in line and node["key"][:12] in line and node["state"] in line
+                       for line in text.splitlines()), (node, text)
+    assert max(len(line) for line in text.splitlines()) > 80
+
+
+# -- item 10: the schema describes every key, and every recipe in the repository is valid by it -------------
+SIGNATURE = re.compile(r"^\w+\(.*:.*\)$")  # what dataclass() writes when a class has no docstring
+
+
+def test_schema_describes_every_key_in_words() -> None:
+    schema = json.loads(regfp("schema").stdout)
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(schema)
+    missing = []
+    for name, entry in schema["$defs"].items():
+        if not entry.get("description") or SIGNATURE.match(entry["description"]):
+            missing.append(f"{name}: {entry.get('description')!r}")
+        for key, prop in entry["properties"].items():
+            text = prop.get("description", "")
+            if len(text.split()) < 2 or SIGNATURE.match(text):
+                missing.append(f"{name}.{key}: {text!r}")
+    assert not missing, missing
+    assert schema["$defs"]["Debug"]["properties"]["ttl"]["description"].startswith("how long a debug image")
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).parent.parent / "recipes").glob("*.yaml")))
+def test_every_recipe_in_the_repository_is_valid_by_the_schema(recipe: str) -> None:
+    import jsonschema
+    import yaml
+
+    schema = json.loads(regfp("schema").stdout)
+    doc = yaml.safe_load((Path(__file__).parent.parent / "recipes" / recipe).read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    # and the schema is not a rubber stamp: a misspelt key in a nested section fails
+    broken = json.loads(json.dumps(doc))
+    broken["build"]["rebuildafter"] = "90d"
+    with pytest.raises(jsonschema.ValidationError, match="rebuildafter"):
+        jsonschema.Draft202012Validator(schema).validate(broken)
