@@ -219,3 +219,75 @@ def test_every_recipe_in_the_repository_is_valid_by_the_schema(recipe: str) -> N
     broken["build"]["rebuildafter"] = "90d"
     with pytest.raises(jsonschema.ValidationError, match="rebuildafter"):
         jsonschema.Draft202012Validator(schema).validate(broken)
+
+
+# -- item 11: listing, and the manifest bytes as stored ------------------------------------------------------
+def small_tree(root: Path, text: str) -> Path:
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "version").write_text(text)
+    return root
+
+
+def test_ls_and_inspect_raw_on_a_layout(tmp_path: Path) -> None:
+    import hashlib
+
+    layout = tmp_path / "out"
+    made = {}
+    for name, text in (("app/web:1", "one\n"), ("app/web:2", "two\n"), ("tools/debug:1", "dbg\n")):
+        made[name] = regfp_json("copy", f"dir:{small_tree(tmp_path / name.replace('/', '_'), text)}",
+                                f"oci:{layout}:{name}")["digest"]  # type: ignore[index]
+    listed = regfp("ls", str(layout), env=piped_env())
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    assert rows == [[n, made[n], "application/vnd.oci.image.manifest.v1+json"] for n in sorted(made)]
+    doc = regfp_json("ls", f"oci:{layout}")
+    assert [(e["name"], e["digest"]) for e in doc["entries"]] == sorted(made.items())  # type: ignore[index]
+    assert all(e["size"] > 0 for e in doc["entries"])  # type: ignore[index]
+
+    raw = subprocess_bytes("inspect", "--raw", f"oci:{layout}:app/web:2")
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == made["app/web:2"]
+    assert raw == (layout / "blobs" / "sha256" / made["app/web:2"].split(":")[1]).read_bytes()
+
+    one = regfp("ls", f"oci:{layout}:app/web:1", check=False)
+    assert one.returncode == 2 and "ls lists a whole layout" in one.stderr
+    missing = regfp("ls", str(tmp_path / "nope"), check=False)
+    assert missing.returncode != 0 and "nope" in missing.stderr and "Traceback" not in missing.stderr
+    both = regfp("inspect", "--raw", "--json", f"oci:{layout}:app/web:1", check=False)
+    assert both.returncode == 2
+
+
+def subprocess_bytes(*args: str) -> bytes:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "regctl_fp", *args], capture_output=True, timeout=120,
+                          env=piped_env())
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_ls_and_inspect_raw_on_a_registry(registry, tmp_path: Path, tool_env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+    import subprocess
+    import uuid
+
+    from conftest import need
+
+    repo = f"{registry.host}/first-hour/ls-{uuid.uuid4().hex[:8]}"
+    made = {}
+    for tag, text in (("v2", "two\n"), ("v10", "ten\n"), ("latest", "ten\n")):
+        made[tag] = regfp_json("copy", f"dir:{small_tree(tmp_path / tag, text)}", f"{repo}:{tag}")["digest"]  # type: ignore[index]
+    assert made["latest"] == made["v10"]
+    listed = regfp("ls", repo, env=piped_env())
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    assert rows == [[t, made[t], "application/vnd.oci.image.manifest.v1+json"] for t in sorted(made)]
+    doc = regfp_json("ls", repo)
+    assert {e["reference"]: e["digest"] for e in doc["entries"]} == {  # type: ignore[index]
+        f"{repo}:{t}": d for t, d in made.items()}
+
+    raw = subprocess_bytes("inspect", "--raw", f"{repo}:v2")
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == made["v2"]
+    theirs = subprocess.run([need("skopeo"), "inspect", "--raw", "--tls-verify=false", f"docker://{repo}:v2"],
+                            env=tool_env, capture_output=True, check=True, timeout=60).stdout
+    assert raw == theirs
+    tagged = regfp("ls", f"{repo}:v2", check=False)
+    assert tagged.returncode == 2 and "without a tag" in tagged.stderr

@@ -47,12 +47,27 @@ def _root(
 def inspect(ref: Annotated[str, typer.Argument(
                 metavar="REF", help="oci:PATH:NAME, oci:PATH@DIGEST, dir:PATH or HOST/REPO[:TAG|@DIGEST]")],
             platform: PlatformOpt = None, json_out: JsonOpt = False,
+            raw: Annotated[bool, typer.Option("--raw", help="Print the manifest (or index) bytes exactly as "
+                                              "stored, nothing else.")] = False,
             insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
     """Show an image's manifest, config, layers and annotations (or an index's entries)."""
     from . import commands, registry_cmds
 
+    if raw and json_out:
+        raise typer.BadParameter("--raw prints the stored bytes; --json a summary: give one", param_hint="--raw")
     registry_cmds.configure(insecure_registry, ca_file)
-    commands.inspect(ref, platform, json_out)
+    commands.inspect(ref, platform, json_out, raw)
+
+
+@app.command("ls")
+def ls(target: Annotated[str, typer.Argument(
+           metavar="LAYOUT|REGISTRY/REPO", help="an OCI layout (PATH or oci:PATH) or a registry repository")],
+       json_out: JsonOpt = False, insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
+    """List a layout's names or a repository's tags, each with its digest and media type."""
+    from . import ls_cmd, registry_cmds
+
+    registry_cmds.configure(insecure_registry, ca_file)
+    ls_cmd.ls(target, json_out)
 
 
 @app.command()

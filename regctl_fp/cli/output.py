@@ -103,9 +103,10 @@ def records(header: Sequence[str], rows: Sequence[Sequence[str]], *, title: str 
     """A table on a terminal; elsewhere (a pipe, a file) one line per record: the header, then each row,
     columns padded to their widest value and two spaces apart, nothing cut, wrapped or boxed, so ``grep``,
     ``cut`` and ``awk`` see whole values. Cells are sanitised here."""
-    cells = [[clean(c, keep_newlines=False) for c in row] for row in rows]
     if stdout_is_terminal():
         from rich.table import Table
+
+        cells = [[clean(c, keep_newlines=False) for c in row] for row in rows]
 
         table = Table(title=clean(title) if title else None, show_edge=False, header_style="bold")
         for h in header:
@@ -114,9 +115,30 @@ def records(header: Sequence[str], rows: Sequence[Sequence[str]], *, title: str 
             table.add_row(*row)
         out_console().print(table)
         return
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
-    for row in [list(header), *cells]:
-        _write(sys.stdout, "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    columns(header, rows)
+
+
+def columns(header: Sequence[str] | None, rows: Sequence[Sequence[str]]) -> None:
+    """Plain lines on stdout: the header (if any), then one line per row, columns padded to their widest
+    value and two spaces apart; values are never cut."""
+    cells = [[clean(c, keep_newlines=False) for c in row] for row in rows]
+    lines = cells if header is None else [list(header), *cells]
+    if not lines:
+        return
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        _write(sys.stdout, "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+def raw(data: bytes) -> None:
+    """Bytes exactly as stored (``inspect --raw``), for a pipe or a file. On a terminal they are shown as
+    sanitised text instead: a hostile document must not drive the terminal."""
+    if stdout_is_terminal():
+        _write(sys.stdout, clean(data.decode("utf-8", "replace")))
+        return
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 def _write(stream: Any, text: str) -> None:
