@@ -291,3 +291,125 @@ def test_ls_and_inspect_raw_on_a_registry(registry, tmp_path: Path, tool_env: di
     assert raw == theirs
     tagged = regfp("ls", f"{repo}:v2", check=False)
     assert tagged.returncode == 2 and "without a tag" in tagged.stderr
+
+
+# -- item 12: exit codes and messages ------------------------------------------------------------------------
+def test_diff_exits_like_cmp(tmp_path: Path) -> None:
+    layout = tmp_path / "l"
+    for name, text in (("a:1", "one\n"), ("a:2", "two\n")):
+        regfp("copy", f"dir:{small_tree(tmp_path / name.replace(':', '_'), text)}", f"oci:{layout}:{name}")
+    same = regfp("diff", f"oci:{layout}:a:1", f"oci:{layout}:a:1", env=piped_env(), check=False)
+    assert same.returncode == 0 and "identical" in same.stdout
+    different = regfp("diff", f"oci:{layout}:a:1", f"oci:{layout}:a:2", env=piped_env(), check=False)
+    assert different.returncode == 1 and "etc/version" in different.stdout and different.stderr == ""
+    as_json = regfp("diff", "--json", f"oci:{layout}:a:1", f"oci:{layout}:a:2", check=False)
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["identical"] is False
+    for args in ([f"oci:{layout}:a:1", f"oci:{layout}:nope:1"], [f"oci:{layout}:a:1", f"oci:{tmp_path}/none:x"],
+                 [f"oci:{layout}:a:1"], ["--bogus", "x", "y"]):
+        trouble = regfp("diff", *args, check=False)
+        assert trouble.returncode == 2, (args, trouble.returncode, trouble.stderr)
+        assert trouble.stderr.startswith(("error:", "Usage:")) and "Traceback" not in trouble.stderr
+    doc = regfp("diff", "--json", f"oci:{layout}:a:1", f"oci:{layout}:nope:1", check=False)
+    assert doc.returncode == 2 and json.loads(doc.stdout)["error"]["exitCode"] == 2
+
+
+def test_a_missing_channel_directory_is_a_recipe_error_with_its_line(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    text = recipe.read_text().replace("dir:bases/os-2", "dir:bases/os-9")
+    recipe.write_text(text)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "os-9" in t)
+    for command in ("build", "plan"):
+        proc = regfp(command, str(recipe), check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert f"{recipe}:{line}: " in proc.stderr and "bases/os-9" in proc.stderr
+        assert "patch.channels.current" in proc.stderr
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "bases" / "os-9").write_text("a file\n")
+    proc = regfp("plan", str(recipe), check=False)
+    assert proc.returncode == 2 and f"{recipe}:{line}: " in proc.stderr and "not a directory" in proc.stderr
+
+
+def test_an_unknown_ref_suggests_a_branch_or_tag(tmp_path: Path) -> None:
+    repo = make_project(tmp_path)
+    repo.git("tag", "v1.0.0")
+    repo.git("branch", "release-2")
+    recipe = tmp_path / "recipe.yaml"
+    text = recipe.read_text()
+    for typo, meant in (("mian", "main"), ("v1.0.1", "v1.0.0"), ("relase-2", "release-2")):
+        recipe.write_text(text.replace("ref: main", f"ref: {typo}"))
+        proc = regfp("plan", str(recipe), check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == f"error: src: unknown ref {typo!r} (no such branch, tag or commit); did you mean " \
+                              f"{meant!r}?\n"
+    recipe.write_text(text.replace("ref: main", "ref: zzzzqqq"))
+    far = regfp("plan", str(recipe), check=False)
+    assert far.returncode == 2 and "did you mean" not in far.stderr and "unknown ref 'zzzzqqq'" in far.stderr
+
+
+def test_copy_from_a_missing_name_lists_close_names(tmp_path: Path) -> None:
+    layout = tmp_path / "l"
+    for name in ("libs/base:1", "libs/base:2", "apps/web:1", "tools/debug:1"):
+        regfp("copy", f"dir:{small_tree(tmp_path / name.replace('/', '_'), name)}", f"oci:{layout}:{name}")
+    proc = regfp("copy", f"oci:{layout}:libs", f"oci:{tmp_path}/dst:x", check=False)
+    assert proc.returncode != 0 and "name 'libs' not found" in proc.stderr
+    assert "libs/base:1" in proc.stderr and "libs/base:2" in proc.stderr and "tools/debug" not in proc.stderr
+    typo = regfp("copy", f"oci:{layout}:apps/wbe:1", f"oci:{tmp_path}/dst:x", check=False)
+    assert "did you mean 'apps/web:1'?" in typo.stderr
+    assert not (tmp_path / "dst").exists()
+
+
+def test_yank_and_unyank_together_are_refused(tmp_path: Path) -> None:
+    rollout_project(tmp_path)
+    regfp("rollout", str(tmp_path / "recipe.yaml"))
+    before = (tmp_path / "out" / "index.json").read_bytes()
+    proc = regfp("rollout", str(tmp_path / "recipe.yaml"), "--yank", "r1", "--unyank", "r1", check=False)
+    assert proc.returncode == 2 and "--yank and --unyank" in proc.stderr
+    assert (tmp_path / "out" / "index.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["build", "--jsn"], "error: no such option: --jsn (possible options: --json, --now)\n"),
+    (["copy", "a"], "error: missing argument 'DST'\n"),
+    (["bild"], "error: no such command 'bild'; did you mean 'build'?\n"),
+    (["rollout", "--delta", "x"], "error: invalid value for '--delta': 'x' is not a valid integer\n"),
+    (["copi", "--json"], "error: no such command 'copi'; did you mean 'copy'?\n"),
+])
+def test_usage_errors_read_like_the_other_errors(args: list[str], message: str) -> None:
+    proc = regfp(*args, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.endswith(message), proc.stderr
+
+
+def test_a_wrong_password_says_what_failed_once(tls_registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    host = tls_registry.registry.host
+    env = {**piped_env(), "HOME": str(tmp_path / "home")}
+    env.pop("REGFP_USERNAME", None)
+    env.pop("REGFP_PASSWORD", None)
+    proc = regfp("login", host, "-u", tls_registry.user, "--password-stdin", "--ca-file", str(tls_registry.ca),
+                 input="wrong-pw-0c1d\n", env=env, check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"{host}" in lines[0] and f"refused {tls_registry.user!r}" in lines[0], lines[0]
+    assert "regfp login HOST" not in proc.stderr and "wrong-pw-0c1d" not in proc.stderr
+    assert lines[0].lower().count("authentication required") <= 1 and lines[0].count("refused") == 1
+
+
+def test_a_wrong_password_at_a_token_server_says_what_failed_once(token_registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    host = token_registry.registry.host
+    env = {**piped_env(), "HOME": str(tmp_path / "home")}
+    proc = regfp("login", host, "-u", "alice", "--password-stdin", input="wrong-pw-77e1\n", env=env, check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refused 'alice'" in lines[0], proc.stderr
+    assert "regfp login HOST" not in proc.stderr and "wrong-pw-77e1" not in proc.stderr
+
+
+def test_the_login_hint_names_the_host(tls_registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    host = tls_registry.registry.host
+    env = {**piped_env(), "HOME": str(tmp_path / "home")}
+    env.pop("REGFP_USERNAME", None)
+    env.pop("REGFP_PASSWORD", None)
+    proc = regfp("ls", f"{host}/x/y", "--ca-file", str(tls_registry.ca), env=env, check=False)
+    assert proc.returncode == 1 and f"regfp login {host}" in proc.stderr and "regfp login HOST" not in proc.stderr
