@@ -413,3 +413,28 @@ def test_the_login_hint_names_the_host(tls_registry, tmp_path: Path) -> None:  #
     env.pop("REGFP_PASSWORD", None)
     proc = regfp("ls", f"{host}/x/y", "--ca-file", str(tls_registry.ca), env=env, check=False)
     assert proc.returncode == 1 and f"regfp login {host}" in proc.stderr and "regfp login HOST" not in proc.stderr
+
+
+# -- item 15: uncommitted changes are ignored by design, and said so ----------------------------------------
+def test_a_dirty_source_is_noted_once(tmp_path: Path) -> None:
+    repo = make_project(tmp_path)
+    recipe = str(tmp_path / "recipe.yaml")
+    clean = regfp("plan", recipe, "--json", env=piped_env())
+    assert "uncommitted" not in clean.stderr
+    head = repo.git("rev-parse", "HEAD")
+    repo.write("README.md", "outside the subdir: not the image's business\n")
+    assert "uncommitted" not in regfp("plan", recipe, env=piped_env()).stderr
+    repo.write("app/main.txt", "edited, not committed\n")
+    repo.write("app/new.txt", "untracked\n")
+    built = regfp("build", recipe, "--json", env=piped_env())
+    notes = [line for line in built.stderr.splitlines() if "uncommitted" in line]
+    assert notes == [f"note: src has uncommitted changes under app/ (app/main.txt, app/new.txt); regfp builds "
+                     f"commit {head[:12]} (main), never the working tree: commit to include them"], built.stderr
+    assert json.loads(built.stdout)["images"]  # the note is on stderr only: stdout stays one JSON document
+    # A ref that is not what is checked out: the working tree is not what the user meant, no note.
+    repo.git("tag", "v1")
+    pinned = (tmp_path / "recipe.yaml").read_text().replace("ref: main", "ref: v1")
+    (tmp_path / "pinned.yaml").write_text(pinned)
+    assert "uncommitted" not in regfp("plan", str(tmp_path / "pinned.yaml"), env=piped_env()).stderr
+    # Commands that do not read the source say nothing.
+    assert "uncommitted" not in regfp("schema").stderr

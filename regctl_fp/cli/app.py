@@ -137,10 +137,16 @@ OutOpt = Annotated[Path | None, typer.Option("--out", help="OCI layout to write 
 NowOpt = Annotated[str | None, typer.Option("--now", help="ISO 8601 time to judge expiry by (default: now).")]
 
 
-def _recipe(argument: Path | None, option: Path | None) -> Path:
+def _recipe(argument: Path | None, option: Path | None, *, reads_source: bool = False) -> Path:
+    """The recipe this run works on; for commands that read its source, a note if that is dirty."""
     from .recipe_file import find_recipe
 
-    return find_recipe(argument, option)
+    path = find_recipe(argument, option)
+    if reads_source:
+        from .source_state import note_if_dirty
+
+        note_if_dirty(path)
+    return path
 
 
 CacheOpt = Annotated[str | None, typer.Option("--cache", help="Registry repository used as a shared stage cache "
@@ -159,8 +165,8 @@ def build(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None, out: OutOpt = 
     """Compute the recipe's chain into its OCI layout; cached stages cost nothing."""
     from . import recipe_cmds
 
-    recipe_cmds.build(_recipe(recipe, recipe_opt), out, only or [], now, json_out, cache=cache, shard_text=shard,
-                      push=push)
+    path = _recipe(recipe, recipe_opt, reads_source=True)
+    recipe_cmds.build(path, out, only or [], now, json_out, cache=cache, shard_text=shard, push=push)
 
 
 @app.command()
@@ -172,7 +178,7 @@ def plan(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None, out: OutOpt = N
 
     if fmt not in ("text", "json", "dot"):
         raise typer.BadParameter("must be text, json or dot", param_hint="--format")
-    recipe_cmds.plan(_recipe(recipe, recipe_opt), out, now, "json" if json_out else fmt)
+    recipe_cmds.plan(_recipe(recipe, recipe_opt, reads_source=True), out, now, "json" if json_out else fmt)
 
 
 @app.command()
@@ -191,7 +197,8 @@ def patch(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None, out: OutOpt = 
     """Rebase the build onto the recipe's OS channels (stable, current, next): no app rebuild."""
     from . import recipe_cmds
 
-    recipe_cmds.build(_recipe(recipe, recipe_opt), out, ["build", "patch"], now, json_out, channels=channel or None)
+    path = _recipe(recipe, recipe_opt, reads_source=True)
+    recipe_cmds.build(path, out, ["build", "patch"], now, json_out, channels=channel or None)
 
 
 @app.command()
@@ -225,7 +232,8 @@ def rollout(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None, out: OutOpt 
         from ..errors import InvalidInput
 
         raise InvalidInput("--yank and --unyank are alternatives: give one per run")
-    rollout_cmds.rollout(_recipe(recipe, recipe_opt), out, delta, env, status, yank, unyank, now, json_out)
+    path = _recipe(recipe, recipe_opt, reads_source=not (status or yank or unyank or delta is not None))
+    rollout_cmds.rollout(path, out, delta, env, status, yank, unyank, now, json_out)
 
 
 @app.command()
@@ -258,8 +266,8 @@ def debug_image(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None,
     """An ad-hoc debug image: the patched app plus tools, root and sshd with your key (dev identity only)."""
     from . import debug_cmds
 
-    debug_cmds.debug_image(_recipe(recipe, recipe_opt), ssh_key or [], channel, release, delta, ttl, sshd_only, port,
-                           out, now, json_out)
+    path = _recipe(recipe, recipe_opt, reads_source=True)
+    debug_cmds.debug_image(path, ssh_key or [], channel, release, delta, ttl, sshd_only, port, out, now, json_out)
 
 
 data_app = typer.Typer(name="data", help="Files, directories, Git trees and Helm charts as OCI artifacts.",

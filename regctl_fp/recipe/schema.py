@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 from collections.abc import Callable
@@ -48,6 +49,7 @@ def field(*, doc: str, key: str | None = None, default: Any = dataclasses.MISSIN
     return dataclasses.field(default=default, metadata=meta)
 
 
+@functools.cache  # resolving the string annotations costs ~1 ms a class, and each recipe load asks per section
 def _hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls, include_extras=True)
 
