@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -256,7 +257,6 @@ def test_ls_and_inspect_raw_on_a_layout(tmp_path: Path) -> None:
 
 
 def subprocess_bytes(*args: str) -> bytes:
-    import subprocess
     import sys
 
     proc = subprocess.run([sys.executable, "-m", "regctl_fp", *args], capture_output=True, timeout=120,
@@ -267,7 +267,6 @@ def subprocess_bytes(*args: str) -> bytes:
 
 def test_ls_and_inspect_raw_on_a_registry(registry, tmp_path: Path, tool_env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     import hashlib
-    import subprocess
     import uuid
 
     from conftest import need
@@ -438,3 +437,43 @@ def test_a_dirty_source_is_noted_once(tmp_path: Path) -> None:
     assert "uncommitted" not in regfp("plan", str(tmp_path / "pinned.yaml"), env=piped_env()).stderr
     # Commands that do not read the source say nothing.
     assert "uncommitted" not in regfp("schema").stderr
+
+
+# -- item 16: the GitHub Actions example is a file, shown verbatim in README, valid by GitHub's schema --------
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / ".ci" / "github-actions-example.yml"
+
+
+def readme_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    begin = "<!-- .ci/github-actions-example.yml (tests/test_first_hour.py checks they agree) -->\n```yaml\n"
+    end = "```\n<!-- end of .ci/github-actions-example.yml -->"
+    assert text.count(begin) == 1 and text.count(end) == 1
+    return text.split(begin, 1)[1].split(end, 1)[0]
+
+
+def check_workflow(path: Path) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+                           str(path)], capture_output=True, text=True, timeout=120)
+
+
+def test_the_ci_example_in_readme_is_the_file_and_github_would_take_it(tmp_path: Path) -> None:
+    import yaml
+
+    assert readme_example() == EXAMPLE.read_text()
+    checked = check_workflow(EXAMPLE)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    workflow = yaml.safe_load(EXAMPLE.read_text())
+    assert workflow["permissions"] == {"contents": "read", "packages": "write"}
+    for name, job in workflow["jobs"].items():
+        uses = [step.get("uses", "").split("@")[0] for step in job["steps"]]
+        runs = [step.get("run", "") for step in job["steps"]]
+        assert uses.index("actions/setup-python") < runs.index("pip install ."), name
+        assert not any("venv" in r or "sudo" in r for r in runs), name
+    # The validator is not a rubber stamp: a permission GitHub does not know is refused.
+    broken = tmp_path / "broken.yml"
+    broken.write_text(EXAMPLE.read_text().replace("packages: write", "packages: writ"))
+    refused = check_workflow(broken)
+    assert refused.returncode == 1 and "permissions" in refused.stdout
