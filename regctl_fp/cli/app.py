@@ -219,8 +219,8 @@ def rebase(src: Annotated[str, typer.Argument(metavar="IMAGE", help="the image: 
 def rollout(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None, out: OutOpt = None,
             delta: Annotated[int | None, typer.Option("--delta", help="Show the release and digest n-N resolves "
                                                       "to, per environment; cuts nothing.")] = None,
-            env: Annotated[str | None, typer.Option("--env", help="LOCATION.ENVIRONMENT: only this one (with "
-                                                    "--delta: instead of its own delta).")] = None,
+            env: Annotated[str | None, typer.Option("--env", help="LOCATION.ENVIRONMENT the --delta is for "
+                                                    "(default: every environment).")] = None,
             status: Annotated[bool, typer.Option("--status", help="Show the stream; cut nothing.")] = False,
             yank: Annotated[str | None, typer.Option("--yank", help="Mark release rN bad.")] = None,
             unyank: Annotated[str | None, typer.Option("--unyank", help="Undo --yank rN.")] = None,

@@ -107,7 +107,6 @@ def records(header: Sequence[str], rows: Sequence[Sequence[str]], *, title: str 
         from rich.table import Table
 
         cells = [[clean(c, keep_newlines=False) for c in row] for row in rows]
-
         table = Table(title=clean(title) if title else None, show_edge=False, header_style="bold")
         for h in header:
             table.add_column(h, overflow="fold")
