@@ -67,10 +67,11 @@ class RefError(InvalidInput):
 class NotFound(RegfpError):
     """A name, digest or blob that is not where it was looked for."""
 
-    def __init__(self, what: str, where: str) -> None:
-        super().__init__(f"{what} not found in {where}")
+    def __init__(self, what: str, where: str, hint: str = "") -> None:
+        super().__init__(f"{what} not found in {where}" + (f"; {hint}" if hint else ""))
         self.what = what
         self.where = where
+        self.hint = hint
 
 
 class LayoutError(RegfpError):

@@ -124,9 +124,25 @@ class Repository:
         try:
             sha = _git(self.git_dir, "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}").decode().strip()
         except GitError:
-            raise GitError(f"{self.shown}: unknown ref {ref!r} (no such branch, tag or commit)") from None
+            close = self._close_refs(ref)
+            hint = f"; did you mean {close!r}?" if close else ""
+            raise GitError(f"{self.shown}: unknown ref {ref!r} (no such branch, tag or commit){hint}") from None
         time = int(_git(self.git_dir, "show", "-s", "--format=%ct", sha).decode().strip())
         return Commit(sha, time, tag)
+
+    def _close_refs(self, ref: str) -> str | None:
+        """The branch or tag whose name is closest to ``ref`` (a typo's likely meaning), if any is close."""
+        import difflib
+
+        try:  # bounded: a repository with more refs than this gets suggestions from the first ones
+            out = _git(self.git_dir, "for-each-ref", "--count=10000", "--format=%(refname:lstrip=2)",
+                       "refs/heads", "refs/tags")
+        except GitError:
+            return None
+        names = out.decode("utf-8", "replace").split()
+        close = difflib.get_close_matches(ref.removeprefix("refs/tags/").removeprefix("refs/heads/"), names,
+                                          n=1, cutoff=0.6)
+        return close[0] if close else None
 
     def last_change(self, sha: str, paths: list[str]) -> int | None:
         """Committer time of the newest commit up to ``sha`` that touched any of ``paths``."""

@@ -104,7 +104,7 @@ def test_a_run_builds_only_the_command_it_names_and_the_rest_stays_whole(
         assert (app.registered_commands, app.registered_groups) == before
     out, err = capsys.readouterr()
     assert '"$schema"' in out and "Usage: regfp data [OPTIONS] COMMAND" in out
-    assert "No such command 'copi'. Did you mean 'copy'?" in err  # a typo still sees every command
+    assert "no such command 'copi'; did you mean 'copy'?" in err  # a typo still sees every command
     help_named = clean_run("copy", "--help", code=0).stdout
     help_first = clean_run("--help", code=0).stdout
     assert help_named.startswith("Usage: regfp copy [OPTIONS] SRC DST") and "debug-image" in help_first
@@ -149,9 +149,9 @@ def test_json_digests_agree_across_commands(world: dict) -> None:
 
 # (id, args, exit code, text the error message must contain); {tmp} is a fresh directory per case.
 FAILURES = [
-    ("unknown-option", ["--bogus"], 2, "No such option: --bogus"),
-    ("unknown-command-option", ["inspect", "--bogus", "oci:{out}:app/hello:1"], 2, "No such option"),
-    ("missing-argument", ["inspect"], 2, "Missing argument"),
+    ("unknown-option", ["--bogus"], 2, "no such option: --bogus"),
+    ("unknown-command-option", ["inspect", "--bogus", "oci:{out}:app/hello:1"], 2, "no such option"),
+    ("missing-argument", ["inspect"], 2, "missing argument"),
     ("empty-oci", ["inspect", "oci:"], 2, "needs a layout path"),
     ("empty-dir", ["inspect", "dir:"], 2, "needs a directory path"),
     ("bad-digest", ["inspect", "oci:{out}@sha256:abc"], 2, "bad reference"),

@@ -4,11 +4,12 @@ for layouts, ``dir:`` trees and registry references, as JSON and as tables."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
 
-from conftest import regfp, regfp_json
+from conftest import regfp
 from registry_support import Registry
 
 from regctl_fp.layers import Entry, dir_entry, file_entry, opaque_entry, whiteout_entry, write_layer
@@ -41,6 +42,21 @@ def build(store: LayoutStore, name: str, layers: list[list[Entry]], **container:
     store.set_names({name: write_image(store, image.with_config(config))})
 
 
+def diff_json(*args: str) -> dict:  # type: ignore[type-arg]
+    """``regfp diff --json``, whose exit status says whether the images differ (0 same, 1 different)."""
+    proc = regfp("diff", *args, "--json", check=False)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == (0 if doc["identical"] else 1), proc.stderr
+    return doc  # type: ignore[no-any-return]
+
+
+def diff_text(*args: str) -> str:
+    proc = regfp("diff", *args, check=False)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert (proc.returncode == 0) == ("identical: the two references name the same manifest" in proc.stdout)
+    return proc.stdout
+
+
 def make_pair(tmp_path: Path) -> Path:
     layout = tmp_path / "layout"
     with LayoutStore.open_or_create(layout) as store:
@@ -54,7 +70,7 @@ def make_pair(tmp_path: Path) -> Path:
 
 def test_layers_config_and_files(tmp_path: Path) -> None:
     layout = make_pair(tmp_path)
-    d = regfp_json("diff", f"oci:{layout}:a:1", f"oci:{layout}:b:1")
+    d = diff_json(f"oci:{layout}:a:1", f"oci:{layout}:b:1")
     assert d["identical"] is False
     layers = d["layers"]
     assert layers["commonPrefix"] == 1
@@ -85,29 +101,29 @@ def test_layers_config_and_files(tmp_path: Path) -> None:
 
 def test_opaque_directories_and_reverse_direction(tmp_path: Path) -> None:
     layout = make_pair(tmp_path)
-    d = regfp_json("diff", f"oci:{layout}:a:1", f"oci:{layout}:c:1")
+    d = diff_json(f"oci:{layout}:a:1", f"oci:{layout}:c:1")
     changes = {f["path"]: f["change"] for f in d["files"]}
     assert changes == {"usr/share/doc/a.txt": "removed", "usr/share/doc/keep.txt": "removed",
                        "usr/share/doc/b.txt": "added", "app": "removed", "app/main.py": "removed",
                        "app/config.yaml": "removed"}
-    back = regfp_json("diff", f"oci:{layout}:b:1", f"oci:{layout}:a:1")
+    back = diff_json(f"oci:{layout}:b:1", f"oci:{layout}:a:1")
     changes = {f["path"]: f["change"] for f in back["files"]}
     assert changes == {"app/main.py": "modified", "app/config.yaml": "modified", "app/new.txt": "removed",
                        "usr/share/doc/a.txt": "added"}
-    same = regfp_json("diff", f"oci:{layout}:a:1", f"oci:{layout}:a:1")
+    same = diff_json(f"oci:{layout}:a:1", f"oci:{layout}:a:1")
     assert same["identical"] is True and same["files"] == [] and same["config"] == []
 
 
 def test_text_output_is_tables(tmp_path: Path) -> None:
     layout = make_pair(tmp_path)
-    out = regfp("diff", f"oci:{layout}:a:1", f"oci:{layout}:b:1").stdout
+    out = diff_text(f"oci:{layout}:a:1", f"oci:{layout}:b:1")
     assert "Layers: 1 shared, 1 removed, 1 added (first 1 identical)" in out
     assert "Files: 1 added, 1 removed, 2 modified" in out
     lines = out.splitlines()
     assert any(line.split()[:2] == ["~", "/app/main.py"] and "content" in line for line in lines)
     assert any(line.split()[:2] == ["-", "/usr/share/doc/a.txt"] and "whiteout" in line for line in lines)
     assert any(line.split()[:3] == ["WorkingDir", "/app", "/srv"] for line in lines)
-    same = regfp("diff", f"oci:{layout}:a:1", f"oci:{layout}:a:1").stdout
+    same = diff_text(f"oci:{layout}:a:1", f"oci:{layout}:a:1")
     assert "identical" in same
 
 
@@ -118,18 +134,18 @@ def test_dir_and_registry_references(tmp_path: Path, registry: Registry) -> None
         (root / "etc/version").write_text(text)
         (root / "etc/same").write_text("same")
     os.symlink("version", two / "etc/link")
-    d = regfp_json("diff", f"dir:{one}", f"dir:{two}")
+    d = diff_json(f"dir:{one}", f"dir:{two}")
     assert {f["path"]: (f["change"], f["details"]) for f in d["files"]} == {
         "etc/version": ("modified", ["size 1 -> 2"]), "etc/link": ("added", [])}
     assert d["files"][0]["after"]["link"] == "version"
     layout = make_pair(tmp_path)
     target = f"{registry.host}/diff/{uuid.uuid4().hex[:10]}:a"
     regfp("copy", f"oci:{layout}:a:1", target)
-    remote = regfp_json("diff", target, f"oci:{layout}:b:1")
-    local = regfp_json("diff", f"oci:{layout}:a:1", f"oci:{layout}:b:1")
+    remote = diff_json(target, f"oci:{layout}:b:1")
+    local = diff_json(f"oci:{layout}:a:1", f"oci:{layout}:b:1")
     assert remote["files"] == local["files"] and remote["config"] == local["config"]
     proc = regfp("diff", f"oci:{layout}:a:1", f"oci:{layout}:nope:1", check=False)
-    assert proc.returncode == 1 and "not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "not found" in proc.stderr and "Traceback" not in proc.stderr  # trouble
 
 
 def test_artifacts_compare_layers_not_files(tmp_path: Path) -> None:
@@ -138,7 +154,7 @@ def test_artifacts_compare_layers_not_files(tmp_path: Path) -> None:
     regfp("data", "push", str(tmp_path / "f1"), "--to", f"oci:{tmp_path}/l:x:1")
     regfp("data", "push", str(tmp_path / "f1"), str(tmp_path / "f2"), "--to", f"oci:{tmp_path}/l:x:2",
           "--annotation", "k=v")
-    d = regfp_json("diff", f"oci:{tmp_path}/l:x:1", f"oci:{tmp_path}/l:x:2")
+    d = diff_json(f"oci:{tmp_path}/l:x:1", f"oci:{tmp_path}/l:x:2")
     assert d["files"] is None
     assert [x.get("title") for x in d["layers"]["added"]] == ["f2"] and len(d["layers"]["shared"]) == 1
     assert d["annotations"] == [{"field": "annotation[k]", "a": None, "b": "v"}]

@@ -125,7 +125,8 @@ def test_schema_is_generated_from_the_model_and_validates_the_demo() -> None:
     build = schema["$defs"]["Build"]
     assert build["additionalProperties"] is False
     assert "rebuildAfter" in build["properties"] and "base" in build["required"]
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
+
     demo = yaml.safe_load((ROOT / "recipes" / "app.yaml").read_text())
     jsonschema.validate(demo, schema)
     broken = dict(demo, bulid={})

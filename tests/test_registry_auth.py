@@ -322,7 +322,7 @@ def test_basic_auth_over_tls(tls_registry: TlsRegistry, busybox_rootfs: Path, tm
     anonymous = regfp("inspect", *ca, target, env={**os.environ, "HOME": str(tmp_path / "home")}, check=False)
     assert anonymous.returncode == 1 and "HTTP 401" in anonymous.stderr and "regfp login" in anonymous.stderr
     wrong = regfp("inspect", *ca, target, env={**env, "REGFP_PASSWORD": "nope-31f0"}, check=False)
-    assert wrong.returncode == 1 and "credentials were refused" in wrong.stderr
+    assert wrong.returncode == 1 and f"the registry refused {tls_registry.user!r}" in wrong.stderr
     for proc in (untrusted, anonymous, wrong):
         assert tls_registry.password not in proc.stdout + proc.stderr and "nope-31f0" not in proc.stderr
 

@@ -20,9 +20,12 @@ def main(argv: list[str] | None = None) -> None:
     from .app import app
     from .output import guard_streams
 
+    global _failed
     guard_streams()  # before anything can print: no secret this run sends can be shown
     args = sys.argv[1:] if argv is None else list(argv)
     as_json = _wants_json(args)
+    # ``diff`` follows diff(1) and cmp(1): 0 same, 1 different, so its failures ("trouble") exit 2.
+    _failed = 2 if args[:1] == ["diff"] else 1
     if not args and "_REGFP_COMPLETE" not in os.environ:  # bare ``regfp``: help on stderr, bad usage
         command = typer.main.get_command(app)
         with command.make_context("regfp", [], resilient_parsing=True) as ctx:
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
             _fail("missing command", 2, "UsageError", as_json, shown=True)
         if _is_click_error(e, "ClickException"):  # bad usage: unknown option, missing argument...
             _usage_hint(e)
-            _fail(e.format_message(), e.exit_code, "UsageError", as_json)  # type: ignore[attr-defined]
+            _fail(_usage_message(e.format_message()), e.exit_code, "UsageError", as_json)  # type: ignore[attr-defined]
         # A bug: say so plainly; the traceback only on request.
         if os.environ.get("REGFP_DEBUG"):
             raise
@@ -98,6 +101,19 @@ def _is_click_error(e: Exception, name: str) -> bool:
     return any(cls.__name__ == name for cls in type(e).__mro__)
 
 
+def _usage_message(text: str) -> str:
+    """Click's sentences in the voice of regfp's own errors: lower case, no full stop, a suggestion after
+    a semicolon ("No such command 'bild'. Did you mean 'build'?" -> "no such command 'bild'; did you mean
+    'build'?")."""
+    import re
+
+    text = re.sub(r"\.?\s+Did you mean\b", "; did you mean", text.strip())
+    text = text.replace("(Possible options:", "(possible options:").removesuffix(".")
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    return text
+
+
 def _usage_hint(e: Exception) -> None:
     """Click's usage line and help hint, before our own ``error:`` line (whose text is sanitised)."""
     from .output import note
@@ -107,8 +123,14 @@ def _usage_hint(e: Exception) -> None:
         note(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.\n")
 
 
+_failed = 1  # the exit code of "the work failed" for the running command
+
+
 def _fail(message: str, code: int, kind: str, as_json: bool, *, shown: bool = False) -> None:
     from .output import error, json_error
+
+    if code == 1:
+        code = _failed
 
     if not shown:
         error(message)

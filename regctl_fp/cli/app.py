@@ -47,12 +47,27 @@ def _root(
 def inspect(ref: Annotated[str, typer.Argument(
                 metavar="REF", help="oci:PATH:NAME, oci:PATH@DIGEST, dir:PATH or HOST/REPO[:TAG|@DIGEST]")],
             platform: PlatformOpt = None, json_out: JsonOpt = False,
+            raw: Annotated[bool, typer.Option("--raw", help="Print the manifest (or index) bytes exactly as "
+                                              "stored, nothing else.")] = False,
             insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
     """Show an image's manifest, config, layers and annotations (or an index's entries)."""
     from . import commands, registry_session
 
+    if raw and json_out:
+        raise typer.BadParameter("--raw prints the stored bytes; --json a summary: give one", param_hint="--raw")
     registry_session.configure(insecure_registry, ca_file)
-    commands.inspect(ref, platform, json_out)
+    commands.inspect(ref, platform, json_out, raw)
+
+
+@app.command("ls")
+def ls(target: Annotated[str, typer.Argument(
+           metavar="LAYOUT|REGISTRY/REPO", help="an OCI layout (PATH or oci:PATH) or a registry repository")],
+       json_out: JsonOpt = False, insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None) -> None:
+    """List a layout's names or a repository's tags, each with its digest and media type."""
+    from . import ls_cmd, registry_session
+
+    registry_session.configure(insecure_registry, ca_file)
+    ls_cmd.ls(target, json_out)
 
 
 @app.command()
@@ -114,9 +129,26 @@ def gc(layout: Annotated[str, typer.Argument(
     commands.gc(layout, dry_run, json_out, expired, now)
 
 
-RecipeArg = Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe file (YAML, format 1)")]
+RecipeArg = Annotated[Path | None, typer.Argument(
+    metavar="[RECIPE]", show_default=False,
+    help="recipe file (YAML, format 1); default: -f, else $REGFP_RECIPE, else ./regfp.yaml, else the only "
+         "recipes/*.yaml")]
+RecipeOpt = Annotated[Path | None, typer.Option("-f", "--recipe", metavar="RECIPE",
+                                                help="recipe file (the same as the RECIPE argument)")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="OCI layout to write (default: the recipe's output).")]
 NowOpt = Annotated[str | None, typer.Option("--now", help="ISO 8601 time to judge expiry by (default: now).")]
+
+
+def _recipe(argument: Path | None, option: Path | None, *, reads_source: bool = False) -> Path:
+    """The recipe this run works on; for commands that read its source, a note if that is dirty."""
+    from .recipe_file import find_recipe
+
+    path = find_recipe(argument, option)
+    if reads_source:
+        from .source_state import note_if_dirty
+
+        note_if_dirty(path)
+    return path
 
 
 CacheOpt = Annotated[str | None, typer.Option("--cache", help="Registry repository used as a shared stage cache "
@@ -124,7 +156,7 @@ CacheOpt = Annotated[str | None, typer.Option("--cache", help="Registry reposito
 
 
 @app.command()
-def build(recipe: RecipeArg, out: OutOpt = None,
+def build(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None, out: OutOpt = None,
           only: Annotated[list[str] | None, typer.Option("--only", help="Only this stage (repeatable).")] = None,
           now: NowOpt = None, cache: CacheOpt = None,
           shard: Annotated[str | None, typer.Option("--shard", help="I/N: compute only this shard's share of "
@@ -135,11 +167,12 @@ def build(recipe: RecipeArg, out: OutOpt = None,
     """Compute the recipe's chain into its OCI layout; cached stages cost nothing."""
     from . import recipe_cmds
 
-    recipe_cmds.build(recipe, out, only or [], now, json_out, cache=cache, shard_text=shard, push=push)
+    path = _recipe(recipe, recipe_opt, reads_source=True)
+    recipe_cmds.build(path, out, only or [], now, json_out, cache=cache, shard_text=shard, push=push)
 
 
 @app.command()
-def plan(recipe: RecipeArg, out: OutOpt = None, now: NowOpt = None,
+def plan(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None, out: OutOpt = None, now: NowOpt = None,
          fmt: Annotated[str, typer.Option("--format", help="text (a tree), json or dot.")] = "text",
          json_out: JsonOpt = False) -> None:
     """Show the chain as a DAG: names, short keys, and what is cached, will build, or expired (and why)."""
@@ -147,7 +180,7 @@ def plan(recipe: RecipeArg, out: OutOpt = None, now: NowOpt = None,
 
     if fmt not in ("text", "json", "dot"):
         raise typer.BadParameter("must be text, json or dot", param_hint="--format")
-    recipe_cmds.plan(recipe, out, now, "json" if json_out else fmt)
+    recipe_cmds.plan(_recipe(recipe, recipe_opt, reads_source=True), out, now, "json" if json_out else fmt)
 
 
 @app.command()
@@ -159,14 +192,15 @@ def schema() -> None:
 
 
 @app.command()
-def patch(recipe: RecipeArg, out: OutOpt = None,
+def patch(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None, out: OutOpt = None,
           channel: Annotated[list[str] | None,
                              typer.Option("--channel", help="Only this channel (repeatable).")] = None,
           now: NowOpt = None, json_out: JsonOpt = False) -> None:
     """Rebase the build onto the recipe's OS channels (stable, current, next): no app rebuild."""
     from . import recipe_cmds
 
-    recipe_cmds.build(recipe, out, ["build", "patch"], now, json_out, channels=channel or None)
+    path = _recipe(recipe, recipe_opt, reads_source=True)
+    recipe_cmds.build(path, out, ["build", "patch"], now, json_out, channels=channel or None)
 
 
 @app.command()
@@ -184,34 +218,43 @@ def rebase(src: Annotated[str, typer.Argument(metavar="IMAGE", help="the image: 
 
 
 @app.command()
-def rollout(recipe: RecipeArg, out: OutOpt = None,
-            delta: Annotated[int | None, typer.Option("--delta", help="Release delta to report (overrides "
-                                                      "--env's own delta).")] = None,
-            env: Annotated[str | None, typer.Option("--env", help="LOCATION.ENVIRONMENT the --delta is for.")] = None,
+def rollout(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None, out: OutOpt = None,
+            delta: Annotated[int | None, typer.Option("--delta", help="Show the release and digest n-N resolves "
+                                                      "to, per environment; cuts nothing.")] = None,
+            env: Annotated[str | None, typer.Option("--env", help="LOCATION.ENVIRONMENT the --delta is for "
+                                                    "(default: every environment).")] = None,
             status: Annotated[bool, typer.Option("--status", help="Show the stream; cut nothing.")] = False,
             yank: Annotated[str | None, typer.Option("--yank", help="Mark release rN bad.")] = None,
             unyank: Annotated[str | None, typer.Option("--unyank", help="Undo --yank rN.")] = None,
             now: NowOpt = None, json_out: JsonOpt = False) -> None:
-    """Cut a release when the rollout channel has a new image; show who runs what."""
+    """Cut a release when the rollout channel has a new image; show who runs what (--status, --delta: cut nothing)."""
     from . import rollout_cmds
 
-    rollout_cmds.rollout(recipe, out, delta, env, status, yank, unyank, now, json_out)
+    if yank and unyank:
+        from ..errors import InvalidInput
+
+        raise InvalidInput("--yank and --unyank are alternatives: give one per run")
+    path = _recipe(recipe, recipe_opt, reads_source=not (status or yank or unyank or delta is not None))
+    rollout_cmds.rollout(path, out, delta, env, status, yank, unyank, now, json_out)
 
 
 @app.command()
 def cohort(client_id: Annotated[str, typer.Argument(metavar="CLIENT_ID", help="the client's stable id")],
-           recipe: Annotated[Path | None, typer.Option("--recipe", help="recipe with rollouts.cohorts")] = None,
+           recipe: Annotated[Path | None, typer.Option("-f", "--recipe", help="recipe with rollouts.cohorts "
+                                                       "(default: found as for build, unless --name)")] = None,
            name: Annotated[str | None, typer.Option("--name", help="rollout name (without --recipe)")] = None,
            buckets: Annotated[int | None, typer.Option("--buckets", help="bucket count (without --recipe)")] = None,
            json_out: JsonOpt = False) -> None:
     """Print the cohort name a client should pull: sha256("<name>:<client>")[:8] mod buckets."""
     from . import rollout_cmds
 
+    if recipe is None and name is None and buckets is None:
+        recipe = _recipe(None, None)
     rollout_cmds.cohort(client_id, recipe, name, buckets, json_out)
 
 
 @app.command("debug-image")
-def debug_image(recipe: RecipeArg,
+def debug_image(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None,
                 ssh_key: Annotated[list[Path] | None, typer.Option("--ssh-key", help="A public key allowed to log "
                                                                    "in as root (repeatable).")] = None,
                 channel: Annotated[str | None, typer.Option("--channel", help="Patch channel (default: the "
@@ -225,8 +268,8 @@ def debug_image(recipe: RecipeArg,
     """An ad-hoc debug image: the patched app plus tools, root and sshd with your key (dev identity only)."""
     from . import debug_cmds
 
-    debug_cmds.debug_image(recipe, ssh_key or [], channel, release, delta, ttl, sshd_only, port, out, now,
-                           json_out)
+    path = _recipe(recipe, recipe_opt, reads_source=True)
+    debug_cmds.debug_image(path, ssh_key or [], channel, release, delta, ttl, sshd_only, port, out, now, json_out)
 
 
 data_app = typer.Typer(name="data", help="Files, directories, Git trees and Helm charts as OCI artifacts.",

@@ -16,8 +16,9 @@ from .progress import progress_bar
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from ..oci.descriptor import Platform
+    from ..oci.descriptor import Descriptor, Platform
     from ..sources import BuildOptions
+    from ..stores.base import Store
 
 
 def _ref(text: str) -> Ref:
@@ -37,7 +38,7 @@ def _options(platform: Platform | None = None) -> BuildOptions:
     return edge.build_options(platform)
 
 
-def inspect(text: str, platform: str | None, json_out: bool) -> None:
+def inspect(text: str, platform: str | None, json_out: bool, raw: bool = False) -> None:
     from ..sources import load_image, open_layout_ref
     from ..stores.base import read_image
     from ..stores.layout import LayoutStore
@@ -45,6 +46,9 @@ def inspect(text: str, platform: str | None, json_out: bool) -> None:
 
     ref = _ref(text)
     want = edge.parse_platform(platform)
+    if raw:
+        output.raw(_manifest_bytes(ref, text, want))
+        return
     if isinstance(ref, LayoutRef):
         store, desc = open_layout_ref(ref)
         if desc.media_type in mt.INDEX_TYPES and want is None:
@@ -66,6 +70,33 @@ def inspect(text: str, platform: str | None, json_out: bool) -> None:
         registry_cmds.inspect(ref, text, want, json_out)
         return
     _unsupported(ref, text)
+
+
+def _manifest_bytes(ref: Ref, text: str, want: Platform | None) -> bytes:
+    """The manifest (or index) exactly as stored, verified against its digest; with a platform, the
+    manifest an index picks for it."""
+    from ..sources import load_image, open_layout_ref
+    from ..stores.base import read_image
+    from ..stores.layout import LayoutStore
+
+    def stored(store: Store, desc: Descriptor) -> bytes:
+        if want is not None and desc.media_type in mt.INDEX_TYPES:
+            return read_image(store, desc, want).manifest_bytes
+        return store.get_manifest(desc)
+
+    if isinstance(ref, LayoutRef):
+        return stored(*open_layout_ref(ref))
+    if isinstance(ref, RegistryRef):
+        from .registry_session import session
+
+        with session() as s:
+            return stored(*s.open(ref))
+    if isinstance(ref, DirRef):  # computed, not stored: the manifest regfp would write
+        with tempfile.TemporaryDirectory(prefix="regfp-inspect-") as tmp, \
+                LayoutStore.open_or_create(Path(tmp) / "layout") as work:
+            return load_image(ref, work=work, options=_options(want)).manifest_bytes
+    _unsupported(ref, text)
+    raise AssertionError("unreachable")
 
 
 def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | None = None, *,

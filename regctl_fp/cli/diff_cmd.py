@@ -1,4 +1,5 @@
-"""``regfp diff A B``: layers, config and files that differ, as tables on a terminal or one JSON document."""
+"""``regfp diff A B``: layers, config and files that differ, as tables on a terminal or one JSON document.
+Exit status as diff(1) and cmp(1): 0 the same manifest, 1 different, 2 trouble (see ``cli.main``)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ def diff(a_text: str, b_text: str, platform: str | None, files: bool, json_out: 
         doc: dict[str, Any] = {"a": _side(a_text, a), "b": _side(b_text, b)}
         doc.update(result.to_json())
         output.print_json(doc)
-        return
-    _render(a_text, b_text, result)
+    else:
+        _render(a_text, b_text, result)
+    if not result.identical:  # as diff(1) and cmp(1): 1 when the two differ
+        raise SystemExit(1)
 
 
 def _side(text: str, image: Image) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import unicodedata
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..redaction import scrub
@@ -63,12 +64,21 @@ def err_console() -> Console:
     return _err
 
 
+# Off a terminal rich would wrap at 80 columns (or $COLUMNS): a pipe gets lines as long as they are.
+_PIPE_WIDTH = 1 << 16
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
 def out_console() -> Console:
     global _out
     if _out is None:
         from rich.console import Console
 
-        _out = Console(highlight=False, emoji=False, markup=False)
+        _out = Console(highlight=False, emoji=False, markup=False,
+                       width=None if stdout_is_terminal() else _PIPE_WIDTH)
     return _out
 
 
@@ -117,6 +127,47 @@ def line(text: str | Text) -> None:
         _write(sys.stdout, clean(text, keep_newlines=False))
     else:
         out_console().print(text, soft_wrap=True)
+
+
+def records(header: Sequence[str], rows: Sequence[Sequence[str]], *, title: str | None = None) -> None:
+    """A table on a terminal; elsewhere (a pipe, a file) one line per record: the header, then each row,
+    columns padded to their widest value and two spaces apart, nothing cut, wrapped or boxed, so ``grep``,
+    ``cut`` and ``awk`` see whole values. Cells are sanitised here."""
+    if stdout_is_terminal():
+        from rich.table import Table
+
+        cells = [[clean(c, keep_newlines=False) for c in row] for row in rows]
+        table = Table(title=clean(title) if title else None, show_edge=False, header_style="bold")
+        for h in header:
+            table.add_column(h, overflow="fold")
+        for row in cells:
+            table.add_row(*row)
+        out_console().print(table)
+        return
+    columns(header, rows)
+
+
+def columns(header: Sequence[str] | None, rows: Sequence[Sequence[str]]) -> None:
+    """Plain lines on stdout: the header (if any), then one line per row, columns padded to their widest
+    value and two spaces apart; values are never cut."""
+    cells = [[clean(c, keep_newlines=False) for c in row] for row in rows]
+    lines = cells if header is None else [list(header), *cells]
+    if not lines:
+        return
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        _write(sys.stdout, "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+def raw(data: bytes) -> None:
+    """Bytes exactly as stored (``inspect --raw``), for a pipe or a file. On a terminal they are shown as
+    sanitised text instead: a hostile document must not drive the terminal."""
+    if stdout_is_terminal():
+        _write(sys.stdout, clean(data.decode("utf-8", "replace")))
+        return
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 def _write(stream: Any, text: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInput
-from . import output
+from . import output, rollout_render
 
 if TYPE_CHECKING:
     from ..recipe.model import Rollouts
@@ -46,7 +46,7 @@ def rollout(recipe: Path, out: Path | None, delta: int | None, env: str | None, 
     layout = out.resolve() if out else lr.output_layout
     now = parse_now(now_text)
     cut: dict[str, Any] | None = None
-    if status:
+    if (status or delta is not None) and not (yank or unyank):  # questions about the stream: nothing is cut
         with LayoutStore.open(layout) as store:
             ledger = read_ledger(store, r.name)
     else:
@@ -75,8 +75,10 @@ def rollout(recipe: Path, out: Path | None, delta: int | None, env: str | None, 
     data = _status_json(ledger, r.rollouts, envs, cut)
     if json_out:
         output.print_json(data)
+    elif delta is not None and not status and not (yank or unyank):
+        rollout_render.at_delta(data, delta, env)
     else:
-        _status_table(data)
+        rollout_render.status(data)
 
 
 def _status_json(ledger: Ledger, spec: Rollouts, envs: list[dict[str, Any]],
@@ -101,43 +103,6 @@ def _status_json(ledger: Ledger, spec: Rollouts, envs: list[dict[str, Any]],
     return out
 
 
-def _status_table(data: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    con = output.out_console()
-    if data.get("cut"):
-        c = data["cut"]
-        con.print(f"cut r{c['release']}" if c["cut"] else f"nothing new: r{c['release']} is the newest release")
-    table = Table(title=f"rollouts/{output.clean(data['name'])}", show_edge=False, header_style="bold")
-    for col in ("release", "digest", "created", "revision", "channel", "tags"):
-        table.add_column(col, overflow="fold")
-    for rel in data["releases"]:
-        tags = "yanked" if rel["yanked"] else _compact(rel["tags"])
-        table.add_row(rel["release"], rel["digest"][:19], rel["created"], rel["revision"][:12], rel["channel"],
-                      output.clean(tags))
-    con.print(table)
-    if data["environments"]:
-        envs = Table(show_edge=False, header_style="bold")
-        for col in ("environment", "delta", "release"):
-            envs.add_column(col)
-        for e in data["environments"]:
-            envs.add_row(output.clean(e["environment"] or "-"), f"n-{e['delta']}", e["release"] or "(none yet)")
-        con.print(envs)
-
-
-def _compact(tags: list[str]) -> str:
-    """``n-0 cohort-0 cohort-1 cohort-2`` -> ``n-0 cohort-0..2``."""
-    plain = [t for t in tags if not t.startswith("cohort-")]
-    runs: list[list[int]] = []
-    for n in sorted(int(t.removeprefix("cohort-")) for t in tags if t.startswith("cohort-")):
-        if runs and runs[-1][1] == n - 1:
-            runs[-1][1] = n
-        else:
-            runs.append([n, n])
-    plain += [f"cohort-{a}" if a == b else f"cohort-{a}..{b}" for a, b in runs]
-    return " ".join(plain)
-
-
 def cohort(client_id: str, recipe: Path | None, name: str | None, buckets: int | None, json_out: bool) -> None:
     from ..stages.rollout import cohort_of
 
@@ -157,4 +122,4 @@ def cohort(client_id: str, recipe: Path | None, name: str | None, buckets: int |
     if json_out:
         output.print_json({"client": client_id, "bucket": bucket, "buckets": buckets, "name": tag})
     else:
-        output.out_console().print(tag)
+        output.line(tag)

@@ -52,10 +52,16 @@ class LoadedRecipe:
         return value
 
     def image_ref(self, text: str) -> Ref:
-        """A reference from the recipe, its local paths taken relative to the recipe file."""
+        """A reference from the recipe, its local paths taken relative to the recipe file. A ``dir:``
+        that is not a directory is the recipe's fault: a RecipeError naming the line that says it."""
         ref = parse_ref(text)
         if isinstance(ref, DirRef):
-            return DirRef(str(self.resolve(ref.path)))
+            path = self.resolve(ref.path)
+            if not path.is_dir():
+                where = next((kp for kp, value in _named_refs(self) if value == text), ())
+                problem = "not a directory" if path.exists() else "no such directory"
+                raise self.error(where, f"{text}: {problem} ({path})")
+            return DirRef(str(path))
         if isinstance(ref, LayoutRef):
             return replace(ref, path=str(self.resolve(ref.path)))
         return ref
@@ -221,6 +227,29 @@ def _check_ref(lr: LoadedRecipe, kp: KeyPath, value: str, channels: dict[str, st
         parse_ref(value)
     except RefError as e:
         raise lr.error(kp, e.reason if e.ref == value else str(e)) from None
+
+
+def _named_refs(lr: LoadedRecipe) -> list[tuple[KeyPath, str]]:
+    """Every image reference the recipe spells out, with where it is written."""
+    r = lr.recipe
+    named: list[tuple[KeyPath, str]] = []
+    if r.patch is not None:
+        named += [(("patch", "channels", name), value) for name, value in r.patch.channels.items()]
+        if r.patch.from_ is not None:
+            named.append((("patch", "from"), r.patch.from_))
+    if r.build is not None:
+        named.append((("build", "base"), r.build.base))
+    for i, env in enumerate(r.environments):
+        named += [(("environments", i, "polyfills", j), ref) for j, ref in enumerate(env.polyfills)]
+    if r.debug is not None and r.debug.tools is not None:
+        named.append((("debug", "tools"), r.debug.tools))
+    for i, m in enumerate(r.matrix):
+        named += [(("matrix", i, "axes", axis, v), ref) for axis, values in m.axes.items()
+                  for v, ref in values.items()]
+    for i, w in enumerate(r.work):
+        if w.base is not None:
+            named.append((("work", i, "base"), w.base))
+    return named
 
 
 def _looks_like_ref(value: str) -> bool:

@@ -107,7 +107,7 @@ class RunStep:
     command: tuple[str, ...] | str = field(doc="argv list, or a string run with /bin/sh -c")
     outputs: tuple[CopyRule, ...] = field(doc="paths the command produces, copied into the image")
     env: Env = field(default=EMPTY, doc="extra environment (the rest is clean)")
-    timeout: Duration = field(default="30m")
+    timeout: Duration = field(default="30m", doc="how long the command may run before it is stopped (e.g. 30m)")
 
 
 @dataclass(frozen=True)
@@ -119,15 +119,15 @@ class Build:
     copy: tuple[CopyRule, ...] = field(default=(), doc="source tree -> image paths (the application layer)")
     dependencies: tuple[TreePath, ...] = field(default=(), doc="tree paths layered first, on their own, so "
                                                               "code-only changes reuse that layer")
-    run: RunStep | None = field(default=None)
-    workdir: ImagePath | None = field(default=None)
-    entrypoint: tuple[str, ...] | None = field(default=None)
-    cmd: tuple[str, ...] | None = field(default=None)
+    run: RunStep | None = field(default=None, doc="a host-side build step; its outputs become the last layer")
+    workdir: ImagePath | None = field(default=None, doc="working directory of the image's process")
+    entrypoint: tuple[str, ...] | None = field(default=None, doc="the program the image runs (argv list)")
+    cmd: tuple[str, ...] | None = field(default=None, doc="default arguments after the entrypoint (argv list)")
     env: Env = field(default=EMPTY, doc="environment variables (recipe wins over the base)")
-    user: str | None = field(default=None)
-    labels: FrozenDict[str, str] = field(default=EMPTY)
+    user: str | None = field(default=None, doc="user the process runs as: a name, uid or uid:gid")
+    labels: FrozenDict[str, str] = field(default=EMPTY, doc="image config labels")
     ports: tuple[Port, ...] = field(default=(), doc="exposed ports, e.g. 8080 or 53/udp")
-    compression: Compression = field(default="gzip")
+    compression: Compression = field(default="gzip", doc="how layers are compressed: gzip, zstd or none")
 
     def __post_init__(self) -> None:
         if not self.copy and self.run is None:
@@ -161,9 +161,11 @@ class Cohorts:
 
 @dataclass(frozen=True)
 class Rollouts:
+    """The release stream rollouts/<name>: releases r<N> cut from one patch channel, and tags n-<k>."""
+
     channel: ChannelName = field(doc="the patch channel whose images become releases")
     keep: int = field(default=10, doc="how many relative tags n-0 ... n-(keep-1) to maintain")
-    cohorts: Cohorts | None = field(default=None)
+    cohorts: Cohorts | None = field(default=None, doc="static A/B tags cohort-<k> that clients hash into")
 
 
 Mode = Annotated[str, pattern_spec("mode", r"0?[0-7]{3,4}", "{value!r} is not an octal file mode (e.g. 0644)")]
@@ -190,12 +192,14 @@ class FileSource:
     """A file for the image, with its mode and owner."""
 
     src: RecipePath = field(doc="file relative to the recipe")
-    mode: Mode = field(default="0644")
-    owner: Owner = field(default="0:0")
+    mode: Mode = field(default="0644", doc="octal file mode in the image, e.g. 0644")
+    owner: Owner = field(default="0:0", doc="numeric uid:gid of the file in the image")
 
 
 @dataclass(frozen=True)
 class Push:
+    """Where regfp build --push sends images."""
+
     prefix: str = field(doc="registry prefix, e.g. ghcr.io/acme or localhost:5000/acme")
     private: bool = field(default=False, doc="the target is private: images with secrets may go there")
 
@@ -204,16 +208,19 @@ class Push:
 class Environment:
     """One location x environment variant following the release stream at its delta."""
 
-    location: Name = field()
-    environment: Name = field()
+    location: Name = field(doc="where it runs, e.g. us-east: images are <location>.<environment>/app/<name>")
+    environment: Name = field(doc="which environment, e.g. prod or staging")
     delta: int = field(default=0, doc="which release: 0 = newest, 1 = the one before, ...")
-    env: Env = field(default=EMPTY)
+    env: Env = field(default=EMPTY, doc="environment variables set in the image (the recipe wins over the release "
+                                         "and polyfills)")
     files: FrozenDict[ImageFilePath, str | FileSource] = field(
         default=EMPTY, doc="image path -> file relative to the recipe, or {src, mode, owner}")
-    ca_certs: tuple[RecipePath, ...] = field(default=())
+    ca_certs: tuple[RecipePath, ...] = field(default=(), doc="CA certificates (PEM files relative to the recipe) "
+                                                             "added to the image's CA bundle")
     polyfills: tuple[str, ...] = field(default=(), doc="image references whose layers are merged in")
-    identity: Identity | None = field(default=None)
-    push: Push | None = field(default=None)
+    identity: Identity | None = field(default=None, doc="issue an identity certificate into the image")
+    push: Push | None = field(default=None, doc="this environment's own registry prefix (images go to "
+                                                "<prefix>/app/<name>:<tag>)")
 
     def __post_init__(self) -> None:
         if self.delta < 0:
@@ -222,16 +229,20 @@ class Environment:
 
 @dataclass(frozen=True)
 class Debug:
-    tools: str | None = field(default=None, doc="image reference of the debug tools")
-    environment: Name = field(default="dev")
-    ttl: Duration = field(default="8h")
+    """What regfp debug-image adds: ad-hoc images with tools, root and sshd, never promoted."""
+
+    tools: str | None = field(default=None, doc="image reference of the debug tools (it provides "
+                                                "/usr/sbin/dropbear)")
+    environment: Name = field(default="dev", doc="the environment whose identity debug images carry")
+    ttl: Duration = field(default="8h", doc="how long a debug image lives (dev.regfp.expires; gc --expired "
+                                            "drops it after)")
 
 
 @dataclass(frozen=True)
 class Matrix:
     """One image per combination of the axes: matrix/<name>:<v1>-<v2>-... (layers in axis order)."""
 
-    name: Name = field()
+    name: Name = field(doc="the images are matrix/<name>:<v1>-<v2>-...")
     axes: FrozenDict[str, FrozenDict[str, str]] = field(doc="axis -> {value name -> image reference}, "
                                                             "in layer order (first axis at the bottom)")
     entrypoint: str | None = field(default=None, doc="the axis whose entrypoint, cmd, workdir and user win")
@@ -258,10 +269,10 @@ class Matrix:
 class Work:
     """Work items split into chunk images work/<name>:<i>-of-<n> for fan-out workers."""
 
-    name: Name = field()
+    name: Name = field(doc="the images are work/<name>:<i>-of-<n>")
     root: RecipePath = field(doc="directory holding the items, relative to the recipe")
     items: tuple[str, ...] = field(default=("**/*",), doc="glob patterns within root")
-    chunks: int = field(default=4)
+    chunks: int = field(default=4, doc="how many chunk images the items are spread over")
     base: str | None = field(default=None, doc="image the chunks are built on (a channel or reference); "
                                                "default: none (data only)")
     user: Owner = field(default="65534:65534", doc="the non-root user the workers run as")
@@ -282,6 +293,8 @@ class Cache:
 
 @dataclass(frozen=True)
 class Output:
+    """Where the computed images are written."""
+
     layout: RecipePath = field(default="out", doc="OCI layout directory, relative to the recipe")
 
 
@@ -293,15 +306,17 @@ class Recipe:
     name: Name = field(doc="the build name used by rollouts and environments")
     source: Source | None = field(default=None, doc="required unless patch.from names the image to patch")
     build: Build | None = field(default=None, doc="required unless patch.from names the image to patch")
-    patch: Patch | None = field(default=None)
-    rollouts: Rollouts | None = field(default=None)
-    environments: tuple[Environment, ...] = field(default=())
-    debug: Debug | None = field(default=None)
-    matrix: tuple[Matrix, ...] = field(default=())
-    work: tuple[Work, ...] = field(default=())
-    output: Output = field(default=Output())
-    push: Push | None = field(default=None)
-    cache: Cache | None = field(default=None)
+    patch: Patch | None = field(default=None, doc="OS channels the build is rebased onto: "
+                                                  "patch/<repo>/<sha>:<channel>")
+    rollouts: Rollouts | None = field(default=None, doc="the release stream rollouts/<name>")
+    environments: tuple[Environment, ...] = field(default=(), doc="location x environment variants of the "
+                                                                  "release stream")
+    debug: Debug | None = field(default=None, doc="settings of regfp debug-image")
+    matrix: tuple[Matrix, ...] = field(default=(), doc="one image per combination of axis values")
+    work: tuple[Work, ...] = field(default=(), doc="work items split into chunk images")
+    output: Output = field(default=Output(), doc="where the images are written")
+    push: Push | None = field(default=None, doc="the registry prefix regfp build --push sends images to")
+    cache: Cache | None = field(default=None, doc="a registry repository used as a shared stage cache")
 
 
 def fragment(value: Any) -> Any:

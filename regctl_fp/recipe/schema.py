@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 from collections.abc import Callable
@@ -35,8 +36,11 @@ def yaml_key(f: dataclasses.Field[Any]) -> str:
     return head + "".join(p.title() for p in rest)
 
 
-def field(*, key: str | None = None, doc: str = "", default: Any = dataclasses.MISSING,
+def field(*, doc: str, key: str | None = None, default: Any = dataclasses.MISSING,
           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A model field. ``doc`` is required: it is the key's description in ``regfp schema``."""
+    if not doc.strip():
+        raise TypeError("every recipe key needs a description (doc=...)")
     meta: dict[str, Any] = {"doc": doc}
     if key is not None:
         meta["key"] = key
@@ -45,6 +49,7 @@ def field(*, key: str | None = None, doc: str = "", default: Any = dataclasses.M
     return dataclasses.field(default=default, metadata=meta)
 
 
+@functools.cache  # resolving the string annotations costs ~1 ms a class, and each recipe load asks per section
 def _hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls, include_extras=True)
 
@@ -238,8 +243,7 @@ def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
                     required.append(key)
                 props[key] = prop
             entry: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
-            if tp.__doc__:
-                entry["description"] = " ".join(tp.__doc__.split())
+            entry["description"] = _class_doc(tp)
             if required:
                 entry["required"] = required
             defs[name] = entry
@@ -253,6 +257,15 @@ def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
     if tp is Any:
         return {}
     raise TypeError(f"unsupported model type {tp!r}")
+
+
+def _class_doc(cls: Any) -> str:
+    """A model class's own docstring. dataclass() invents one from the signature when a class has none
+    ("Debug(tools: 'str | None' = None, ...)"), which is no description: a model bug, caught here."""
+    doc = " ".join((cls.__doc__ or "").split())
+    if not doc or doc.startswith(f"{cls.__name__}("):
+        raise TypeError(f"recipe model class {cls.__name__} needs a docstring (it describes the section)")
+    return doc
 
 
 def _jsonable(value: Any) -> bool:

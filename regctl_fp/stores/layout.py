@@ -199,9 +199,11 @@ class LayoutStore:
         return {d.ref_name: d for d in self.read_index().manifests if d.ref_name}
 
     def resolve(self, name: str) -> Descriptor:
-        matches = [d for d in self.read_index().manifests if d.ref_name == name]
+        manifests = self.read_index().manifests
+        matches = [d for d in manifests if d.ref_name == name]
         if not matches:
-            raise NotFound(f"name {name!r}", self.location)
+            raise NotFound(f"name {name!r}", self.location, similar_names(name, [d.ref_name for d in manifests
+                                                                                  if d.ref_name]))
         if len({m.digest for m in matches}) > 1:
             raise LayoutError(str(self.path), f"name {name!r} points at {len(matches)} different manifests")
         return matches[0]
@@ -353,6 +355,25 @@ class LayoutStore:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(self.path)
+
+
+def similar_names(name: str, names: list[str], shown: int = 5) -> str:
+    """What a missing name probably meant: the names under it (``libs`` -> ``libs/base:1``), else the
+    closest spellings, else a few of what there is."""
+    import difflib
+
+    unique = sorted(set(names))
+    under = [n for n in unique if n.startswith((f"{name}/", f"{name}:"))]
+    if under:
+        more = f" and {len(under) - shown} more" if len(under) > shown else ""
+        return f"names under it: {', '.join(under[:shown])}{more}"
+    close = difflib.get_close_matches(name, unique, n=3, cutoff=0.6)
+    if close:
+        return f"did you mean {' or '.join(repr(c) for c in close)}?"
+    if not unique:
+        return "the layout has no names"
+    more = f", ... ({len(unique)} in all)" if len(unique) > shown else ""
+    return f"names: {', '.join(unique[:shown])}{more}"
 
 
 @dataclass(frozen=True)

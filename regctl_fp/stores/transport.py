@@ -142,7 +142,8 @@ class RegistryClient:
             if resp.status_code == 401:
                 self.auth.learn(parse_challenges(resp.headers.get_list("www-authenticate")))
             elif resp.status_code != 200:
-                raise _error(resp, "GET", self.url("/v2/"), "not a distribution registry (GET /v2/ failed)")
+                raise _error(resp, "GET", self.url("/v2/"), "not a distribution registry (GET /v2/ failed)",
+                             host=self.host)
             self._ready = True
 
     def check_login(self) -> None:
@@ -153,7 +154,7 @@ class RegistryClient:
         resp = self.request("GET", "/v2/", scopes=frozenset())
         resp.close()
         if resp.status_code != 200:
-            raise _error(resp, "GET", self.url("/v2/"), "login refused", self.auth.credential)
+            raise _error(resp, "GET", self.url("/v2/"), credential=self.auth.credential, host=self.host)
 
     # -- requests -------------------------------------------------------------------------------------
     def request(self, method: str, path: str, *, scopes: frozenset[str], headers: Mapping[str, str] | None = None,
@@ -190,7 +191,7 @@ class RegistryClient:
 
     def fail(self, resp: httpx.Response, method: str, context: str = "") -> RegistryError:
         """The error for an unexpected response (its body is read, up to a limit, and closed)."""
-        return _error(resp, method, str(resp.request.url), context, self.auth.credential)
+        return _error(resp, method, str(resp.request.url), context, self.auth.credential, host=self.host)
 
     def _send_retrying(self, method: str, url: str, headers: Mapping[str, str], body: Body,
                        *, stream: bool, follow: bool, retry: bool = True) -> httpx.Response:
@@ -251,9 +252,9 @@ class RegistryClient:
             url = str(httpx.URL(realm).copy_merge_params(params))
             resp = self._send_retrying("GET", url, headers, None, stream=False, follow=True)
         if resp.status_code != 200:
-            who = f" for user {credential.username!r}" if credential is not None and credential.username else ""
             raise _error(resp, "GET" if credential is None or not credential.identity_token else "POST",
-                         str(resp.request.url), f"the token server refused to issue a token{who}", credential)
+                         str(resp.request.url), "" if resp.status_code == 401 else "no token from the token server",
+                         credential, host=self.host, by="the token server")
         try:
             doc = json.loads(resp.content)
             token = doc.get("token") or doc.get("access_token")
@@ -336,8 +337,15 @@ def _describe(e: httpx.TransportError, tries: int) -> str:
     return f"{kind}: {text}{after}"
 
 
+# What registries say on any 401 (distribution, Docker Hub, GHCR): the hint below says it better.
+_GENERIC_401 = frozenset({"authentication required", "unauthorized", "unauthorized: authentication required",
+                          "access to the requested resource is not authorized"})
+
+
 def _error(resp: httpx.Response, method: str, url: str, context: str = "",
-           credential: Credential | None = None) -> RegistryError:
+           credential: Credential | None = None, *, host: str = "", by: str = "the registry") -> RegistryError:
+    """The RegistryError for a failed response. A 401 says once what went wrong: the credentials that
+    were refused (by whom), or that there were none and how to give some for this host."""
     code, message = None, ""
     raw = b""
     try:
@@ -361,15 +369,20 @@ def _error(resp: httpx.Response, method: str, url: str, context: str = "",
         pass
     if resp.status_code == 401 and not code:
         code = "UNAUTHORIZED"
+    if resp.status_code == 401 and message.strip().rstrip(".").lower() in _GENERIC_401:
+        message = ""
     detail = "; ".join(x for x in (context, message) if x)
     if resp.status_code == 401:
         errors = {ch.params.get("error") for ch in parse_challenges(resp.headers.get_list("www-authenticate"))}
         if "insufficient_scope" in errors:
             hint = "not allowed: the token server did not grant the access this needs"
         elif credential is not None and credential.secrets:
-            hint = "the credentials were refused" + (f" (from {credential.source})" if credential.source else "")
+            hint = (f"{by} refused {_whose(credential)}"
+                    + (f" (credentials from {credential.source})" if credential.source else "")
+                    + "; wrong user name or password?")
         else:
-            hint = "authentication required: run 'regfp login HOST' or set REGFP_USERNAME/REGFP_PASSWORD"
+            where = host or "HOST"
+            hint = (f"authentication required: run 'regfp login {where}' or set REGFP_USERNAME/REGFP_PASSWORD")
         detail = "; ".join(x for x in (detail, hint) if x)
     if resp.status_code == 429:
         detail = "; ".join(x for x in (detail, "rate limited") if x)
@@ -379,3 +392,10 @@ def _error(resp: httpx.Response, method: str, url: str, context: str = "",
         for secret in credential.secrets:
             detail = detail.replace(secret, "***")
     return RegistryError(method, url, resp.status_code, code, detail[:500])
+
+
+def _whose(credential: Credential) -> str:
+    if credential.username and not credential.identity_token:
+        return repr(credential.username)
+    return f"the {'identity token' if credential.identity_token else 'token'}" + (
+        f" of {credential.username!r}" if credential.username else "")
