@@ -31,10 +31,10 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 GNU_TIME = "/usr/bin/time"
 
-SECTIONS = ("layer", "big", "stages", "build", "patch", "registry", "data")
+SECTIONS = ("layer", "big", "stages", "build", "patch", "registry", "data", "scale")
 # Sections with a script of their own: run as `python3 bench/<name>_bench.py --json FILE`.
 EXTERNAL = {"build": "build_bench.py", "patch": "patch_bench.py", "registry": "registry_bench.py",
-            "data": "data_bench.py"}
+            "data": "data_bench.py", "scale": "scale_bench.py"}
 MB = 1e6
 
 # The acceptance targets.

@@ -330,14 +330,16 @@ class Counters:
 
 
 def write_layer(entries: Iterable[Entry], sink: BlobSink, *, mtime: int, compression: str = "gzip",
-                level: int | None = None, on_bytes: Callable[[int], None] | None = None) -> WrittenLayer:
+                level: int | None = None, on_bytes: Callable[[int], None] | None = None,
+                inline: bool | None = None) -> WrittenLayer:
     """Stream ``entries`` as one tar layer into ``sink``; the sink is committed on success, aborted on error.
 
     The work overlaps on every core: this thread writes tar headers and reads files straight into
     1 MiB blocks; one thread hashes the blocks (diff_id); compressor threads compress them (gzip blocks
     independently, zstd in order with its own threads); one thread hands the results to the sink in
     order (which hashes them for the digest). Every queue is bounded, so memory stays constant (a few
-    dozen MiB) whatever the size, and the bytes never depend on the thread count.
+    dozen MiB) whatever the size, and the bytes never depend on the thread count. ``inline`` forces
+    (True) or forbids (False) doing it all on this thread; by default a layer smaller than one block is.
     """
     if compression != "none":
         Counters.compressed += 1
@@ -347,9 +349,14 @@ def write_layer(entries: Iterable[Entry], sink: BlobSink, *, mtime: int, compres
         if media_type is None:
             raise LayerInputError(compression, "unknown compression (gzip, zstd, none)")
         comp = block_compressor(compression, level)
+        # A layer that fits in one block (most generated layers: configs, keys, a work chunk) is hashed
+        # and compressed on this thread: handing one block to worker threads costs more than the work.
+        # The bytes are the same either way (the same jobs, in the same order).
+        estimate = sum(e.size + tf.BLOCK for e in ordered) + len(tf.END_OF_ARCHIVE)
         # Uncompressed, the blob is the tar stream itself: the sink's digest is the diff_id, no second hash.
         # Inside the try: starting the threads takes long enough for a Ctrl-C to land there.
-        pipe = _Pipe(comp, sink, hash_diff=compression != "none")
+        pipe = _Pipe(comp, sink, hash_diff=compression != "none",
+                     inline=estimate < CHUNK if inline is None else inline)
     except BaseException:
         sink.abort()
         raise
@@ -402,17 +409,21 @@ class _Pipe:
     never recycled, since a sink may keep what it is given.
     """
 
-    def __init__(self, comp: BlockCompressor, sink: BlobSink, *, hash_diff: bool) -> None:
+    def __init__(self, comp: BlockCompressor, sink: BlobSink, *, hash_diff: bool, inline: bool = False) -> None:
         self._comp = comp
         self._sink = sink
         self._error: BaseException | None = None
         self._closed = False
         self._diff = hashlib.sha256() if hash_diff else None
+        self._inline = inline
+        self._started = False  # inline: whether the header went out
+        self._free: list[bytearray] = []
+        if inline:
+            return
         self._hashes: queue.Queue[bytearray | None] | None = queue.Queue(_DEPTH) if hash_diff else None
         self._jobs: queue.Queue[tuple[Callable[[], bytes], Future[bytes], bytearray] | None] | None = (
             queue.Queue(_DEPTH) if comp.workers else None)
         self._outputs: queue.Queue[Future[bytes] | None] = queue.Queue(_DEPTH + comp.workers)
-        self._free: list[bytearray] = []
         self._users: dict[int, int] = {}  # id(block) -> stages still reading it
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -433,6 +444,8 @@ class _Pipe:
 
     def new_block(self) -> bytearray:
         """A ``CHUNK``-sized buffer to fill, recycled when one is free; its old bytes are garbage."""
+        if self._inline:
+            return self._free.pop() if self._free else bytearray(CHUNK)
         with self._lock:
             if self._free:
                 return self._free.pop()
@@ -489,6 +502,9 @@ class _Pipe:
 
     def put(self, block: bytearray, final: bool) -> None:
         """Hand over the next block of the tar stream; the caller never writes to it again."""
+        if self._inline:
+            self._put_inline(block, final)
+            return
         if self._error is not None:
             raise self._error
         job = self._comp.job(block, final)
@@ -503,8 +519,26 @@ class _Pipe:
         if self._hashes is not None:
             self._hashes.put(block)
 
+    def _put_inline(self, block: bytearray, final: bool) -> None:
+        """Every stage at once, in the order the threads would run them."""
+        if not self._started:
+            self._started = True
+            if self._comp.header:
+                self._sink.write(self._comp.header)
+        job = self._comp.job(block, final)
+        if self._diff is not None:
+            self._diff.update(block)
+            self._comp.track(block)
+        out = job()
+        if out:
+            self._sink.write(out)
+        if self._comp.workers and out is not block:
+            self._free.append(block)  # compressed: the sink holds the output, not the block
+
     def finish(self) -> str | None:
         """Wait for every stage; write the trailer. The diff_id's hex, unless it was not computed."""
+        if self._inline and not self._started and self._comp.header:
+            self._sink.write(self._comp.header)
         self._close()
         if self._error is not None:
             raise self._error
@@ -520,6 +554,8 @@ class _Pipe:
 
     def _close(self) -> None:
         self._closed = True
+        if self._inline:
+            return
         if self._hashes is not None:
             self._hashes.put(None)
         if self._jobs is not None:

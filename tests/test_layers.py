@@ -772,3 +772,18 @@ def test_file_sizes_around_chunk_and_block_boundaries(tmp_path: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(tar)) as t:
         for s in sizes:
             assert t.extractfile(f"f{s:08d}").read() == (tmp_path / f"f{s:08d}").read_bytes()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+@pytest.mark.parametrize("size", [0, 1000, (1 << 20) - 3000, (1 << 20) + 5, 3 << 20])
+def test_small_layers_written_on_one_thread_are_the_same_bytes(compression: str, size: int) -> None:
+    """A layer smaller than one block skips the worker threads; forcing either way gives one digest."""
+    from regctl_fp.layers import file_entry, write_layer
+    from regctl_fp.stores.null import DigestSink
+
+    data = random.Random(size).randbytes(size)
+    entries = [dir_entry("d", 0o755), file_entry("d/f", data, 0o644), file_entry("d/g", b"g" * 700, 0o600)]
+    inline = write_layer(entries, DigestSink(), mtime=7, compression=compression, inline=True)
+    threaded = write_layer(entries, DigestSink(), mtime=7, compression=compression, inline=False)
+    chosen = write_layer(entries, DigestSink(), mtime=7, compression=compression)
+    assert inline == threaded == chosen

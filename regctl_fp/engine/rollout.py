@@ -13,7 +13,7 @@ retried on top of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..errors import RegfpError
 from ..oci import annotation_keys as A
@@ -45,7 +45,7 @@ def read_ledger(store: LayoutStore, name: str) -> Ledger:
     return Ledger.parse(name, store.get_manifest(desc))
 
 
-def wanted_names(store_names: dict[str, Descriptor], ledger: Ledger, spec: Rollouts,
+def wanted_names(store_names: Mapping[str, Descriptor], ledger: Ledger, spec: Rollouts,
                  ledger_desc: Descriptor | None) -> dict[str, Descriptor | None]:
     """Every rollout name and what it must hold (None: it must go), given the ledger."""
     wanted: dict[str, Descriptor | None] = {}

@@ -7,20 +7,21 @@ name only, reading the manifest's key once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import RegfpError
 from ..oci import annotation_keys as A
 from ..oci.descriptor import Descriptor
 from ..oci.manifest import Manifest
-from ..stores.layout import LayoutStore
+from ..stores.layout import LayoutStore, Names
 
 
 class Snapshot:
     def __init__(self, store: LayoutStore | None) -> None:
         self.store = store
-        self.names: dict[str, Descriptor] = store.names() if store is not None else {}
-        self._by_key: dict[str, Descriptor] | None = None
+        self.names: Mapping[str, Descriptor] = store.names() if store is not None else {}
+        self._by_key: dict[str, str] | None = None  # stage key -> a name whose entry carries it
         self._annotations: dict[str, dict[str, str]] = {}
 
     @classmethod
@@ -33,14 +34,16 @@ class Snapshot:
         """An image named in the layout whose key is ``key`` (its manifest blob present), or None."""
         if self._by_key is None:
             self._by_key = {}
-            for desc in self.names.values():
-                k = desc.annotations.get(A.KEY)
-                if k is not None:
-                    self._by_key.setdefault(k, desc)
-        found = self._by_key.get(key)
-        if found is None or self.store is None or not self.store.has_blob(found.digest):
+            if isinstance(self.names, Names):  # keys from the raw entries: no entry is parsed for this
+                for name in self.names:
+                    k = self.names.annotation(name, A.KEY)
+                    if k is not None:
+                        self._by_key.setdefault(k, name)
+        name = self._by_key.get(key)
+        if name is None or self.store is None:
             return None
-        return found
+        found = self.names[name]
+        return found if self.store.has_blob(found.digest) else None
 
     def key_of(self, name: str) -> str | None:
         """The stage key of the image under ``name``: from its index entry, else from its manifest."""

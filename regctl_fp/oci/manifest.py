@@ -112,7 +112,10 @@ class Index:
 
     @classmethod
     def parse(cls, data: bytes, media_type: str | None = None, what: str = "image index") -> Index:
-        doc = parse_json(data, what)
+        return cls.from_doc(parse_json(data, what), media_type, what)
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any], media_type: str | None = None, what: str = "image index") -> Index:
         declared = _media_type_of(doc, what)
         kind = declared or media_type or mt.OCI_INDEX
         if kind not in mt.INDEX_TYPES:

@@ -23,14 +23,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import DigestMismatch, InvalidDocument, LayoutError, LockTimeout, NotFound, SizeMismatch
 from ..oci import mediatypes as mt
 from ..oci.canonical import canonical_json
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
-from ..oci.manifest import Index
+from ..oci.manifest import Index, parse_json
 from ..oci.verify import VerifyingReader, read_verified
 from .base import MANIFEST_LIMIT, check_size, closure
 
@@ -45,7 +45,14 @@ class LayoutStore:
         self._session_fd: int | None = None
         # index.json parsed, with the (inode, size, mtime) it was read at: it is only ever replaced by
         # rename, so an unchanged stat means unchanged content and the parse can be reused.
-        self._index: tuple[tuple[int, int, int], Index] | None = None
+        self._doc: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+        self._index: Index | None = None  # the parsed forms of _doc, made when first asked for
+        self._names: Names | None = None
+        # Blobs this writer has stored but not yet made durable: their temp files, by digest. They are
+        # readable through this store at once and move to blobs/ together in ``flush`` (before any name
+        # can point at them), so a file under its digest in blobs/ is always complete and on disk.
+        self._pending: dict[Digest, Path] = {}
+        self._private_made = False
 
     # -- opening ------------------------------------------------------------------------------------
     @classmethod
@@ -117,6 +124,7 @@ class LayoutStore:
         return f"OCI layout {self.path}"
 
     def close(self) -> None:
+        self.flush()
         if self._session_fd is not None:
             os.close(self._session_fd)
             self._session_fd = None
@@ -133,13 +141,18 @@ class LayoutStore:
 
     def has_blob(self, digest: Digest) -> bool:
         """Whether the blob is stored; a writer may rely on the answer only inside its session."""
+        if digest in self._pending:
+            return True
         try:  # a string path: this runs once per name on every run, so pathlib's cost shows
             return stat.S_ISREG(os.stat(f"{self.path}/blobs/{digest.algorithm}/{digest.hex}").st_mode)
         except (FileNotFoundError, NotADirectoryError):
             return False
 
+    def _readable(self, digest: Digest) -> Path:
+        return self._pending.get(digest) or self.blob_path(digest)
+
     def open_blob(self, desc: Descriptor) -> BinaryIO:
-        path = self.blob_path(desc.digest)
+        path = self._readable(desc.digest)
         try:
             raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
         except FileNotFoundError:
@@ -177,28 +190,50 @@ class LayoutStore:
         return sink.commit(media_type)
 
     # -- names --------------------------------------------------------------------------------------
-    def read_index(self) -> Index:
+    def _document(self) -> dict[str, Any]:
+        """index.json as JSON, checked only at the top level (entries are checked when used), read
+        again only when its (inode, size, mtime) changed: it is only ever replaced by rename."""
         path = self.path / "index.json"
         try:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
                 key = (st.st_ino, st.st_size, st.st_mtime_ns)
-                if self._index is not None and self._index[0] == key:
-                    return self._index[1]
+                if self._doc is not None and self._doc[0] == key:
+                    return self._doc[1]
                 data = f.read()
         except OSError as e:
             raise LayoutError(str(self.path), f"cannot read index.json ({e.strerror})") from None
         try:
-            index = Index.parse(data, mt.OCI_INDEX, what="index.json")
-        except InvalidDocument as e:  # e.what says where: "index.json entry 3"
+            doc = dict(parse_json(data, "index.json"))
+        except InvalidDocument as e:
             raise LayoutError(str(self.path), f"{e.what}: {e.reason}") from None
-        self._index = (key, index)
-        return index
+        if doc.get("schemaVersion") != 2 or not isinstance(doc.get("manifests"), list):
+            raise LayoutError(str(self.path), "index.json: not an OCI image index (schemaVersion 2, manifests)")
+        self._doc = (key, doc)
+        self._index = None
+        self._names = None
+        return doc
 
-    def names(self) -> dict[str, Descriptor]:
-        return {d.ref_name: d for d in self.read_index().manifests if d.ref_name}
+    def read_index(self) -> Index:
+        doc = self._document()
+        if self._index is None:
+            try:
+                self._index = Index.from_doc(doc, mt.OCI_INDEX, what="index.json")
+            except InvalidDocument as e:  # e.what says where: "index.json entry 3"
+                raise LayoutError(str(self.path), f"{e.what}: {e.reason}") from None
+        return self._index
+
+    def names(self) -> Names:
+        """Every name and its index entry; an entry is parsed (and checked) when it is looked up."""
+        doc = self._document()
+        if self._names is None:
+            self._names = Names(doc["manifests"], str(self.path))
+        return self._names
 
     def resolve(self, name: str) -> Descriptor:
+        names = self.names()
+        if name in names and name not in names.repeated:
+            return names[name]
         manifests = self.read_index().manifests
         matches = [d for d in manifests if d.ref_name == name]
         if not matches:
@@ -213,7 +248,7 @@ class LayoutStore:
         for d in self.read_index().manifests:
             if d.digest == digest:
                 return d.with_annotations({})
-        path = self.blob_path(digest)
+        path = self._readable(digest)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
@@ -223,23 +258,44 @@ class LayoutStore:
         data = self.read_blob(Descriptor(mt.OCI_MANIFEST, digest, size), MANIFEST_LIMIT)
         return Descriptor(sniff_media_type(data), digest, size)
 
+    def flush(self) -> None:
+        """Make every blob this writer stored durable and move it into blobs/: the data first (one
+        ``syncfs`` for many blobs, an ``fsync`` each for a few), then the renames, then the directories."""
+        if not self._pending:
+            return
+        pending = list(self._pending.items())
+        if len(pending) < _SYNCFS_FROM or not _syncfs(self.path):
+            for _, tmp in pending:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        made: set[Path] = set()
+        for digest, tmp in pending:
+            final = self.blob_path(digest)
+            if final.parent not in made:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                made.add(final.parent)
+            os.replace(tmp, final)
+            del self._pending[digest]
+        self._fsync_blob_dirs()
+
     def set_names(self, updates: Mapping[str, Descriptor | None]) -> None:
         self._enter_session()  # so gc cannot remove what we are about to name
+        self.flush()  # everything a name can point at is on disk and in blobs/ first
         for name, desc in updates.items():
             check_name(name)
             if desc is not None:
                 closure(self, [desc])  # raises NotFound before any name moves
-        # The renames that stored the blobs must be durable before a name can point at them.
-        self._fsync_blob_dirs()
         with self._lock("index"):
-            index = self.read_index()
-            kept = [d for d in index.manifests if d.ref_name not in updates]
+            doc = self._document()  # read again if another writer replaced it meanwhile
+            kept = [e for e in doc["manifests"] if _ref_of(e) not in updates]
             for name, desc in updates.items():
                 if desc is not None:
-                    kept.append(desc.with_annotations({**desc.annotations, REF_NAME: name}))
-            kept.sort(key=lambda d: (d.ref_name or "", d.digest.text))
-            new = Index(manifests=tuple(kept), annotations=index.annotations)
-            self._replace_file("index.json", new.to_bytes())
+                    kept.append(desc.with_annotations({**desc.annotations, REF_NAME: name}).to_dict())
+            kept.sort(key=lambda e: (_ref_of(e) or "", str(e.get("digest", ""))))
+            self._replace_file("index.json", canonical_json({**doc, "manifests": kept}))
 
     @contextmanager
     def exclusive(self, purpose: str) -> Iterator[None]:
@@ -320,7 +376,9 @@ class LayoutStore:
 
     def _private(self) -> Path:
         d = self.path / ".regfp"
-        (d / "tmp").mkdir(parents=True, exist_ok=True)
+        if not self._private_made:  # once per store: every blob written asks
+            (d / "tmp").mkdir(parents=True, exist_ok=True)
+            self._private_made = True
         return d
 
     def _enter_session(self) -> None:
@@ -424,12 +482,16 @@ class _FileSink:
                 if expected.digest.algorithm == "sha256" and digest != expected.digest:
                     raise DigestMismatch(f"blob {expected.digest}", expected.digest.text, digest.text)
                 digest = expected.digest if expected.digest.algorithm != "sha256" else digest
-            os.fsync(self._file.fileno())
             self._file.close()
             os.chmod(self._tmp, self._mode)
-            final = self._store.blob_path(digest)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self._tmp, final)
+            # The same bytes stored already (a private blob still replaces a readable copy): ours is not needed.
+            if self._mode != 0o600 and self._store.has_blob(digest):
+                self._tmp.unlink()
+            else:
+                old = self._store._pending.get(digest)
+                self._store._pending[digest] = self._tmp
+                if old is not None:
+                    old.unlink(missing_ok=True)
         except BaseException:
             self.abort()
             raise
@@ -439,6 +501,76 @@ class _FileSink:
         if not self._file.closed:
             self._file.close()
         self._tmp.unlink(missing_ok=True)
+
+
+def _ref_of(entry: object) -> str | None:
+    if isinstance(entry, dict):
+        annotations = entry.get("annotations")
+        if isinstance(annotations, dict):
+            name = annotations.get(REF_NAME)
+            return name if isinstance(name, str) else None
+    return None
+
+
+class Names(Mapping[str, Descriptor]):
+    """A layout's names from one read of index.json. Looking a name up costs O(1) and parses only that
+    entry, so a run that needs a few names of a layout holding thousands never parses them all."""
+
+    def __init__(self, entries: list[Any], where: str) -> None:
+        self._raw: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.repeated: set[str] = set()  # names on more than one entry (resolve says so)
+        for i, entry in enumerate(entries):
+            name = _ref_of(entry)
+            if name is not None:
+                if name in self._raw:
+                    self.repeated.add(name)
+                self._raw[name] = (i, entry)
+        self._built: dict[str, Descriptor] = {}
+        self._where = where
+
+    def __getitem__(self, name: str) -> Descriptor:
+        found = self._built.get(name)
+        if found is None:
+            i, entry = self._raw[name]
+            try:
+                found = Descriptor.from_dict(entry, f"index.json entry {i}")
+            except InvalidDocument as e:
+                raise LayoutError(self._where, f"{e.what}: {e.reason}") from None
+            self._built[name] = found
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def annotation(self, name: str, key: str) -> str | None:
+        """One annotation of a name's entry, without parsing the entry."""
+        annotations = self._raw[name][1].get("annotations")
+        value = annotations.get(key) if isinstance(annotations, dict) else None
+        return value if isinstance(value, str) else None
+
+
+_SYNCFS_FROM = 8  # pending blobs from which one syncfs of the filesystem beats an fsync of each
+
+
+def _syncfs(path: Path) -> bool:
+    """``syncfs(2)`` on the filesystem holding ``path`` (Linux); False where it is not available."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return int(libc.syncfs(fd)) == 0
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        return False
 
 
 def _populate(directory: Path) -> None:
