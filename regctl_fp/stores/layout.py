@@ -290,12 +290,24 @@ class LayoutStore:
                 closure(self, [desc])  # raises NotFound before any name moves
         with self._lock("index"):
             doc = self._document()  # read again if another writer replaced it meanwhile
-            kept = [e for e in doc["manifests"] if _ref_of(e) not in updates]
+            entries = doc["manifests"]
+            names = self.names()
+            if names.repeated & set(updates):  # a name on two entries (another tool wrote it): drop them all
+                kept = [e for e in entries if _ref_of(e) not in updates]
+            else:
+                dropped = {names.position(n) for n in updates if n in names}
+                kept = [e for i, e in enumerate(entries) if i not in dropped] if dropped else list(entries)
             for name, desc in updates.items():
                 if desc is not None:
                     kept.append(desc.with_annotations({**desc.annotations, REF_NAME: name}).to_dict())
-            kept.sort(key=lambda e: (_ref_of(e) or "", str(e.get("digest", ""))))
-            self._replace_file("index.json", canonical_json({**doc, "manifests": kept}))
+            kept.sort(key=_entry_order)
+            new = {**doc, "manifests": kept}
+            self._replace_file("index.json", canonical_json(new))
+            # What we wrote is what the names hold until someone else replaces the file (its stat changes).
+            st = os.stat(self.path / "index.json")
+            self._doc = ((st.st_ino, st.st_size, st.st_mtime_ns), new)
+            self._index = None
+            self._names = None
 
     @contextmanager
     def exclusive(self, purpose: str) -> Iterator[None]:
@@ -503,6 +515,13 @@ class _FileSink:
         self._tmp.unlink(missing_ok=True)
 
 
+def _entry_order(entry: Any) -> tuple[str, str]:
+    """index.json entries sort by name, then digest (unnamed first)."""
+    annotations = entry.get("annotations") if isinstance(entry, dict) else None
+    name = annotations.get(REF_NAME) if isinstance(annotations, dict) else None
+    return (name if isinstance(name, str) else "", str(entry.get("digest", "")) if isinstance(entry, dict) else "")
+
+
 def _ref_of(entry: object) -> str | None:
     if isinstance(entry, dict):
         annotations = entry.get("annotations")
@@ -517,14 +536,16 @@ class Names(Mapping[str, Descriptor]):
     entry, so a run that needs a few names of a layout holding thousands never parses them all."""
 
     def __init__(self, entries: list[Any], where: str) -> None:
-        self._raw: dict[str, tuple[int, dict[str, Any]]] = {}
+        raw: dict[str, tuple[int, dict[str, Any]]] = {}
         self.repeated: set[str] = set()  # names on more than one entry (resolve says so)
-        for i, entry in enumerate(entries):
-            name = _ref_of(entry)
-            if name is not None:
-                if name in self._raw:
+        for i, entry in enumerate(entries):  # tight: this loop runs over every name on every run
+            annotations = entry.get("annotations") if entry.__class__ is dict else None
+            name = annotations.get(REF_NAME) if annotations.__class__ is dict else None
+            if name.__class__ is str:
+                if name in raw:
                     self.repeated.add(name)
-                self._raw[name] = (i, entry)
+                raw[name] = (i, entry)
+        self._raw = raw
         self._built: dict[str, Descriptor] = {}
         self._where = where
 
@@ -547,6 +568,10 @@ class Names(Mapping[str, Descriptor]):
 
     def __len__(self) -> int:
         return len(self._raw)
+
+    def position(self, name: str) -> int:
+        """The entry's place in index.json."""
+        return self._raw[name][0]
 
     def annotation(self, name: str, key: str) -> str | None:
         """One annotation of a name's entry, without parsing the entry."""
