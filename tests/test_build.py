@@ -6,6 +6,7 @@ import json
 import platform
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,7 @@ def test_build_is_cached_and_reports_it(tmp_path: Path) -> None:
 
 def test_rebuild_after_expiry(tmp_path: Path) -> None:
     make_project(tmp_path)
+    time.sleep(2.1)  # a tree changed in the last 2 s is never kept in the dir: cache (racily clean, as git)
     first = build(tmp_path, "--now", "2026-01-01T00:00:00Z")
     blobs = blob_files(tmp_path / "out")
     before_ttl = build(tmp_path, "--now", "2026-03-31T23:59:59Z")  # 89 days later

@@ -113,3 +113,38 @@ def test_push_never_rewrites_a_diverged_release_stream(tmp_path: Path, make_regi
     repo_a.commit("v2")
     moved = regfp_json("build", str(a / "recipe.yaml"), "--push")  # extending the stream is fine
     assert moved["rollout"] == {"release": 2, "cut": True}
+
+
+def test_a_yank_reaches_the_registry_with_the_next_push(tmp_path: Path, make_registry) -> None:  # type: ignore[no-untyped-def]
+    """After a yank, build --push moves :live, n-<k> and the rollout's names on the registry to what the
+    layout holds now, and --json reports exactly what the layout and the registry hold."""
+    reg = make_registry()
+    repo = make_project(tmp_path)
+    make_ca(tmp_path / "pki", "ca")
+    recipe = tmp_path / "recipe.yaml"
+    extra = EXTRA.format(host=reg.host, private="true")
+    recipe.write_text(recipe.read_text().replace("output: {layout: out}\n", extra + "output: {layout: out}\n"))
+    for i in range(3):  # r1, r2, r3
+        repo.write("app/main.txt", f"v{i}\n")
+        repo.commit(f"v{i}")
+        regfp_json("build", str(recipe), "--push")
+    layout = LayoutStore.open(tmp_path / "out")
+    before = {n: d.digest.text for n, d in layout.names().items()}
+    regfp("rollout", str(recipe), "--yank", "r3")
+    result = regfp_json("build", str(recipe), "--push")
+    after = {n: d.digest.text for n, d in LayoutStore.open(tmp_path / "out").names().items()}
+    assert after["us-east.prod/app/hello:live"] == before["us-east.prod/app/hello:r2"]
+    assert after["rollouts/hello:n-0"] == before["rollouts/hello:r2"]
+    for image in result["images"]:  # the report is what the layout holds
+        assert after[image["name"]] == image["digest"], image
+
+    def remote(repo_tag: str) -> str:
+        repo_name, tag = repo_tag.rsplit(":", 1)
+        resp = httpx.head(f"http://{reg.host}/v2/{repo_name}/manifests/{tag}", timeout=10,
+                          headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        assert resp.status_code == 200, repo_tag
+        return resp.headers["Docker-Content-Digest"]
+
+    assert remote("prod/app/hello:live") == after["us-east.prod/app/hello:live"]
+    assert remote("acme/rollouts/hello:n-0") == after["rollouts/hello:n-0"]
+    assert remote("acme/eu-west.dev/app/hello:live") == after["eu-west.dev/app/hello:live"]

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..oci.descriptor import Descriptor
     from ..stores.base import Store
     from ..stores.registry import RegistryStore
+    from .registry_session import Session
 
 JOBS = 6  # blobs moved at a time (skopeo moves 6 too)
 
@@ -31,7 +32,6 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
     from ..sources import load_image, open_layout_ref
     from ..stages.promotion import refuse_promotion
     from ..stores.base import manifest_annotations, read_image, write_image
-    from ..stores.layout import LayoutStore
     from ..stores.transfer import copy_descriptor
 
     src, dst = _source(src_text), parse_ref(dst_text)
@@ -47,13 +47,10 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
     if isinstance(src, DirRef):
         _check_source_dir(src)
     with session() as s, progress_bar() as bar, ExitStack() as stack:
-        target: Store
-        if isinstance(dst, RegistryRef):
-            target = s.store(dst)
-        else:
-            target = stack.enter_context(LayoutStore.open_or_create(dst.path))
         source: Store
+        target: Store | None = None
         if isinstance(src, DirRef):  # made straight into the destination: nothing to copy after
+            target = _open_target(s, dst, stack)
             source = target
             desc = write_image(target, load_image(src, work=target, options=edge.build_options(want), progress=bar))
         elif isinstance(src, LayoutRef):
@@ -62,11 +59,14 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
             source, desc = s.open(src)
         if want is not None and desc.media_type in mt.INDEX_TYPES:
             desc = read_image(source, desc, want).descriptor
+        # Every refusal comes before the destination is touched: a refused copy leaves nothing behind.
         refuse_promotion(source, desc, repository, dst_text)
         if isinstance(dst, RegistryRef) and not private and \
                 any(a.get(A.CONTAINS_SECRET) == "true" for a in manifest_annotations(source, desc)):
             raise InvalidInput(f"{dst_text}: the image carries a private key ({A.CONTAINS_SECRET}); push it only "
                                "to a private repository, and say so with --private")
+        if target is None:
+            target = _open_target(s, dst, stack)
         copied = desc if source is target else copy_descriptor(source, target, desc, jobs=JOBS, progress=bar)
         if isinstance(dst, RegistryRef):
             _name_in_registry(target, dst, copied)  # type: ignore[arg-type]
@@ -78,6 +78,14 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
                            "mediaType": copied.media_type, "size": copied.size})
     else:
         output.line(f"{dst_text} {copied.digest}")
+
+
+def _open_target(s: Session, dst: LayoutRef | RegistryRef, stack: ExitStack) -> Store:
+    from ..stores.layout import LayoutStore
+
+    if isinstance(dst, RegistryRef):
+        return s.store(dst)
+    return stack.enter_context(LayoutStore.open_or_create(dst.path))
 
 
 def _source(text: str) -> Ref:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from ..errors import InvalidInput
 from ..oci import mediatypes as mt
 from ..refs import RegistryRef, parse_registry
-from . import output
-from .registry_session import _flags, client_options, session
+from . import output, registry_session
+from .registry_session import client_options, session
 
 if TYPE_CHECKING:
     from ..oci.descriptor import Platform
@@ -46,7 +46,7 @@ def login(server: str, username: str, password_stdin: bool, json_out: bool) -> N
     if not password:
         raise InvalidInput("no password on standard input")
     credential = Credential(username=username, password=password, source="regfp login")
-    with RegistryClient(host, credential, client_options(host, _flags)) as client:
+    with RegistryClient(host, credential, client_options(host, registry_session.current_flags())) as client:
         client.check_login()
     where = store_login(host, username, password, os.environ, Path.home())
     if json_out:

@@ -38,6 +38,11 @@ def configure(insecure: list[str] | None = None, ca_file: str | None = None) -> 
     _flags = Flags(tuple(insecure or ()), ca_file)
 
 
+def current_flags() -> Flags:
+    """The registry flags of the running command (``configure`` sets them)."""
+    return _flags
+
+
 def is_registry(ref: Ref) -> bool:
     return isinstance(ref, RegistryRef)
 

@@ -132,12 +132,12 @@ def _why_build(run: Run, src: Source) -> str:
 
 
 def check_build(run: Run) -> None:
-    """A build that is not reused runs its host-side step (if any) now, before anything is written:
-    a failing step leaves no trace. Its outputs stay readable until the run ends."""
+    """A build that is not reused checks its tree against the copy rules and runs its host-side step
+    (if any) now, before anything is written: a bad tree or a failing step leaves no trace. The step's
+    outputs stay readable until the run ends."""
     src = run.source
     r = run.lr.recipe
-    if run.dry or src is None or src.repo is None or r.build is None or r.build.run is None or \
-            isinstance(_reusable(run, src), tuple):
+    if run.dry or src is None or src.repo is None or r.build is None or isinstance(_reusable(run, src), tuple):
         return
     run.memo["run-step"] = run.hold_context(run_outputs(source_inputs(run, src)))
 

@@ -52,6 +52,9 @@ def in_shard(unit: str, index: int, count: int) -> bool:
 
 def evaluate(run: Run, nodes: list[Node]) -> list[Outcome]:
     """Every node's outcome, in order; inputs are checked first (before anything is made)."""
+    for node in nodes:  # every reference the run will load is checked before anything is made
+        if node.id.kind == "input" and node.id.part != "source" and node.label:
+            run.lr.image_ref(node.label)
     present = {n.id.kind for n in nodes}
     for kind in KINDS:
         if kind.name in present and kind.check is not None:

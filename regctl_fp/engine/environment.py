@@ -169,6 +169,9 @@ def check_inputs(run: Run) -> None:
     """Every input is read now; the identity CAs (keys, passwords) are loaded before the layout is first
     written, so a bad key fails with nothing written, and a run that writes nothing never loads them."""
     envs = prepared(run)
+    for env in envs:
+        for ref in env.spec.polyfills:
+            run.lr.image_ref(ref)
     if run.dry:
         return
 
