@@ -16,14 +16,24 @@ from .oci.errors import (
 )
 
 __all__ = [
-    "DigestMismatch", "InvalidDigest", "InvalidDocument", "InvalidInput", "LayerInputError", "LayoutError",
-    "LockTimeout", "NotFound", "RecipeError", "RefError", "RegfpError", "RegistryError", "SizeMismatch",
+    "DigestMismatch", "InputFileError", "InvalidDigest", "InvalidDocument", "InvalidInput", "LayerInputError",
+    "LayoutError", "LockTimeout", "NotFound", "RecipeError", "RefError", "RegfpError", "RegistryError", "SizeMismatch",
     "VerificationError",
 ]
 
 
 class LayerInputError(InvalidInput):
     """A tree or mapping that cannot become a layer safely (device node, escaping path, ...)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class InputFileError(InvalidInput):
+    """A file given as input that regfp will not read: not a regular file (a FIFO would block, a device
+    never ends), or larger than what is read whole from such a file."""
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")

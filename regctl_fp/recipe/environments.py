@@ -133,18 +133,27 @@ def _cert_fingerprint(path: Path) -> str | None:
     import base64
     import binascii
 
+    from ..errors import InputFileError
+    from ..regularfile import PEM_LIMIT, read_regular
+
     try:
-        blocks = [b for kind, b in pem_blocks(path.read_bytes()) if kind == "CERTIFICATE"]
+        data = read_regular(path, PEM_LIMIT, "CA certificate")
+        blocks = [b for kind, b in pem_blocks(data) if kind == "CERTIFICATE"]
         body = b"".join(blocks[0].splitlines()[1:-1]) if blocks else b""
         return hashlib.sha256(base64.b64decode(body, validate=True)).hexdigest() if body else None
-    except (OSError, binascii.Error, ValueError):
+    except (OSError, InputFileError, binascii.Error, ValueError):
         return None  # reported when the CA is loaded, or below when planning
 
 
 def _read(lr: LoadedRecipe, rel: str, kp: tuple[str | int, ...]) -> bytes:
+    from ..errors import InputFileError
+    from ..regularfile import SMALL_FILE_LIMIT, read_regular
+
     path: Path = lr.resolve(rel)
     try:
-        return path.read_bytes()
+        return read_regular(path, SMALL_FILE_LIMIT, "file read into an image")
+    except InputFileError as e:
+        raise lr.error(kp, e.message) from None
     except OSError as e:
         raise lr.error(kp, f"{path}: cannot read ({e.strerror})") from None
 

@@ -16,32 +16,45 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import DigestMismatch, InvalidDocument, LayoutError, LockTimeout, NotFound, SizeMismatch
+from ..errors import (
+    DigestMismatch,
+    InputFileError,
+    InvalidDocument,
+    LayoutError,
+    LockTimeout,
+    NotFound,
+    SizeMismatch,
+)
 from ..oci import mediatypes as mt
 from ..oci.canonical import canonical_json
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.manifest import Index
 from ..oci.verify import VerifyingReader, read_verified
+from ..regularfile import open_regular, read_regular
 from .base import MANIFEST_LIMIT, closure
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
 LOCK_WAIT = 120.0  # seconds a writer waits for another before giving up
+# index.json is read whole: about 100,000 names fit, and a bigger one is damage, not a layout.
+INDEX_LIMIT = 32 << 20
 
 
 class LayoutStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._session_fd: int | None = None
+        self._private_checked = False
         # index.json parsed, with the (inode, size, mtime) it was read at: it is only ever replaced by
         # rename, so an unchanged stat means unchanged content and the parse can be reused.
         self._index: tuple[tuple[int, int, int], Index] | None = None
@@ -54,9 +67,11 @@ class LayoutStore:
             raise LayoutError(str(p), "no such directory")
         layout_file = p / "oci-layout"
         try:
-            doc = json.loads(layout_file.read_bytes())
+            doc = json.loads(read_regular(layout_file, 64 << 10, "layout's oci-layout file"))
         except FileNotFoundError:
             raise LayoutError(str(p), "no 'oci-layout' file: not an OCI image layout") from None
+        except InputFileError as e:
+            raise LayoutError(str(p), f"'oci-layout' {e.reason}") from None
         except (OSError, ValueError) as e:
             raise LayoutError(str(p), f"unreadable 'oci-layout' file ({e})") from None
         if not isinstance(doc, dict) or doc.get("imageLayoutVersion") != "1.0.0":
@@ -132,9 +147,12 @@ class LayoutStore:
     def open_blob(self, desc: Descriptor) -> BinaryIO:
         path = self.blob_path(desc.digest)
         try:
-            raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+            # Not following a link: a blob is the layout's own file, never one planted elsewhere.
+            raw = open_regular(path, follow=False)
         except FileNotFoundError:
             raise NotFound(f"blob {desc.digest}", self.location) from None
+        except InputFileError as e:
+            raise LayoutError(str(self.path), f"blob {desc.digest} {e.reason}") from None
         return VerifyingReader(raw, desc.digest, desc.size, f"blob {desc.digest} in {self.path}")  # type: ignore[return-value]
 
     def read_blob(self, desc: Descriptor, limit: int) -> bytes:
@@ -170,14 +188,22 @@ class LayoutStore:
     def read_index(self) -> Index:
         path = self.path / "index.json"
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 st = os.fstat(f.fileno())
                 key = (st.st_ino, st.st_size, st.st_mtime_ns)
                 if self._index is not None and self._index[0] == key:
                     return self._index[1]
-                data = f.read()
+                if st.st_size > INDEX_LIMIT:
+                    raise LayoutError(str(self.path), f"index.json is {st.st_size} bytes, over the limit of "
+                                                      f"{INDEX_LIMIT >> 20} MiB for a layout's index")
+                data = f.read(INDEX_LIMIT + 1)
+        except InputFileError as e:
+            raise LayoutError(str(self.path), f"index.json {e.reason}") from None
         except OSError as e:
             raise LayoutError(str(self.path), f"cannot read index.json ({e.strerror})") from None
+        if len(data) > INDEX_LIMIT:
+            raise LayoutError(str(self.path), f"index.json grew over the limit of {INDEX_LIMIT >> 20} MiB "
+                                              "while it was read")
         try:
             index = Index.parse(data, mt.OCI_INDEX, what="index.json")
         except InvalidDocument as e:  # e.what says where: "index.json entry 3"
@@ -240,39 +266,39 @@ class LayoutStore:
             yield
 
     # -- gc -----------------------------------------------------------------------------------------
-    def gc(self, *, dry_run: bool = False) -> GcReport:
+    def gc(self, *, dry_run: bool = False, dropping: Collection[str] = ()) -> GcReport:
         """Delete blobs no name reaches, and temp files of dead writers.
 
-        The base an image names in ``org.opencontainers.image.base.digest`` is kept with it while the
-        layout still holds that base's manifest: rebasing (patch) finds the old base that way.
+        ``dropping`` names count as gone already: a dry run that drops names (expired debug images)
+        reports exactly what the real run, which removes those names first, then deletes. The base an
+        image names in ``org.opencontainers.image.base.digest`` is kept with it while the layout still
+        holds that base's manifest: rebasing (patch) finds the old base that way. Only the layout's own
+        files are touched: a ``blobs`` directory that is a link elsewhere is refused (``blob_dirs``), and
+        a link in it is removed as a link, never followed.
         """
         with self._lock("session", shared=False), self._lock("index"):
-            roots = list(self.read_index().manifests)
+            roots = [d for d in self.read_index().manifests if d.ref_name is None or d.ref_name not in dropping]
             keep = closure(self, roots, missing_ok=True)
             keep = self._with_bases(keep)
             removed: list[tuple[Digest, int]] = []
-            blobs = self.path / "blobs"
-            for alg_dir in sorted(blobs.iterdir()) if blobs.is_dir() else []:
-                if not alg_dir.is_dir():
-                    continue
+            for alg_dir in self.blob_dirs():
                 for blob in sorted(alg_dir.iterdir()):
                     try:
                         digest = Digest(alg_dir.name, blob.name)
                     except Exception:  # not a blob name; leave foreign files alone
                         continue
-                    if digest in keep:
+                    st = blob.lstat()
+                    if digest in keep or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                         continue
-                    removed.append((digest, blob.stat().st_size))
+                    removed.append((digest, st.st_size))
                     if not dry_run:
                         blob.unlink()
-            stale = 0
-            tmp = self.path / ".regfp" / "tmp"
-            if tmp.is_dir():
-                for leftover in tmp.iterdir():
-                    stale += 1
-                    if not dry_run:
-                        leftover.unlink(missing_ok=True)
-        return GcReport(removed=tuple(removed), kept=len(keep), temp_files=stale)
+            # Every writer holds the session lock we hold exclusively: whatever is in tmp is abandoned.
+            leftovers = [p for p in self._private_tmp().iterdir() if not p.is_dir() or p.is_symlink()]
+            if not dry_run:
+                for leftover in leftovers:
+                    leftover.unlink(missing_ok=True)
+        return GcReport(removed=tuple(removed), kept=len(keep), temp_files=len(leftovers))
 
     def _with_bases(self, keep: dict[Digest, Descriptor]) -> dict[Digest, Descriptor]:
         from ..oci.manifest import Manifest
@@ -299,6 +325,22 @@ class LayoutStore:
                         todo.append(fd)
         return keep
 
+    def blob_dirs(self) -> list[Path]:
+        """The layout's own ``blobs/<algorithm>`` directories, for code that walks or deletes blob files.
+
+        A ``blobs`` or ``blobs/<algorithm>`` that is a symbolic link is refused: walking it would verify
+        or delete files that are not the layout's (a link to a shared blob store, or a planted one).
+        """
+        blobs = self.path / "blobs"
+        _own_directory(blobs, self.path, missing_ok=True)
+        found = []
+        for alg_dir in sorted(blobs.iterdir()) if blobs.is_dir() else []:
+            if alg_dir.is_symlink():
+                _own_directory(alg_dir, self.path)  # raises
+            if alg_dir.is_dir():
+                found.append(alg_dir)
+        return found
+
     # -- internals ----------------------------------------------------------------------------------
     def _fsync_blob_dirs(self) -> None:
         blobs = self.path / "blobs"
@@ -309,7 +351,15 @@ class LayoutStore:
     def _private(self) -> Path:
         d = self.path / ".regfp"
         (d / "tmp").mkdir(parents=True, exist_ok=True)
+        if not self._private_checked:
+            # Locks and temp files go here, and gc empties tmp: a link to elsewhere would put them there.
+            _own_directory(d, self.path)
+            _own_directory(d / "tmp", self.path)
+            self._private_checked = True
         return d
+
+    def _private_tmp(self) -> Path:
+        return self._private() / "tmp"
 
     def _enter_session(self) -> None:
         """Hold the shared session lock for this store's lifetime, so gc waits for us."""
@@ -455,6 +505,21 @@ def _flock(fd: int, op: int, where: str) -> None:
             if time.monotonic() > deadline:
                 raise LockTimeout(where, f"another regfp process held the lock for {LOCK_WAIT:.0f} s") from None
             time.sleep(0.01)
+
+
+def _own_directory(path: Path, layout: Path, *, missing_ok: bool = False) -> None:
+    """Refuse ``path`` unless it is a real directory (not a link to one) or, with ``missing_ok``, absent."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise LayoutError(str(layout), f"{path.relative_to(layout)} is missing") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise LayoutError(str(layout), f"{path.relative_to(layout)} is a symbolic link (to {os.readlink(path)}); "
+                                       "gc and verify work only on the layout's own files")
+    if not stat.S_ISDIR(st.st_mode):
+        raise LayoutError(str(layout), f"{path.relative_to(layout)} is not a directory")
 
 
 def _fsync_dir(path: Path) -> None:
