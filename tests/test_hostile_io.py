@@ -6,11 +6,18 @@ no traceback, no hang, no unbounded memory."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import resource
 import subprocess
 import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -144,7 +151,6 @@ def test_layout_blob_that_is_a_fifo(tmp_path: Path, command: str) -> None:
 # -- 14. a layout whose blob directory is a link out of it ------------------------------------------------
 def _outside_blobs(tmp: Path, layout: Path) -> tuple[Path, list[Path]]:
     """A directory outside the layout with digest-named files that no name of the layout reaches."""
-    import hashlib
 
     outside = tmp / "elsewhere"
     outside.mkdir()
@@ -220,3 +226,190 @@ def test_gc_dry_run_reports_exactly_what_gc_removes(tmp_path: Path) -> None:
     assert {r["digest"] for r in dry["removed"]} == {r["digest"] for r in real["removed"]}
     assert {f"sha256:{h}" for h in before - after} == {r["digest"] for r in real["removed"]}
     assert (dry["freed"], dry["kept"], dry["tempFiles"]) == (real["freed"], real["kept"], real["tempFiles"])
+
+
+# -- 11. and 12. a hostile registry ------------------------------------------------------------------------
+Reply = Callable[[BaseHTTPRequestHandler], None]
+
+
+class HostileRegistry:
+    """A stdlib HTTP server on 127.0.0.1 that answers each path (longest matching prefix) its own way."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Reply] = {}
+        routes = self.routes
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                path = self.path.split("?")[0]
+                match = max((p for p in routes if path.startswith(p)), key=len, default=None)
+                try:
+                    if match is None:
+                        send(self, 404, b'{"errors": [{"code": "NAME_UNKNOWN", "message": "no"}]}')
+                    else:
+                        routes[match](self)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+            do_GET = do_HEAD = do_POST = do_PUT = _any
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileRegistry]:
+    server = HostileRegistry()
+    yield server
+    server.stop()
+
+
+def send(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    h.send_response(status)
+    for k, v in {"Content-Type": "application/json", "Content-Length": str(len(body)), **(headers or {})}.items():
+        h.send_header(k, v)
+    h.end_headers()
+    if h.command != "HEAD":
+        h.wfile.write(body)
+
+
+def endless(status: int, size: int = 100 << 20, prefix: bytes = b'{"token": "',
+            headers: dict[str, str] | None = None) -> Reply:
+    """An answer of ``size`` bytes (100 MB), sent in 1 MiB writes."""
+    def reply(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(status)
+        for k, v in {"Content-Type": "application/json", "Content-Length": str(size), **(headers or {})}.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(prefix)
+        block = b"a" * (1 << 20)
+        left = size - len(prefix)
+        while left > 0:
+            h.wfile.write(block[:left])
+            left -= len(block)
+    return reply
+
+
+@functools.cache
+def GZIP_BOMB() -> bytes:
+    """200 MB of JSON in under 1 MB of gzip."""
+    z = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b" " * (1 << 20)
+    return b"".join([z.compress(b"{"), *(z.compress(block) for _ in range(200)), z.compress(b"}"), z.flush()])
+
+
+def bearer(realm_host: str) -> Reply:
+    return lambda h: send(h, 401, b"{}", {"WWW-Authenticate": f'Bearer realm="http://{realm_host}/token",service="s"'})
+
+
+def ok_v2(h: BaseHTTPRequestHandler) -> None:
+    send(h, 200, b"{}")
+
+
+@pytest.mark.parametrize("case", ["token", "token-refused", "v2-ok", "v2-error", "v2-gzip-bomb"])
+def test_registry_answers_without_end(hostile: HostileRegistry, case: str) -> None:
+    """Success answers read whole are refused above 16 MiB; error answers are read only for their message.
+    The error answers are 400 MB: read whole, they would not fit under the memory cap."""
+    routes = {
+        "token": {"/v2/": bearer(hostile.host), "/token": endless(200)},
+        "token-refused": {"/v2/": bearer(hostile.host), "/token": endless(401, 400 << 20)},
+        "v2-ok": {"/v2/": endless(200, prefix=b"{")},
+        "v2-error": {"/v2/": endless(400, 400 << 20, prefix=b"{")},
+        "v2-gzip-bomb": {"/v2/": lambda h: send(h, 200, GZIP_BOMB(), {"Content-Encoding": "gzip"})},
+    }[case]
+    hostile.routes.update(routes)
+    started = time.monotonic()
+    proc = run_capped("inspect", f"{hostile.host}/repo:1", "--json")
+    needle = {"v2-error": "not a distribution registry", "token-refused": "refused to issue a token"}.get(
+        case, "larger than 16 MiB")
+    assert_clean_failure(proc, 1, needle)
+    assert json.loads(proc.stdout)["error"]["exitCode"] == 1
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("command", ["inspect", "verify", "gc", "copy"])
+def test_layout_index_of_a_gigabyte(tmp_path: Path, command: str) -> None:
+    layout = tmp_path / "layout"
+    (layout / "blobs/sha256").mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    with open(layout / "index.json", "wb") as f:  # sparse: 1 GB that takes no disk
+        f.write(b'{"schemaVersion": 2, "manifests": [')
+        f.truncate(1 << 30)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/a").write_text("a\n")
+    args = {"inspect": ["inspect", f"oci:{layout}:x"], "verify": ["verify", str(layout)], "gc": ["gc", str(layout)],
+            "copy": ["copy", f"dir:{tmp_path / 'src'}", f"oci:{layout}:x"]}[command]
+    assert_clean_failure(run_capped(*args), 1, "index.json", "over the limit")
+
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def serve_image(hostile: HostileRegistry, config: bytes, config_reply: Reply) -> None:
+    """``repo:1``, a manifest whose config blob (of ``config``'s digest and size) is answered by ``config_reply``."""
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [], "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json", "size": len(config),
+        "digest": f"sha256:{hashlib.sha256(config).hexdigest()}"}}).encode()
+    headers = {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": f"sha256:{hashlib.sha256(manifest).hexdigest()}"}
+    hostile.routes["/v2/"] = ok_v2
+    hostile.routes["/v2/repo/manifests/"] = lambda h: send(h, 200, manifest, headers)
+    hostile.routes["/v2/repo/blobs/sha256:"] = config_reply
+
+
+def trickle(body: bytes, every: float = 0.5) -> Reply:
+    """``body``, one byte every ``every`` seconds."""
+    def reply(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.send_header("Content-Type", "application/octet-stream")
+        h.end_headers()
+        for i in range(len(body)):
+            h.wfile.write(body[i:i + 1])
+            h.wfile.flush()
+            time.sleep(every)
+    return reply
+
+
+def test_blob_redirect_loop(hostile: HostileRegistry, tmp_path: Path) -> None:
+    def loop(h: BaseHTTPRequestHandler) -> None:
+        send(h, 307, b"", {"Location": h.path})
+
+    serve_image(hostile, b"{}", loop)
+    proc = run_capped("copy", f"{hostile.host}/repo:1", f"oci:{tmp_path / 'out'}:x")
+    assert_clean_failure(proc, 1, "redirect loop", "/v2/repo/blobs/sha256:")
+
+
+@pytest.mark.parametrize("what", ["blob", "token"])
+def test_trickling_transfer_times_out(hostile: HostileRegistry, tmp_path: Path, what: str) -> None:
+    """1 byte every 0.5 s never trips the read timeout; the overall deadline (here 1 s + 1 s per 1000
+    bytes: 4 s for the 3000-byte blob) does."""
+    config = json.dumps({"pad": "x" * 3000})[:3000].encode()
+    if what == "blob":
+        serve_image(hostile, config, trickle(config))
+    else:
+        hostile.routes["/v2/"] = bearer(hostile.host)
+        hostile.routes["/token"] = trickle(b'{"token": "' + b"t" * 3000 + b'"}')
+    env = dict(os.environ, REGFP_MIN_RATE="1000", REGFP_TRANSFER_GRACE="1")
+    started = time.monotonic()
+    proc = run_capped("copy", f"{hostile.host}/repo:1", f"oci:{tmp_path / 'out'}:x", env=env)
+    took = time.monotonic() - started
+    assert_clean_failure(proc, 1, "too slow")
+    assert 1 < took < 20, took
+    if what == "blob":
+        assert "4 s allowed" in proc.stderr and "REGFP_MIN_RATE" in proc.stderr
+
+
+def test_transfer_rate_settings_are_checked(tmp_path: Path) -> None:
+    env = dict(os.environ, REGFP_MIN_RATE="fast")
+    assert_clean_failure(run_capped("inspect", "127.0.0.1:1/repo:1", env=env), 2, "REGFP_MIN_RATE")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import InvalidInput, RefError
 from ..oci import mediatypes as mt
 from ..refs import DirRef, LayoutRef, Ref, RegistryRef, parse_registry
-from . import output
+from . import edge, output
 from .progress import progress_bar
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def client_options(host: str, flags: Flags) -> ClientOptions:
     name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
     local = name in ("localhost", "127.0.0.1", "[::1]")
     plain = host in flags.insecure or name in flags.insecure or (local and not cas)
-    return ClientOptions(plain_http=plain, ca_files=tuple(cas))
+    return ClientOptions(plain_http=plain, ca_files=tuple(cas), rate=edge.transfer_rate())
 
 
 @contextmanager

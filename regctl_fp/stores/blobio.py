@@ -16,6 +16,7 @@ from ..oci.digest import Digest
 from ..oci.verify import VerifyingReader
 from ._httpx import httpx
 from .auth import PULL, PUSH, repo_scope
+from .bounded import Deadline
 from .transport import RETRY_STATUS, RegistryClient, _describe, _retry_after
 
 CHUNK = 1 << 20
@@ -37,7 +38,9 @@ def push_scope(repository: str) -> frozenset[str]:
 class RemoteBlobReader:
     """The raw bytes of ``GET /v2/<repo>/blobs/<digest>``. A connection that breaks or stalls is
     reopened with ``Range: bytes=<offset>-``, so a long download survives it without starting over.
-    Wrap it in a ``VerifyingReader``: nothing here checks the content."""
+    The whole download, reopenings included, must finish within the time the client's minimum rate
+    allows for the blob's size: a server that trickles bytes fails it. Wrap it in a
+    ``VerifyingReader``: nothing here checks the content."""
 
     def __init__(self, client: RegistryClient, repository: str, desc: Descriptor) -> None:
         self._client = client
@@ -49,6 +52,7 @@ class RemoteBlobReader:
         self._resp: httpx.Response | None = None
         self._chunks: Iterator[bytes] | None = None
         self._pending = b""
+        self._deadline = Deadline(client.options.rate, client.options.timing.monotonic)
         self._open()
 
     def _open(self) -> None:
@@ -101,7 +105,20 @@ class RemoteBlobReader:
             self._offset += len(chunk)
             if chunk:
                 self._failures = 0
+                self._check_deadline()
             return chunk
+
+    def _check_deadline(self) -> None:
+        if self._deadline.exceeded(self._desc.size):
+            if self._resp is not None:
+                self._resp.close()
+            rate = self._deadline.rate
+            status = self._resp.status_code if self._resp is not None else None
+            raise RegistryError("GET", self._client.url(self._path), status, None,
+                                f"too slow: {self._offset} of {self._desc.size} bytes in "
+                                f"{self._deadline.elapsed:.0f} s, over the {rate.allowed(self._desc.size):.0f} s "
+                                f"allowed for this blob ({rate.describe()}; set REGFP_MIN_RATE and "
+                                "REGFP_TRANSFER_GRACE to change that)")
 
     def _reopen_after(self, e: Exception) -> None:
         if self._resp is not None:
@@ -112,6 +129,7 @@ class RemoteBlobReader:
             why = _describe(e, self._failures) if isinstance(e, httpx.TransportError) else str(e)
             raise RegistryError("GET", self._client.url(self._path), None, None,
                                 f"{why}; got {self._offset} of {self._desc.size} bytes") from None
+        self._check_deadline()
         self._client.stats.add("retries")
         timing = self._client.options.timing
         timing.sleep(policy.backoff(self._failures - 1, timing.random()))
