@@ -24,6 +24,9 @@ import pytest
 from conftest import regfp
 from pki import make_ca
 from project import make_project
+from registry_support import Registry
+
+pytest_plugins = ["registry_fixtures"]
 
 MEMORY_CAP = 600 << 20  # bytes of address space; regfp itself needs about 50 MB
 NOW = "2026-06-10T12:00:00Z"
@@ -413,3 +416,55 @@ def test_trickling_transfer_times_out(hostile: HostileRegistry, tmp_path: Path, 
 def test_transfer_rate_settings_are_checked(tmp_path: Path) -> None:
     env = dict(os.environ, REGFP_MIN_RATE="fast")
     assert_clean_failure(run_capped("inspect", "127.0.0.1:1/repo:1", env=env), 2, "REGFP_MIN_RATE")
+
+
+# -- 13. a full disk -----------------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs (needs root to mount), unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        if os.environ.get("REGFP_REQUIRE_TOOLS"):
+            pytest.fail(f"cannot mount a tmpfs: {proc.stderr}")
+        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("where", ["base", "source", "source-last-write"])
+def test_disk_full_during_a_build(tmp_path: Path, small_disk: Path, where: str) -> None:
+    """Incompressible data that does not fit, in the base directory or in the Git source; in the last case
+    it fits but for its last write, where a short write could go unnoticed."""
+    repo = make_project(tmp_path)
+    data = os.urandom((2 << 20) - (60 << 10) if where == "source-last-write" else 3 << 20)
+    if where == "base":
+        (tmp_path / "bases/os-1/big.bin").write_bytes(data)
+    else:
+        repo.write("app/big.bin", data)
+        repo.commit("big")
+    recipe = tmp_path / "recipe.yaml"
+    layout = small_disk / "out"
+    recipe.write_text(recipe.read_text().replace("output: {layout: out}", f"output: {{layout: {layout}}}"))
+    proc = run_capped("build", str(recipe), "--now", NOW, "--json")
+    assert_clean_failure(proc, 1, f"OCI layout {layout}", "No space left on device")
+    assert "cannot read" not in proc.stderr
+    assert json.loads(proc.stdout)["error"]["exitCode"] == 1
+    assert not [p for p in (layout / ".regfp/tmp").iterdir()], "temp files left behind"
+    verified = run_capped("verify", str(layout))
+    assert verified.returncode == 0, verified.stderr
+
+
+def test_disk_full_while_spooling_a_push(tmp_path: Path, small_disk: Path, registry: Registry) -> None:
+    """A layer made on the fly for a registry is spooled to TMPDIR first; that disk filling up is said so."""
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree/big.bin").write_bytes(os.urandom(3 << 20))
+    env = dict(os.environ, TMPDIR=str(small_disk), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    proc = run_capped("copy", f"dir:{tmp_path / 'tree'}", f"{registry.host}/full/spool:1", env=env)
+    assert_clean_failure(proc, 1, str(small_disk), "No space left on device")
+    assert "cannot read" not in proc.stderr
+    assert not list(small_disk.iterdir())

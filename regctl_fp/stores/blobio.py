@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from ..errors import DigestMismatch, NotFound, RegistryError, SizeMismatch
+from ..errors import DigestMismatch, NotFound, RegfpError, RegistryError, SizeMismatch
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.verify import VerifyingReader
@@ -356,14 +356,25 @@ class SpoolSink:
 
     def __init__(self, upload: Callable[[Descriptor, Opener], None], spool_dir: str | None = None) -> None:
         self._upload = upload
-        self._file = tempfile.TemporaryFile(prefix="regfp-blob-", dir=spool_dir)  # noqa: SIM115
+        self._dir = spool_dir or tempfile.gettempdir()
+        try:
+            self._file = tempfile.TemporaryFile(prefix="regfp-blob-", dir=spool_dir)  # noqa: SIM115
+        except OSError as e:
+            raise self._failed(e) from None
         self._hash = hashlib.sha256()
         self._size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._hash.update(data)
         self._size += len(data)
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as e:
+            raise self._failed(e) from None
+
+    def _failed(self, e: OSError) -> RegfpError:
+        # Not the OSError itself: a full spool disk must not read as "cannot read" on the file being copied.
+        return RegfpError(f"cannot spool a blob for upload in {self._dir} (TMPDIR): {e.strerror or e}")
 
     def commit(self, media_type: str, expected: Descriptor | None = None) -> Descriptor:
         try:
@@ -374,14 +385,20 @@ class SpoolSink:
                 if expected.digest != digest:
                     raise DigestMismatch(f"blob {expected.digest}", expected.digest.text, digest.text)
             desc = Descriptor(media_type, digest, self._size)
-            self._file.flush()
+            try:
+                self._file.flush()
+            except OSError as e:
+                raise self._failed(e) from None
             self._upload(desc, self._reopen)
             return desc
         finally:
-            self._file.close()
+            self.abort()
 
     def abort(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # flushing what was buffered failed (a full disk): it is being thrown away anyway
 
     def _reopen(self) -> BinaryIO:
         self._file.seek(0)

@@ -386,13 +386,21 @@ class LayoutStore:
             os.close(fd)
 
     def _replace_file(self, name: str, data: bytes) -> None:
-        tmp = _durable_temp(self._private() / "tmp", name, data)
         try:
-            os.replace(tmp, self.path / name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.path)
+            tmp = _durable_temp(self._private() / "tmp", name, data)
+            try:
+                os.replace(tmp, self.path / name)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            _fsync_dir(self.path)
+        except OSError as e:
+            raise self.write_failed(e, name) from None
+
+    def write_failed(self, e: OSError, what: str = "a blob") -> LayoutError:
+        """The error for a failed write into the layout: the layout's fault, never the input's (a full
+        disk must not read as "cannot read" on the file being copied), so exit 1 naming the layout."""
+        return LayoutError(str(self.path), f"cannot write {what}: {e.strerror or e}")
 
 
 @dataclass(frozen=True)
@@ -411,7 +419,10 @@ class _FileSink:
 
     def __init__(self, store: LayoutStore, *, hashing: bool = True) -> None:
         self._store = store
-        fd, name = tempfile.mkstemp(prefix="blob.", dir=store._private() / "tmp")
+        try:
+            fd, name = tempfile.mkstemp(prefix="blob.", dir=store._private() / "tmp")
+        except OSError as e:
+            raise store.write_failed(e) from None
         self._tmp = Path(name)
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._hash = hashlib.sha256() if hashing else None
@@ -421,7 +432,14 @@ class _FileSink:
         if self._hash is not None:
             self._hash.update(data)
         self._size += len(data)
-        self._file.write(data)
+        view = memoryview(data)
+        try:
+            # Unbuffered, so a write may be short (a disk filling up takes what fits): write the rest,
+            # which then fails with the reason, rather than commit a blob that lacks its tail.
+            while view:
+                view = view[self._file.write(view) or 0:]
+        except OSError as e:
+            raise self._store.write_failed(e) from None
 
     def commit(self, media_type: str, expected: Descriptor | None = None) -> Descriptor:
         if self._hash is None:  # the source stream verified the content against ``expected`` already
@@ -444,6 +462,9 @@ class _FileSink:
             final = self._store.blob_path(digest)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._tmp, final)
+        except OSError as e:
+            self.abort()
+            raise self._store.write_failed(e) from None
         except BaseException:
             self.abort()
             raise
