@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -359,9 +360,10 @@ def test_layout_index_of_a_gigabyte(tmp_path: Path, command: str) -> None:
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-def serve_image(hostile: HostileRegistry, config: bytes, config_reply: Reply) -> None:
+def serve_image(hostile: HostileRegistry, config: bytes, config_reply: Reply,
+                layers: list[dict[str, object]] | None = None) -> None:
     """``repo:1``, a manifest whose config blob (of ``config``'s digest and size) is answered by ``config_reply``."""
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [], "config": {
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": layers or [], "config": {
         "mediaType": "application/vnd.oci.image.config.v1+json", "size": len(config),
         "digest": f"sha256:{hashlib.sha256(config).hexdigest()}"}}).encode()
     headers = {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": f"sha256:{hashlib.sha256(manifest).hexdigest()}"}
@@ -468,3 +470,88 @@ def test_disk_full_while_spooling_a_push(tmp_path: Path, small_disk: Path, regis
     assert_clean_failure(proc, 1, str(small_disk), "No space left on device")
     assert "cannot read" not in proc.stderr
     assert not list(small_disk.iterdir())
+
+
+# -- 15. SIGTERM, and temp files of writers that were killed --------------------------------------------
+def serve_trickling_layers(hostile: HostileRegistry, layers: int) -> None:
+    """``repo:1`` with a config served at once and ``layers`` layers that trickle (one byte per 0.5 s)."""
+    config = b'{"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}'
+    blobs = [os.urandom(4096) for _ in range(layers)]
+    desc = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": len(b),
+             "digest": f"sha256:{hashlib.sha256(b).hexdigest()}"} for b in blobs]
+    serve_image(hostile, config, lambda h: send(h, 200, config), layers=desc)
+    for d, b in zip(desc, blobs, strict=True):
+        hostile.routes[f"/v2/repo/blobs/{d['digest']}"] = trickle(b)
+
+
+def temps(layout: Path) -> list[Path]:
+    tmp = layout / ".regfp/tmp"
+    return sorted(tmp.iterdir()) if tmp.is_dir() else []
+
+
+def wait_for_temps(layout: Path, count: int, proc: subprocess.Popen[str]) -> list[Path]:
+    deadline = time.monotonic() + 20
+    while len(found := temps(layout)) < count:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"no {count} temp files in {layout}: {found}"
+        time.sleep(0.05)
+    return found
+
+
+def start_copy(hostile: HostileRegistry, layout: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "regctl_fp", "copy", f"{hostile.host}/repo:1", f"oci:{layout}:x",
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_cap_memory)
+
+
+def test_sigterm_is_an_interrupt(hostile: HostileRegistry, tmp_path: Path) -> None:
+    """Three blobs copied in parallel, each trickling: SIGTERM stops all three at once, removes their temp
+    files and exits 143 with a JSON error, as Ctrl-C does with 130."""
+    serve_trickling_layers(hostile, 3)
+    layout = tmp_path / "out"
+    proc = start_copy(hostile, layout, "--json")
+    try:
+        wait_for_temps(layout, 3, proc)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert time.monotonic() - signalled < 10
+    assert proc.returncode == 143, err
+    assert json.loads(out)["error"] == {"message": "terminated (SIGTERM)", "type": "Terminated", "exitCode": 143}
+    assert "Traceback" not in err and "terminated" in err
+    assert temps(layout) == []
+
+
+def test_temp_files_of_a_killed_writer_go_with_the_next_writer(hostile: HostileRegistry, tmp_path: Path) -> None:
+    serve_trickling_layers(hostile, 2)
+    layout = tmp_path / "out"
+    killed = start_copy(hostile, layout)
+    try:
+        left = wait_for_temps(layout, 2, killed)
+    finally:
+        killed.kill()
+        killed.communicate(timeout=30)
+    assert temps(layout) == left
+    # A writer that is alive, in the middle of a blob: its temp file must survive the sweep.
+    live = subprocess.Popen([sys.executable, "-c", "import sys\n"
+                             "from regctl_fp.stores.layout import LayoutStore\n"
+                             "sink = LayoutStore.open_or_create(sys.argv[1]).blob_sink()\n"
+                             "sink.write(b'half a blob')\n"
+                             "print('writing', flush=True)\n"
+                             "sys.stdin.read()\n"
+                             "sink.abort()\n", str(layout)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout is not None and live.stdout.readline() == "writing\n"
+        alive = [p for p in temps(layout) if p not in left]
+        assert len(alive) == 1
+        (tmp_path / "src").mkdir()
+        (tmp_path / "src/a").write_text("a\n")
+        regfp("copy", f"dir:{tmp_path / 'src'}", f"oci:{layout}:y", env=dict(
+            os.environ, XDG_CACHE_HOME=str(tmp_path / "cache")))
+        assert temps(layout) == alive
+    finally:
+        live.communicate("", timeout=30)
+    assert temps(layout) == []

@@ -6,6 +6,10 @@ at any point leaves a valid layout and concurrent writers never lose each other'
 a shared "session" lock from ``open_or_create`` on, which ``gc`` takes exclusively, so gc never deletes
 a blob that a running writer has stored, or found and skipped, but not yet named. Every read is
 checked against its digest and size.
+
+A temp file is flock-ed by its writer from its creation until it is renamed or removed, so a temp
+whose lock can be taken was left by a writer that died (killed, or the machine went down): the next
+writer to open the layout removes those (``_sweep_abandoned``), and gc does too.
 """
 
 from __future__ import annotations
@@ -293,12 +297,8 @@ class LayoutStore:
                     removed.append((digest, st.st_size))
                     if not dry_run:
                         blob.unlink()
-            # Every writer holds the session lock we hold exclusively: whatever is in tmp is abandoned.
-            leftovers = [p for p in self._private_tmp().iterdir() if not p.is_dir() or p.is_symlink()]
-            if not dry_run:
-                for leftover in leftovers:
-                    leftover.unlink(missing_ok=True)
-        return GcReport(removed=tuple(removed), kept=len(keep), temp_files=len(leftovers))
+            leftovers = _sweep_abandoned(self._private(), str(self.path), remove=not dry_run)
+        return GcReport(removed=tuple(removed), kept=len(keep), temp_files=leftovers)
 
     def _with_bases(self, keep: dict[Digest, Descriptor]) -> dict[Digest, Descriptor]:
         from ..oci.manifest import Manifest
@@ -358,19 +358,21 @@ class LayoutStore:
             self._private_checked = True
         return d
 
-    def _private_tmp(self) -> Path:
-        return self._private() / "tmp"
-
     def _enter_session(self) -> None:
-        """Hold the shared session lock for this store's lifetime, so gc waits for us."""
+        """Hold the shared session lock for this store's lifetime, so gc waits for us; on entering,
+        remove what writers that died left in ``.regfp/tmp``."""
         if self._session_fd is None:
-            fd = os.open(self._private() / "session.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self._private() / "session.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 _flock(fd, fcntl.LOCK_SH, str(self.path))
             except BaseException:
                 os.close(fd)
                 raise
             self._session_fd = fd
+            try:
+                _sweep_abandoned(self._private(), str(self.path), remove=True)
+            except OSError:
+                pass  # only tidying: a temp that cannot be removed now is gc's, or the next writer's
 
     @contextmanager
     def _lock(self, which: str, *, shared: bool = False) -> Iterator[None]:
@@ -378,21 +380,19 @@ class LayoutStore:
             # Upgrading our own shared lock would deadlock with other holders; drop it first.
             os.close(self._session_fd)
             self._session_fd = None
-        fd = os.open(self._private() / f"{which}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            _flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, str(self.path))
+        with _locked(self._private() / f"{which}.lock", fcntl.LOCK_SH if shared else fcntl.LOCK_EX, str(self.path)):
             yield
-        finally:
-            os.close(fd)
 
     def _replace_file(self, name: str, data: bytes) -> None:
         try:
-            tmp = _durable_temp(self._private() / "tmp", name, data)
+            fd, tmp = _durable_temp(self._private(), name, data, str(self.path))
             try:
                 os.replace(tmp, self.path / name)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
+            finally:
+                os.close(fd)
             _fsync_dir(self.path)
         except OSError as e:
             raise self.write_failed(e, name) from None
@@ -420,10 +420,9 @@ class _FileSink:
     def __init__(self, store: LayoutStore, *, hashing: bool = True) -> None:
         self._store = store
         try:
-            fd, name = tempfile.mkstemp(prefix="blob.", dir=store._private() / "tmp")
+            fd, self._tmp = _new_temp(store._private(), "blob.", str(store.path))
         except OSError as e:
             raise store.write_failed(e) from None
-        self._tmp = Path(name)
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._hash = hashlib.sha256() if hashing else None
         self._size = 0
@@ -457,11 +456,11 @@ class _FileSink:
                     raise DigestMismatch(f"blob {expected.digest}", expected.digest.text, digest.text)
                 digest = expected.digest if expected.digest.algorithm != "sha256" else digest
             os.fsync(self._file.fileno())
-            self._file.close()
             os.chmod(self._tmp, 0o644)
             final = self._store.blob_path(digest)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._tmp, final)
+            self._file.close()  # only now: while open (and locked), the temp file is marked as in use
         except OSError as e:
             self.abort()
             raise self._store.write_failed(e) from None
@@ -471,9 +470,9 @@ class _FileSink:
         return Descriptor(media_type, digest, self._size)
 
     def abort(self) -> None:
+        self._tmp.unlink(missing_ok=True)  # before closing, which releases the lock that marks it in use
         if not self._file.closed:
             self._file.close()
-        self._tmp.unlink(missing_ok=True)
 
 
 def _populate(directory: Path) -> None:
@@ -491,29 +490,86 @@ def _populate(directory: Path) -> None:
         target = directory / name
         if target.exists():
             continue
-        tmp = _durable_temp(tmp_dir, name, data)
+        fd, tmp = _durable_temp(directory / ".regfp", name, data, str(directory))
         try:
             os.link(tmp, target)
         except FileExistsError:
             pass
         finally:
             tmp.unlink()
+            os.close(fd)
     _fsync_dir(directory)
 
 
-def _durable_temp(directory: Path, name: str, data: bytes) -> Path:
-    """``data`` in a new file (mode 0644) in ``directory``, on disk before it is put in place."""
-    fd, tmp = tempfile.mkstemp(prefix=f"{name}.", dir=directory)
+def _new_temp(private: Path, prefix: str, where: str) -> tuple[int, Path]:
+    """A new file in ``private/tmp``, open for writing and flock-ed while that descriptor stays open.
+
+    Creating it and taking its lock happen under the shared ``tmp.lock``, which ``_sweep_abandoned``
+    takes exclusively: so a sweep never finds a temp file in the instant before its writer locked it.
+    """
+    with _locked(private / "tmp.lock", fcntl.LOCK_SH, where):
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=private / "tmp")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else can hold it
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
+    return fd, Path(name)
+
+
+def _sweep_abandoned(private: Path, where: str, *, remove: bool) -> int:
+    """The temp files in ``private/tmp`` whose writer is gone (their lock can be taken): removed if
+    ``remove``; how many. Links and directories there are not regfp's and are left alone."""
+    tmp = private / "tmp"
+    found = 0
+    with _locked(private / "tmp.lock", fcntl.LOCK_EX, where):
+        for entry in os.scandir(tmp):
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its writer is alive
+                found += 1
+                if remove:
+                    os.unlink(entry.path)
+            finally:
+                os.close(fd)
+    return found
+
+
+def _durable_temp(private: Path, name: str, data: bytes, where: str) -> tuple[int, Path]:
+    """``data`` in a new temp file (mode 0644), on disk before it is put in place; the caller closes the
+    returned descriptor once the file has been renamed or linked (until then it is marked in use)."""
+    fd, tmp = _new_temp(private, f"{name}.", where)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.fchmod(fd, 0o644)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        os.close(fd)
         raise
-    return Path(tmp)
+    return fd, tmp
+
+
+@contextmanager
+def _locked(path: Path, op: int, where: str) -> Iterator[None]:
+    """Hold the flock ``op`` on the lock file ``path`` (created if needed) for the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        _flock(fd, op, where)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _flock(fd: int, op: int, where: str) -> None:
