@@ -128,13 +128,14 @@ def _layout_with_image(tmp: Path) -> tuple[Path, str, str]:
 
 
 def test_other_user_files_that_are_fifos(tmp_path: Path) -> None:
-    """--ssh-key of debug-image and --ca of verify are read whole too."""
+    """--ssh-key of debug-image, --ca of verify and --ca-file for registries are read whole too."""
     layout, name, _ = _layout_with_image(tmp_path)
     fifo = tmp_path / "key.pub"
     os.mkfifo(fifo)
     assert_clean_failure(run_capped("debug-image", str(tmp_path / "recipe.yaml"), "--ssh-key", str(fifo)), 2,
                          "a FIFO")
     assert_clean_failure(run_capped("verify", f"oci:{layout}:{name}", "--ca", str(fifo)), 2, "a FIFO")
+    assert_clean_failure(run_capped("inspect", "127.0.0.1:1/repo:1", "--ca-file", str(fifo)), 2, "a FIFO")
 
 
 @pytest.mark.parametrize("command", ["verify", "verify-layout", "copy", "inspect"])

@@ -42,8 +42,18 @@ _flags = Flags()
 def configure(insecure: list[str] | None = None, ca_file: str | None = None) -> None:
     """Record the registry flags of the running command (called by the typer command first)."""
     global _flags
-    if ca_file is not None and not Path(ca_file).is_file():
-        raise InvalidInput(f"--ca-file {ca_file}: no such file")
+    if ca_file is not None:
+        from ..errors import InputFileError
+        from ..regularfile import open_regular
+
+        try:
+            open_regular(ca_file).close()  # read later by OpenSSL, which would block on a FIFO
+        except FileNotFoundError:
+            raise InvalidInput(f"--ca-file {ca_file}: no such file") from None
+        except InputFileError as e:
+            raise InvalidInput(f"--ca-file {e.message}") from None
+        except OSError as e:
+            raise InvalidInput(f"--ca-file {ca_file}: cannot read ({e.strerror})") from None
     _flags = Flags(tuple(insecure or ()), ca_file)
 
 

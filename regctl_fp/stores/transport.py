@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from .. import __version__
 from ..errors import RegistryError
+from ..regularfile import PEM_LIMIT, read_regular
 from ._httpx import httpx
 from .auth import Authenticator, Credential, parse_challenges
 from .bounded import ERROR_BODY_LIMIT, Rate, read_body
@@ -299,7 +300,8 @@ class BlobLocations:
 def _ssl_context(ca_files: tuple[str, ...]) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     for ca in ca_files:
-        ctx.load_verify_locations(cafile=ca)
+        # Read here, as a regular file of bounded size: OpenSSL would block on a FIFO given as cafile.
+        ctx.load_verify_locations(cadata=read_regular(ca, PEM_LIMIT, "CA certificate").decode("ascii", "replace"))
     return ctx
 
 
