@@ -16,6 +16,16 @@ from typing import Any
 
 
 def main(argv: list[str] | None = None) -> None:
+    global _terminated
+    _terminated = False
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        _main(argv)
+    finally:  # for callers that run main in their own process (tests)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> None:
     import typer
 
     from ..errors import RegfpError
@@ -23,7 +33,6 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else list(argv)
     as_json = _wants_json(args)
-    signal.signal(signal.SIGTERM, _on_sigterm)
     if not args and "_REGFP_COMPLETE" not in os.environ:  # bare ``regfp``: help on stderr, bad usage
         command = typer.main.get_command(app)
         with command.make_context("regfp", [], resilient_parsing=True) as ctx:
@@ -130,6 +139,7 @@ def _usage_hint(e: Exception) -> None:
 def _fail(message: str, code: int, kind: str, as_json: bool, *, shown: bool = False) -> None:
     from .output import error, json_error
 
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the command is over: let nothing cut the report short
     if not shown:
         error(message)
     if as_json:
