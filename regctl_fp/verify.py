@@ -51,11 +51,12 @@ def verify_descriptor(store: Store, desc: Descriptor, report: Report, label: str
 def verify_layout(store: LayoutStore, progress: Progress = SILENT) -> Report:
     """Every named image, then every other blob file against the digest its file name claims."""
     report = Report()
+    blob_dirs = store.blob_dirs()  # first: a layout whose blobs live elsewhere is refused before any work
     entries = store.read_index().manifests
     for entry in entries:
         verify_descriptor(store, entry, report, entry.ref_name or entry.digest.text, progress)
     reached = _reachable(store, list(entries))
-    for alg_dir in store.blob_dirs():
+    for alg_dir in blob_dirs:
         for blob in sorted(alg_dir.iterdir()):
             try:
                 digest = Digest(alg_dir.name, blob.name)
