@@ -87,8 +87,11 @@ def _make_dev_zero(path: Path) -> None:
     path.symlink_to("/dev/zero")
 
 
-@pytest.mark.parametrize("command", ["plan", "build"])
-@pytest.mark.parametrize("source", ["files/prod.yaml", "pki/corp-root.pem", "pki/id-ca.pem", "pki/id-ca.key"])
+@pytest.mark.parametrize(("command", "source"), [
+    (command, source) for command in ("plan", "build")
+    for source in ("files/prod.yaml", "pki/corp-root.pem", "pki/id-ca.pem", "pki/id-ca.key")
+    if (command, source) != ("plan", "pki/id-ca.key")  # planning never reads the CA key
+])
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
 def test_environment_input_that_is_not_a_regular_file(tmp_path: Path, command: str, source: str,
                                                       kind: str) -> None:
@@ -96,10 +99,6 @@ def test_environment_input_that_is_not_a_regular_file(tmp_path: Path, command: s
     (_make_fifo if kind == "fifo" else _make_dev_zero)(tmp_path / source)
     args = [command, str(recipe)] + (["--now", NOW] if command == "build" else [])
     proc = run_capped(*args)
-    if command == "plan" and source.endswith(".key"):
-        # Planning never reads the CA key (no secrets are needed to plan).
-        assert proc.returncode == 0, proc.stderr
-        return
     if source == "pki/id-ca.pem":
         # The CA is fingerprinted while planning, by a function that reports only "unreadable".
         assert_clean_failure(proc, 2, f"{recipe}:", "not a readable PEM certificate", "identity.ca")
