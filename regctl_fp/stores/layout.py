@@ -59,6 +59,7 @@ class LayoutStore:
         self.path = path
         self._session_fd: int | None = None
         self._private_checked = False
+        self._swept = 0  # abandoned temp files this store removed when its writer session began
         # index.json parsed, with the (inode, size, mtime) it was read at: it is only ever replaced by
         # rename, so an unchanged stat means unchanged content and the parse can be reused.
         self._index: tuple[tuple[int, int, int], Index] | None = None
@@ -298,7 +299,9 @@ class LayoutStore:
                     if not dry_run:
                         blob.unlink()
             leftovers = _sweep_abandoned(self._private(), str(self.path), remove=not dry_run)
-        return GcReport(removed=tuple(removed), kept=len(keep), temp_files=leftovers)
+        # Counting those this store's own session swept already (dropping names first makes it a
+        # writer), so a run reports the same temp files as its dry run did.
+        return GcReport(removed=tuple(removed), kept=len(keep), temp_files=leftovers + self._swept)
 
     def _with_bases(self, keep: dict[Digest, Descriptor]) -> dict[Digest, Descriptor]:
         from ..oci.manifest import Manifest
@@ -370,7 +373,7 @@ class LayoutStore:
                 raise
             self._session_fd = fd
             try:
-                _sweep_abandoned(self._private(), str(self.path), remove=True)
+                self._swept += _sweep_abandoned(self._private(), str(self.path), remove=True)
             except OSError:
                 pass  # only tidying: a temp that cannot be removed now is gc's, or the next writer's
 
