@@ -86,13 +86,13 @@ def timed(cmd: list[str], runs: int) -> list[float]:
 
 _INNER = """
 import sys, time
-from regctl_fp.cli import edge
+from regctl_fp.cli.options import build_options
 from regctl_fp.refs import parse_ref
 from regctl_fp.sources import load_image
 from regctl_fp.stages.patch import patch_descriptor
 from regctl_fp.stores.layout import LayoutStore
 layout, name, new, out = sys.argv[1:5]
-options = edge.build_options()
+options = build_options()
 t = time.perf_counter()
 store = LayoutStore.open(layout)
 desc = store.resolve(name)

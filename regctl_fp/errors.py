@@ -17,9 +17,9 @@ from .oci.errors import (
 from .redaction import scrub
 
 __all__ = [
-    "CorruptLayer", "DigestMismatch", "DocumentTooLarge", "InvalidDigest", "InvalidDocument", "InvalidInput",
-    "LayerInputError", "LayoutError", "LockTimeout", "NotFound", "RecipeError", "RefError", "RegfpError",
-    "RegistryError", "SizeMismatch",
+    "CorruptLayer", "DigestMismatch", "DocumentTooLarge", "InputFileError", "InvalidDigest", "InvalidDocument",
+    "InvalidInput", "LayerInputError", "LayoutError", "LockTimeout", "NotFound", "RecipeError", "RefError",
+    "RegfpError", "RegistryError", "SizeMismatch",
     "VerificationError",
 ]
 
@@ -52,6 +52,16 @@ class CorruptLayer(VerificationError):
     def __init__(self, digest: str, reason: str) -> None:
         super().__init__(f"layer {digest}: {reason}")
         self.digest = digest
+        self.reason = reason
+
+
+class InputFileError(InvalidInput):
+    """A file given as input that regfp will not read: not a regular file (a FIFO would block, a device
+    never ends), or larger than what is read whole from such a file."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
         self.reason = reason
 
 

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import CorruptLayer, RegfpError
+from .errors import CorruptLayer, InputFileError, RegfpError
 from .oci import mediatypes as mt
 from .oci.descriptor import Descriptor
 from .oci.digest import Digest
@@ -15,6 +15,7 @@ from .oci.image import Image
 from .oci.manifest import Index
 from .oci.validate import ValidationError, validate
 from .progress import SILENT, Progress
+from .regularfile import open_regular
 from .stores.base import Store, children, read_image
 from .stores.layout import LayoutStore
 
@@ -74,25 +75,27 @@ def _tar_problems(image: Image, on_layer: Callable[[int], None]) -> list[str]:
 def verify_layout(store: LayoutStore, progress: Progress = SILENT, *, deep: bool = False) -> Report:
     """Every named image, then every other blob file against the digest its file name claims."""
     report = Report()
+    blob_dirs = store.blob_dirs()  # first: a layout whose blobs live elsewhere is refused before any work
     entries = store.read_index().manifests
     for entry in entries:
         verify_descriptor(store, entry, report, entry.ref_name or entry.digest.text, progress, deep=deep)
     reached = _reachable(store, list(entries))
-    blobs = store.path / "blobs"
-    for alg_dir in sorted(blobs.iterdir()) if blobs.is_dir() else []:
-        if not alg_dir.is_dir():
-            continue
+    for alg_dir in blob_dirs:
         for blob in sorted(alg_dir.iterdir()):
             try:
                 digest = Digest(alg_dir.name, blob.name)
             except RegfpError:
                 continue
-            if digest in reached or not blob.is_file():
+            if digest in reached:
                 continue
             h = hashlib.new(digest.algorithm)
-            with open(blob, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
+            try:
+                with open_regular(blob, follow=False) as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+            except InputFileError as e:
+                report.problems.append(f"unreferenced blob {digest}: {e.reason}")
+                continue
             if h.hexdigest() != digest.hex:
                 report.problems.append(f"unreferenced blob {digest}: content hashes to "
                                        f"{digest.algorithm}:{h.hexdigest()}")

@@ -1,12 +1,14 @@
 """The ``regfp`` command line: the only code that prints, reads the clock or the environment, or exits.
 
 ``main`` is the single exit point: every error becomes a message on stderr (and, with ``--json``, an
-error document on stdout) and an exit code: 0 done, 1 the work failed, 2 bad usage or bad input.
+error document on stdout) and an exit code: 0 done, 1 the work failed, 2 bad usage or bad input, 130
+interrupted (SIGINT), 143 terminated (SIGTERM, how CI cancels a job).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,16 @@ from typing import Any
 
 
 def main(argv: list[str] | None = None) -> None:
+    global _terminated
+    _terminated = False
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        _main(argv)
+    finally:  # for callers that run main in their own process (tests)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> None:
     import typer
 
     from ..errors import RegfpError
@@ -39,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         _fail("aborted", 1, "Aborted", as_json)
     except KeyboardInterrupt:
-        _fail("interrupted", 130, "Interrupted", as_json)
+        _interrupted(as_json)
     except OSError as e:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         _fail(f"{e.strerror or e}{where}", 1, "OSError", as_json)
@@ -58,8 +70,27 @@ def main(argv: list[str] | None = None) -> None:
     # Without standalone mode click returns the code of an explicit exit (--help, --version), and
     # turns Ctrl-C into 130 itself.
     if code == 130:
-        _fail("interrupted", 130, "Interrupted", as_json)
+        _interrupted(as_json)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+_terminated = False
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM unwinds the command like Ctrl-C (every cleanup that runs on an interrupt runs: temp files
+    are removed, locks released), then exits 143. Later SIGTERMs are ignored so the cleanup finishes;
+    SIGKILL still ends it, and the next writer removes what that leaves behind."""
+    global _terminated
+    _terminated = True
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _interrupted(as_json: bool) -> None:
+    if _terminated:
+        _fail("terminated (SIGTERM)", 143, "Terminated", as_json)
+    _fail("interrupted", 130, "Interrupted", as_json)
 
 
 @contextmanager
@@ -132,6 +163,7 @@ def _fail(message: str, code: int, kind: str, as_json: bool, *, shown: bool = Fa
     if code == 1:
         code = _failed
 
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the command is over: let nothing cut the report short
     if not shown:
         error(message)
     if as_json:

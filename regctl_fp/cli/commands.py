@@ -10,7 +10,7 @@ from ..errors import RefError
 from ..oci import mediatypes as mt
 from ..oci.manifest import Index
 from ..refs import DirRef, LayoutRef, Ref, RegistryRef, parse_ref
-from . import edge, output
+from . import edge, options, output
 from .progress import progress_bar
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def _ref(text: str) -> Ref:
 def _options(platform: Platform | None = None) -> BuildOptions:
     """How a ``dir:`` source becomes an image: ``--platform`` if given, else this host's."""
 
-    return edge.build_options(platform)
+    return options.build_options(platform)
 
 
 def inspect(text: str, platform: str | None, json_out: bool, raw: bool = False) -> None:
@@ -138,10 +138,13 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
 def _read_ca(path: Path) -> x509.Certificate:
     from cryptography import x509
 
-    from ..errors import InvalidInput
+    from ..errors import InputFileError, InvalidInput
+    from ..regularfile import PEM_LIMIT, read_regular
 
     try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
+        return x509.load_pem_x509_certificate(read_regular(path, PEM_LIMIT, "CA certificate"))
+    except InputFileError as e:
+        raise InvalidInput(f"--ca {e.message}") from None
     except OSError as e:
         raise InvalidInput(f"--ca {path}: cannot read ({e.strerror})") from None
     except ValueError:
@@ -167,7 +170,8 @@ def gc(text: str, dry_run: bool, json_out: bool, expired: bool = False, now_text
         if dropped and not dry_run:
             with store:
                 store.set_names(dict.fromkeys(dropped))
-    report = store.gc(dry_run=dry_run)
+    # A dry run keeps the expired names but must count what dropping them frees, as the real run does.
+    report = store.gc(dry_run=dry_run, dropping=dropped)
     if json_out:
         output.print_json({"removed": [{"digest": d.text, "size": s} for d, s in report.removed],
                            "freed": report.freed, "kept": report.kept, "tempFiles": report.temp_files,

@@ -15,7 +15,7 @@ from ..errors import InvalidInput, LayerInputError, NotFound, RefError
 from ..oci import annotation_keys as A
 from ..oci import mediatypes as mt
 from ..refs import DirRef, LayoutRef, Ref, RegistryRef, parse_ref
-from . import edge, output
+from . import edge, options, output
 from .progress import progress_bar
 from .registry_session import session
 
@@ -52,7 +52,7 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
         if isinstance(src, DirRef):  # made straight into the destination: nothing to copy after
             target = _open_target(s, dst, stack)
             source = target
-            desc = write_image(target, load_image(src, work=target, options=edge.build_options(want), progress=bar))
+            desc = write_image(target, load_image(src, work=target, options=options.build_options(want), progress=bar))
         elif isinstance(src, LayoutRef):
             source, desc = open_layout_ref(src)
         else:

@@ -7,7 +7,8 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import InvalidInput
+from ..errors import InputFileError, InvalidInput
+from ..regularfile import read_regular
 from . import output
 
 
@@ -36,11 +37,11 @@ def debug_image(recipe: Path, ssh_keys: list[Path], channel: str | None, release
     keys = []
     for path in ssh_keys:
         try:
-            data = path.read_bytes()
+            data = read_regular(path, 16384, "public key")
+        except InputFileError as e:
+            raise InvalidInput(f"--ssh-key {e.message}") from None
         except OSError as e:
             raise InvalidInput(f"--ssh-key {path}: cannot read ({e.strerror})") from None
-        if len(data) > 16384:
-            raise InvalidInput(f"--ssh-key {path}: too large for a public key")
         keys.append(check_public_key(data.decode("utf-8", "replace"), str(path)))
     lr = load_recipe(recipe)
     now = parse_now(now_text)

@@ -11,7 +11,7 @@ from ..errors import InvalidInput
 from ..oci.descriptor import Platform
 
 if TYPE_CHECKING:
-    from ..sources import BuildOptions
+    from ..stores.bounded import Rate
 
 _ARCH = {"x86_64": ("amd64", None), "amd64": ("amd64", None), "aarch64": ("arm64", None),
          "arm64": ("arm64", None), "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"), "ppc64le": ("ppc64le", None),
@@ -30,6 +30,25 @@ def source_date_epoch() -> int:
     if epoch < 0:
         raise InvalidInput("SOURCE_DATE_EPOCH must not be negative")
     return epoch
+
+
+def transfer_rate() -> Rate:
+    """The slowest registry transfer regfp waits for: ``REGFP_MIN_RATE`` bytes per second on average
+    (``k``/``m`` suffixes: KiB, MiB), after ``REGFP_TRANSFER_GRACE`` seconds."""
+    from ..stores.bounded import DEFAULT_GRACE, DEFAULT_MIN_RATE, Rate
+
+    rate_text = os.environ.get("REGFP_MIN_RATE") or str(DEFAULT_MIN_RATE)
+    grace_text = os.environ.get("REGFP_TRANSFER_GRACE") or str(DEFAULT_GRACE)
+    scale = {"k": 1 << 10, "m": 1 << 20}.get(rate_text[-1:].lower(), 1)
+    try:
+        rate = float(rate_text[:-1] if scale > 1 else rate_text) * scale
+        grace = float(grace_text)
+    except ValueError:
+        raise InvalidInput(f"REGFP_MIN_RATE={rate_text!r} and REGFP_TRANSFER_GRACE={grace_text!r} must be numbers "
+                           "(bytes per second with an optional k or m suffix; seconds)") from None
+    if not (rate > 0 and grace >= 0) or rate == float("inf") or grace == float("inf"):
+        raise InvalidInput("REGFP_MIN_RATE must be above 0 and REGFP_TRANSFER_GRACE at least 0, both finite")
+    return Rate(min_rate=rate, grace=grace)
 
 
 def host_platform() -> Platform:
@@ -56,15 +75,3 @@ def config_dir() -> Path:
     """Where regfp keeps small per-user files that are not caches: ``$XDG_CONFIG_HOME/regfp``."""
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "regfp"
-
-
-def build_options(platform: Platform | None = None) -> BuildOptions:
-    """How dir: references become images on this machine: its platform, SOURCE_DATE_EPOCH, the cache."""
-    import time
-
-    from ..dircache import DirCache
-    from ..sources import BuildOptions
-    from .registry_session import open_for_sources
-
-    return BuildOptions(epoch=source_date_epoch(), platform=platform or host_platform(),
-                        cache=DirCache(cache_dir() / "dir-images.json", clock=time.time_ns), registry=open_for_sources)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import RefError
 from ..refs import LayoutRef, parse_ref
-from . import edge, output
+from . import edge, options, output
 
 if TYPE_CHECKING:
     from ..oci.descriptor import Platform
@@ -32,7 +32,7 @@ def rebase(src_text: str, new_text: str, dst_text: str, from_text: str | None, c
         raise RefError(src_text, "the image to rebase must be in an OCI layout (oci:PATH:NAME)")
     if not isinstance(dst, LayoutRef) or dst.name is None:
         raise RefError(dst_text, "the destination must be oci:PATH:NAME")
-    options = edge.build_options()
+    build = options.build_options()
     want = edge.parse_platform(platform_text)
     src_store, desc = open_layout_ref(src)
     if want is not None and desc.media_type in mt.INDEX_TYPES:
@@ -43,7 +43,7 @@ def rebase(src_text: str, new_text: str, dst_text: str, from_text: str | None, c
     with tempfile.TemporaryDirectory(prefix="regfp-rebase-") as tmp, \
             LayoutStore.open_or_create(Path(tmp) / "work") as work:
         def load(text: str, platform: Platform | None) -> Image:
-            return load_image(parse_ref(text), work=work, platform=platform, options=options)
+            return load_image(parse_ref(text), work=work, platform=platform, options=build)
 
         result = patch_descriptor(src_store, desc, new_text, load, old_ref=from_text, channel=channel,
                                   annotations={})

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
-from . import edge, output
+from . import edge, options, output
 from .progress import progress_bar
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def parse_now(text: str | None) -> int:
 
 
 def _options() -> BuildOptions:
-    return edge.build_options()
+    return options.build_options()
 
 
 def secrets(lr: LoadedRecipe) -> dict[str, str]:

@@ -16,6 +16,8 @@ from .registry_session import client_options, session
 if TYPE_CHECKING:
     from ..oci.descriptor import Platform
 
+PASSWORD_LIMIT = 64 << 10  # what --password-stdin reads at most (tokens used as passwords can be long)
+
 
 def inspect(ref: RegistryRef, text: str, want: Platform | None, json_out: bool) -> None:
     from ..oci.manifest import Index
@@ -42,7 +44,10 @@ def login(server: str, username: str, password_stdin: bool, json_out: bool) -> N
     if not password_stdin:
         raise InvalidInput("pass the password on standard input with --password-stdin "
                            "(never on the command line, where other users can see it)")
-    password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    password = sys.stdin.read(PASSWORD_LIMIT + 1)  # bounded: stdin may be a pipe that never ends
+    if len(password) > PASSWORD_LIMIT:
+        raise InvalidInput(f"the password on standard input is longer than {PASSWORD_LIMIT} characters")
+    password = password.removesuffix("\n").removesuffix("\r")
     if not password:
         raise InvalidInput("no password on standard input")
     credential = Credential(username=username, password=password, source="regfp login")

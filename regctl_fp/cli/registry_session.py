@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
 from ..refs import Ref, RegistryRef
+from . import edge
 
 if TYPE_CHECKING:
     from ..oci.descriptor import Descriptor
@@ -33,8 +34,18 @@ _flags = Flags()
 def configure(insecure: list[str] | None = None, ca_file: str | None = None) -> None:
     """Record the registry flags of the running command (called by the typer command first)."""
     global _flags
-    if ca_file is not None and not Path(ca_file).is_file():
-        raise InvalidInput(f"--ca-file {ca_file}: no such file")
+    if ca_file is not None:
+        from ..errors import InputFileError
+        from ..regularfile import open_regular
+
+        try:
+            open_regular(ca_file).close()  # read later by OpenSSL, which would block on a FIFO
+        except FileNotFoundError:
+            raise InvalidInput(f"--ca-file {ca_file}: no such file") from None
+        except InputFileError as e:
+            raise InvalidInput(f"--ca-file {e.message}") from None
+        except OSError as e:
+            raise InvalidInput(f"--ca-file {ca_file}: cannot read ({e.strerror})") from None
     _flags = Flags(tuple(insecure or ()), ca_file)
 
 
@@ -93,7 +104,8 @@ def client_options(host: str, flags: Flags) -> ClientOptions:
         cas.extend(str(p) for p in sorted(host_dir.glob("*.crt")))
     name = host_name(host)
     plain = host in flags.insecure or name in flags.insecure or (name in LOOPBACK and not cas)
-    return ClientOptions(plain_http=plain, ca_files=tuple(cas), insecure_hosts=flags.insecure)
+    return ClientOptions(plain_http=plain, ca_files=tuple(cas), insecure_hosts=flags.insecure,
+                         rate=edge.transfer_rate())
 
 
 @contextmanager

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidInput
+from ..errors import InputFileError, InvalidInput
 from ..oci import annotation_keys as A
 from ..oci.descriptor import Descriptor
 from ..recipe.load import LoadedRecipe
 from ..recipe.model import Environment, FileSource, fragment
+from ..regularfile import PEM_LIMIT, SMALL_FILE_LIMIT, read_regular
 from ..stages.environment import FileSpec, check_ca_pem, pem_blocks
 from ..stages.validity import window
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
@@ -88,7 +89,12 @@ def prepare(lr: LoadedRecipe, *, full: bool) -> list[PreparedEnv]:
         fingerprint = None
         if env.identity is not None:
             cert_path = lr.resolve(env.identity.ca)
-            fingerprint = _cert_fingerprint(cert_path)
+            try:
+                fingerprint = _cert_fingerprint(read_regular(cert_path, PEM_LIMIT, "CA certificate"))
+            except InputFileError as e:
+                raise lr.error((*kp, "identity", "ca"), e.message) from None
+            except OSError as e:
+                raise lr.error((*kp, "identity", "ca"), f"{cert_path}: cannot read ({e.strerror})") from None
             if fingerprint is None:
                 raise lr.error((*kp, "identity", "ca"), f"{cert_path}: not a readable PEM certificate")
         out.append(PreparedEnv(env, i, tuple(files), tuple(certs), fingerprint))
@@ -125,23 +131,26 @@ def authority_of(lr: LoadedRecipe, env: PreparedEnv, secrets: Mapping[str, str],
         raise lr.error((*kp, "identity"), e.message) from None
 
 
-def _cert_fingerprint(path: Path) -> str | None:
+def _cert_fingerprint(pem: bytes) -> str | None:
     """SHA-256 of the first certificate's DER, as ``Certificate.fingerprint`` gives, without parsing it."""
     import base64
     import binascii
 
     try:
-        blocks = [b for kind, b in pem_blocks(path.read_bytes()) if kind == "CERTIFICATE"]
+        blocks = [b for kind, b in pem_blocks(pem) if kind == "CERTIFICATE"]
         body = b"".join(blocks[0].splitlines()[1:-1]) if blocks else b""
         return hashlib.sha256(base64.b64decode(body, validate=True)).hexdigest() if body else None
-    except (OSError, binascii.Error, ValueError):
+    except (binascii.Error, ValueError):
         return None  # reported by the caller
 
 
 def _read(lr: LoadedRecipe, rel: str, kp: tuple[str | int, ...]) -> bytes:
+    """A file the recipe names, read whole: a regular file only, and bounded."""
     path: Path = lr.resolve(rel)
     try:
-        return path.read_bytes()
+        return read_regular(path, SMALL_FILE_LIMIT, "file read into an image")
+    except InputFileError as e:
+        raise lr.error(kp, e.message) from None
     except OSError as e:
         raise lr.error(kp, f"{path}: cannot read ({e.strerror})") from None
 

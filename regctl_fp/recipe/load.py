@@ -9,8 +9,9 @@ import difflib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import RecipeError, RefError
+from ..errors import InputFileError, RecipeError, RefError
 from ..refs import DirRef, LayoutRef, Ref, parse_ref
+from ..regularfile import read_regular
 from .checks import check_units
 from .model import Recipe
 from .schema import Converter, json_schema
@@ -79,15 +80,15 @@ def load_recipe(path: str | Path) -> LoadedRecipe:
     p = Path(path)
     shown = str(path)
     try:
-        data = p.read_bytes()
+        data = read_regular(p, MAX_SIZE, "recipe")
     except FileNotFoundError:
         raise RecipeError(shown, None, "no such file") from None
-    except IsADirectoryError:
-        raise RecipeError(shown, None, "is a directory, not a recipe file") from None
+    except InputFileError as e:
+        if p.is_dir():
+            raise RecipeError(shown, None, "is a directory, not a recipe file") from None
+        raise RecipeError(shown, None, e.reason) from None
     except OSError as e:
         raise RecipeError(shown, None, f"cannot read: {e.strerror}") from None
-    if len(data) > MAX_SIZE:
-        raise RecipeError(shown, None, f"larger than {MAX_SIZE} bytes; not a recipe")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

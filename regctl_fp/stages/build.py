@@ -25,6 +25,7 @@ from ..oci.config import History, ImageConfig
 from ..oci.descriptor import Descriptor
 from ..oci.image import Image, Layer
 from ..progress import SILENT, Progress
+from ..regularfile import open_regular
 from ..stores.base import Store
 from ..timeutil import parse_duration, rfc3339
 
@@ -357,7 +358,7 @@ def _run_step(run: RunStep, src: SourceInputs, tmp: Path) -> list[Entry]:
                 raise LayerInputError(str(produced), WHITEOUT_REASON)
             mode = 0o755 if os.stat(produced).st_mode & 0o111 else 0o644
             entries.append(Entry(dest.encode(), "file", mode, size=produced.stat().st_size,
-                                 opener=lambda p=produced: open(p, "rb"), uid=uid, gid=gid, origin=str(produced)))  # noqa: SIM115
+                                 opener=lambda p=produced: open_regular(p), uid=uid, gid=gid, origin=str(produced)))
         else:
             raise RunStepFailed(shown, 0, f"declared output {rule.from_!r} was not produced")
     return entries

@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..errors import InvalidInput
+from ..errors import InputFileError, InvalidInput
 from ..oci.canonical import canonical_json
+from ..regularfile import PEM_LIMIT, read_regular
 from .validity import IDENTITY_DIR, window
 
 __all__ = ["IDENTITY_DIR", "Authority", "IdentityError", "Issued", "Subject", "check", "issue", "load_authority",
@@ -50,7 +51,9 @@ class Authority:
 
 def load_authority(cert_path: Path, key_path: Path, password: str | None, *, now: int) -> Authority:
     try:
-        cert_pem = cert_path.read_bytes()
+        cert_pem = read_regular(cert_path, PEM_LIMIT, "CA certificate")
+    except InputFileError as e:
+        raise IdentityError(f"CA certificate {e.message}") from None
     except OSError as e:
         raise IdentityError(f"CA certificate {cert_path}: cannot read ({e.strerror})") from None
     try:
@@ -58,7 +61,9 @@ def load_authority(cert_path: Path, key_path: Path, password: str | None, *, now
     except ValueError:
         raise IdentityError(f"CA certificate {cert_path}: not a PEM certificate") from None
     try:
-        key_pem = key_path.read_bytes()
+        key_pem = read_regular(key_path, PEM_LIMIT, "CA key")
+    except InputFileError as e:
+        raise IdentityError(f"CA key {e.message}") from None
     except OSError as e:
         raise IdentityError(f"CA key {key_path}: cannot read ({e.strerror})") from None
     try:

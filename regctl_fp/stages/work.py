@@ -28,6 +28,7 @@ from ..layers import Entry, dir_entry, file_entry, write_layer
 from ..oci.canonical import canonical_json
 from ..oci.config import History, ImageConfig
 from ..oci.image import Image, Layer
+from ..regularfile import open_regular
 from ..stores.base import Store
 
 INPUT = "work/input"
@@ -89,7 +90,7 @@ class WorkItem:
 
     def digest(self) -> str:
         h = hashlib.sha256()
-        with open(self.path, "rb") as f:
+        with open_regular(self.path, follow=False) as f:  # listed as a file; refuse if it changed since
             while chunk := f.read(1 << 20):
                 h.update(chunk)
         return h.hexdigest()
@@ -105,7 +106,7 @@ def chunk_image(base: Image | None, items: Sequence[WorkItem], *, index: int, ch
         for depth in range(1, len(parts) + 1):
             dirs.add("/".join(parts[:depth]))
         entries.append(Entry(f"{INPUT}/{it.name}".encode(), "file", 0o444, size=it.path.stat().st_size,
-                             opener=lambda p=it.path: open(p, "rb"), origin=str(it.path)))  # noqa: SIM115
+                             opener=lambda p=it.path: open_regular(p, follow=False), origin=str(it.path)))
     entries += [dir_entry(f"{INPUT}/{d}", 0o555) for d in sorted(dirs)]
     doc = {"work": name, "chunk": index, "chunks": chunks, "items": listing}
     entries.append(file_entry("work/index.json", canonical_json(doc) + b"\n", 0o444))

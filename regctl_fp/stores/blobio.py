@@ -10,12 +10,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from ..errors import DigestMismatch, NotFound, RegistryError, SizeMismatch
+from ..errors import DigestMismatch, NotFound, RegfpError, RegistryError, SizeMismatch
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.verify import VerifyingReader
 from ._httpx import httpx
 from .auth import PULL, PUSH, repo_scope
+from .bounded import Deadline
 from .transport import RETRY_STATUS, RegistryClient, _describe, _retry_after
 
 CHUNK = 1 << 20
@@ -37,7 +38,9 @@ def push_scope(repository: str) -> frozenset[str]:
 class RemoteBlobReader:
     """The raw bytes of ``GET /v2/<repo>/blobs/<digest>``. A connection that breaks or stalls is
     reopened with ``Range: bytes=<offset>-``, so a long download survives it without starting over.
-    Wrap it in a ``VerifyingReader``: nothing here checks the content."""
+    The whole download, reopenings included, must finish within the time the client's minimum rate
+    allows for the blob's size: a server that trickles bytes fails it. Wrap it in a
+    ``VerifyingReader``: nothing here checks the content."""
 
     def __init__(self, client: RegistryClient, repository: str, desc: Descriptor) -> None:
         self._client = client
@@ -49,6 +52,7 @@ class RemoteBlobReader:
         self._resp: httpx.Response | None = None
         self._chunks: Iterator[bytes] | None = None
         self._pending = b""
+        self._deadline = Deadline(client.options.rate, client.options.timing.monotonic)
         self._open()
 
     def _open(self) -> None:
@@ -101,7 +105,20 @@ class RemoteBlobReader:
             self._offset += len(chunk)
             if chunk:
                 self._failures = 0
+                self._check_deadline()
             return chunk
+
+    def _check_deadline(self) -> None:
+        if self._deadline.exceeded(self._desc.size):
+            if self._resp is not None:
+                self._resp.close()
+            rate = self._deadline.rate
+            status = self._resp.status_code if self._resp is not None else None
+            raise RegistryError("GET", self._client.url(self._path), status, None,
+                                f"too slow: {self._offset} of {self._desc.size} bytes in "
+                                f"{self._deadline.elapsed:.0f} s, over the {rate.allowed(self._desc.size):.0f} s "
+                                f"allowed for this blob ({rate.describe()}; set REGFP_MIN_RATE and "
+                                "REGFP_TRANSFER_GRACE to change that)")
 
     def _reopen_after(self, e: Exception) -> None:
         if self._resp is not None:
@@ -112,6 +129,7 @@ class RemoteBlobReader:
             why = _describe(e, self._failures) if isinstance(e, httpx.TransportError) else str(e)
             raise RegistryError("GET", self._client.url(self._path), None, None,
                                 f"{why}; got {self._offset} of {self._desc.size} bytes") from None
+        self._check_deadline()
         self._client.stats.add("retries")
         timing = self._client.options.timing
         timing.sleep(policy.backoff(self._failures - 1, timing.random()))
@@ -338,14 +356,25 @@ class SpoolSink:
 
     def __init__(self, upload: Callable[[Descriptor, Opener], None], spool_dir: str | None = None) -> None:
         self._upload = upload
-        self._file = tempfile.TemporaryFile(prefix="regfp-blob-", dir=spool_dir)  # noqa: SIM115
+        self._dir = spool_dir or tempfile.gettempdir()
+        try:
+            self._file = tempfile.TemporaryFile(prefix="regfp-blob-", dir=spool_dir)  # noqa: SIM115
+        except OSError as e:
+            raise self._failed(e) from None
         self._hash = hashlib.sha256()
         self._size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._hash.update(data)
         self._size += len(data)
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as e:
+            raise self._failed(e) from None
+
+    def _failed(self, e: OSError) -> RegfpError:
+        # Not the OSError itself: a full spool disk must not read as "cannot read" on the file being copied.
+        return RegfpError(f"cannot spool a blob for upload in {self._dir} (TMPDIR): {e.strerror or e}")
 
     def commit(self, media_type: str, expected: Descriptor | None = None) -> Descriptor:
         try:
@@ -356,14 +385,20 @@ class SpoolSink:
                 if expected.digest != digest:
                     raise DigestMismatch(f"blob {expected.digest}", expected.digest.text, digest.text)
             desc = Descriptor(media_type, digest, self._size)
-            self._file.flush()
+            try:
+                self._file.flush()
+            except OSError as e:
+                raise self._failed(e) from None
             self._upload(desc, self._reopen)
             return desc
         finally:
-            self._file.close()
+            self.abort()
 
     def abort(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # flushing what was buffered failed (a full disk): it is being thrown away anyway
 
     def _reopen(self) -> BinaryIO:
         self._file.seek(0)

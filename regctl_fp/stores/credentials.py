@@ -117,10 +117,14 @@ def _key_in(entries: Mapping[str, object], host: str) -> str | None:
 
 
 def _read_json(path: Path) -> dict:  # type: ignore[type-arg]
+    from ..regularfile import read_regular
+
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(read_regular(path, 4 << 20, "credentials file"))
     except FileNotFoundError:
         return {}
+    except InvalidInput as e:  # a FIFO, a device, or too large
+        raise InvalidInput(f"unreadable credentials file {e.message}") from None
     except (OSError, ValueError) as e:
         raise InvalidInput(f"{path}: unreadable credentials file ({type(e).__name__})") from None
     if not isinstance(doc, dict):

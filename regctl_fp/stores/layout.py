@@ -6,6 +6,10 @@ at any point leaves a valid layout and concurrent writers never lose each other'
 a shared "session" lock from ``open_or_create`` on, which ``gc`` takes exclusively, so gc never deletes
 a blob that a running writer has stored, or found and skipped, but not yet named. Every read is
 checked against its digest and size.
+
+A temp file is flock-ed by its writer from its creation until it is renamed or removed, so a temp
+whose lock can be taken was left by a writer that died (killed, or the machine went down): the next
+writer to open the layout removes those (``_sweep_abandoned``), and gc does too.
 """
 
 from __future__ import annotations
@@ -19,30 +23,43 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import DigestMismatch, InvalidDocument, LayoutError, LockTimeout, NotFound, SizeMismatch
+from ..errors import (
+    DigestMismatch,
+    InputFileError,
+    InvalidDocument,
+    LayoutError,
+    LockTimeout,
+    NotFound,
+    SizeMismatch,
+)
 from ..oci import mediatypes as mt
 from ..oci.canonical import canonical_json
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.manifest import Index, parse_json
 from ..oci.verify import VerifyingReader, read_verified
+from ..regularfile import open_regular, read_regular
 from .base import MANIFEST_LIMIT, check_size, closure
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
 LOCK_WAIT = 120.0  # seconds a writer waits for another before giving up
+# index.json is read whole: about 100,000 names fit, and a bigger one is damage, not a layout.
+INDEX_LIMIT = 32 << 20
 
 
 class LayoutStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._session_fd: int | None = None
+        self._private_checked = False
+        self._swept = 0  # abandoned temp files this store removed when its writer session began
         # index.json parsed, with the (inode, size, mtime) it was read at: it is only ever replaced by
         # rename, so an unchanged stat means unchanged content and the parse can be reused.
         self._doc: tuple[tuple[int, int, int], dict[str, Any]] | None = None
@@ -51,8 +68,7 @@ class LayoutStore:
         # Blobs this writer has stored but not yet made durable: their temp files, by digest. They are
         # readable through this store at once and move to blobs/ together in ``flush`` (before any name
         # can point at them), so a file under its digest in blobs/ is always complete and on disk.
-        self._pending: dict[Digest, Path] = {}
-        self._private_made = False
+        self._pending: dict[Digest, tuple[Path, BinaryIO]] = {}
 
     # -- opening ------------------------------------------------------------------------------------
     @classmethod
@@ -62,9 +78,11 @@ class LayoutStore:
             raise LayoutError(str(p), "no such directory")
         layout_file = p / "oci-layout"
         try:
-            doc = json.loads(layout_file.read_bytes())
+            doc = json.loads(read_regular(layout_file, 64 << 10, "layout's oci-layout file"))
         except FileNotFoundError:
             raise LayoutError(str(p), "no 'oci-layout' file: not an OCI image layout") from None
+        except InputFileError as e:
+            raise LayoutError(str(p), f"'oci-layout' {e.reason}") from None
         except (OSError, ValueError) as e:
             raise LayoutError(str(p), f"unreadable 'oci-layout' file ({e})") from None
         if not isinstance(doc, dict) or doc.get("imageLayoutVersion") != "1.0.0":
@@ -149,14 +167,18 @@ class LayoutStore:
             return False
 
     def _readable(self, digest: Digest) -> Path:
-        return self._pending.get(digest) or self.blob_path(digest)
+        pending = self._pending.get(digest)
+        return pending[0] if pending is not None else self.blob_path(digest)
 
     def open_blob(self, desc: Descriptor) -> BinaryIO:
         path = self._readable(desc.digest)
         try:
-            raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+            # Not following a link: a blob is the layout's own file, never one planted elsewhere.
+            raw = open_regular(path, follow=False)
         except FileNotFoundError:
             raise NotFound(f"blob {desc.digest}", self.location) from None
+        except InputFileError as e:
+            raise LayoutError(str(self.path), f"blob {desc.digest} {e.reason}") from None
         return VerifyingReader(raw, desc.digest, desc.size, f"blob {desc.digest} in {self.path}")  # type: ignore[return-value]
 
     def read_blob(self, desc: Descriptor, limit: int) -> bytes:
@@ -195,14 +217,22 @@ class LayoutStore:
         again only when its (inode, size, mtime) changed: it is only ever replaced by rename."""
         path = self.path / "index.json"
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 st = os.fstat(f.fileno())
                 key = (st.st_ino, st.st_size, st.st_mtime_ns)
                 if self._doc is not None and self._doc[0] == key:
                     return self._doc[1]
-                data = f.read()
+                if st.st_size > INDEX_LIMIT:
+                    raise LayoutError(str(self.path), f"index.json is {st.st_size} bytes, over the limit of "
+                                                      f"{INDEX_LIMIT >> 20} MiB for a layout's index")
+                data = f.read(INDEX_LIMIT + 1)
+        except InputFileError as e:
+            raise LayoutError(str(self.path), f"index.json {e.reason}") from None
         except OSError as e:
             raise LayoutError(str(self.path), f"cannot read index.json ({e.strerror})") from None
+        if len(data) > INDEX_LIMIT:
+            raise LayoutError(str(self.path), f"index.json grew over the limit of {INDEX_LIMIT >> 20} MiB "
+                                              "while it was read")
         try:
             doc = dict(parse_json(data, "index.json"))
         except InvalidDocument as e:
@@ -260,26 +290,36 @@ class LayoutStore:
 
     def flush(self) -> None:
         """Make every blob this writer stored durable and move it into blobs/: the data first (one
-        ``syncfs`` for many blobs, an ``fsync`` each for a few), then the renames, then the directories."""
+        ``syncfs`` for many blobs, an ``fsync`` each for a few), then the renames, then the directories.
+        Each temp file stays open, and so locked as in use, until it is renamed."""
         if not self._pending:
             return
         pending = list(self._pending.items())
-        if len(pending) < _SYNCFS_FROM or not _syncfs(self.path):
-            for _, tmp in pending:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        made: set[Path] = set()
-        for digest, tmp in pending:
-            final = self.blob_path(digest)
-            if final.parent not in made:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                made.add(final.parent)
-            os.replace(tmp, final)
-            del self._pending[digest]
-        self._fsync_blob_dirs()
+        try:
+            if len(pending) < _SYNCFS_FROM or not _syncfs(self.path):
+                for _, (_, f) in pending:
+                    os.fsync(f.fileno())
+            made: set[Path] = set()
+            for digest, (tmp, f) in pending:
+                final = self.blob_path(digest)
+                if final.parent not in made:
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(final.parent)
+                os.replace(tmp, final)
+                f.close()
+                del self._pending[digest]
+            self._fsync_blob_dirs()
+        except OSError as e:
+            raise self.write_failed(e) from None
+
+    def _add_pending(self, digest: Digest, tmp: Path, file: BinaryIO) -> None:
+        old = self._pending.get(digest)
+        self._pending[digest] = (tmp, file)
+        if old is not None:  # the same bytes twice: the newer copy is kept
+            old[0].unlink(missing_ok=True)
+            old[1].close()
+        if len(self._pending) >= _PENDING_MAX:  # each holds an open file: keep well below the fd limit
+            self.flush()
 
     def set_names(self, updates: Mapping[str, Descriptor | None]) -> None:
         self._enter_session()  # so gc cannot remove what we are about to name
@@ -320,39 +360,37 @@ class LayoutStore:
             yield
 
     # -- gc -----------------------------------------------------------------------------------------
-    def gc(self, *, dry_run: bool = False) -> GcReport:
+    def gc(self, *, dry_run: bool = False, dropping: Collection[str] = ()) -> GcReport:
         """Delete blobs no name reaches, and temp files of dead writers.
 
-        The base an image names in ``org.opencontainers.image.base.digest`` is kept with it while the
-        layout still holds that base's manifest: rebasing (patch) finds the old base that way.
+        ``dropping`` names count as gone already: a dry run that drops names (expired debug images)
+        reports exactly what the real run, which removes those names first, then deletes. The base an
+        image names in ``org.opencontainers.image.base.digest`` is kept with it while the layout still
+        holds that base's manifest: rebasing (patch) finds the old base that way. Only the layout's own
+        files are touched: a ``blobs`` directory that is a link elsewhere is refused (``blob_dirs``), and
+        a link in it is removed as a link, never followed.
         """
         with self._lock("session", shared=False), self._lock("index"):
-            roots = list(self.read_index().manifests)
+            roots = [d for d in self.read_index().manifests if d.ref_name is None or d.ref_name not in dropping]
             keep = closure(self, roots, missing_ok=True)
             keep = self._with_bases(keep)
             removed: list[tuple[Digest, int]] = []
-            blobs = self.path / "blobs"
-            for alg_dir in sorted(blobs.iterdir()) if blobs.is_dir() else []:
-                if not alg_dir.is_dir():
-                    continue
+            for alg_dir in self.blob_dirs():
                 for blob in sorted(alg_dir.iterdir()):
                     try:
                         digest = Digest(alg_dir.name, blob.name)
                     except Exception:  # not a blob name; leave foreign files alone
                         continue
-                    if digest in keep:
+                    st = blob.lstat()
+                    if digest in keep or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                         continue
-                    removed.append((digest, blob.stat().st_size))
+                    removed.append((digest, st.st_size))
                     if not dry_run:
                         blob.unlink()
-            stale = 0
-            tmp = self.path / ".regfp" / "tmp"
-            if tmp.is_dir():
-                for leftover in tmp.iterdir():
-                    stale += 1
-                    if not dry_run:
-                        leftover.unlink(missing_ok=True)
-        return GcReport(removed=tuple(removed), kept=len(keep), temp_files=stale)
+            leftovers = _sweep_abandoned(self._private(), str(self.path), remove=not dry_run)
+        # Counting those this store's own session swept already (dropping names first makes it a
+        # writer), so a run reports the same temp files as its dry run did.
+        return GcReport(removed=tuple(removed), kept=len(keep), temp_files=leftovers + self._swept)
 
     def _with_bases(self, keep: dict[Digest, Descriptor]) -> dict[Digest, Descriptor]:
         from ..oci.manifest import Manifest
@@ -379,6 +417,22 @@ class LayoutStore:
                         todo.append(fd)
         return keep
 
+    def blob_dirs(self) -> list[Path]:
+        """The layout's own ``blobs/<algorithm>`` directories, for code that walks or deletes blob files.
+
+        A ``blobs`` or ``blobs/<algorithm>`` that is a symbolic link is refused: walking it would verify
+        or delete files that are not the layout's (a link to a shared blob store, or a planted one).
+        """
+        blobs = self.path / "blobs"
+        _own_directory(blobs, self.path, missing_ok=True)
+        found = []
+        for alg_dir in sorted(blobs.iterdir()) if blobs.is_dir() else []:
+            if alg_dir.is_symlink():
+                _own_directory(alg_dir, self.path)  # raises
+            if alg_dir.is_dir():
+                found.append(alg_dir)
+        return found
+
     # -- internals ----------------------------------------------------------------------------------
     def _fsync_blob_dirs(self) -> None:
         blobs = self.path / "blobs"
@@ -388,21 +442,29 @@ class LayoutStore:
 
     def _private(self) -> Path:
         d = self.path / ".regfp"
-        if not self._private_made:  # once per store: every blob written asks
+        if not self._private_checked:  # once per store: every blob written asks
             (d / "tmp").mkdir(parents=True, exist_ok=True)
-            self._private_made = True
+            # Locks and temp files go here, and gc empties tmp: a link to elsewhere would put them there.
+            _own_directory(d, self.path)
+            _own_directory(d / "tmp", self.path)
+            self._private_checked = True
         return d
 
     def _enter_session(self) -> None:
-        """Hold the shared session lock for this store's lifetime, so gc waits for us."""
+        """Hold the shared session lock for this store's lifetime, so gc waits for us; on entering,
+        remove what writers that died left in ``.regfp/tmp``."""
         if self._session_fd is None:
-            fd = os.open(self._private() / "session.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self._private() / "session.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 _flock(fd, fcntl.LOCK_SH, str(self.path))
             except BaseException:
                 os.close(fd)
                 raise
             self._session_fd = fd
+            try:
+                self._swept += _sweep_abandoned(self._private(), str(self.path), remove=True)
+            except OSError:
+                pass  # only tidying: a temp that cannot be removed now is gc's, or the next writer's
 
     @contextmanager
     def _lock(self, which: str, *, shared: bool = False) -> Iterator[None]:
@@ -410,21 +472,27 @@ class LayoutStore:
             # Upgrading our own shared lock would deadlock with other holders; drop it first.
             os.close(self._session_fd)
             self._session_fd = None
-        fd = os.open(self._private() / f"{which}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            _flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, str(self.path))
+        with _locked(self._private() / f"{which}.lock", fcntl.LOCK_SH if shared else fcntl.LOCK_EX, str(self.path)):
             yield
-        finally:
-            os.close(fd)
 
     def _replace_file(self, name: str, data: bytes) -> None:
-        tmp = _durable_temp(self._private() / "tmp", name, data)
         try:
-            os.replace(tmp, self.path / name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.path)
+            fd, tmp = _durable_temp(self._private(), name, data, str(self.path))
+            try:
+                os.replace(tmp, self.path / name)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            finally:
+                os.close(fd)
+            _fsync_dir(self.path)
+        except OSError as e:
+            raise self.write_failed(e, name) from None
+
+    def write_failed(self, e: OSError, what: str = "a blob") -> LayoutError:
+        """The error for a failed write into the layout: the layout's fault, never the input's (a full
+        disk must not read as "cannot read" on the file being copied), so exit 1 naming the layout."""
+        return LayoutError(str(self.path), f"cannot write {what}: {e.strerror or e}")
 
 
 def similar_names(name: str, names: list[str], shown: int = 5) -> str:
@@ -467,8 +535,10 @@ class _FileSink:
     def __init__(self, store: LayoutStore, *, hashing: bool = True, private: bool = False) -> None:
         self._store = store
         self._mode = 0o600 if private else 0o644
-        fd, name = tempfile.mkstemp(prefix="blob.", dir=store._private() / "tmp")
-        self._tmp = Path(name)
+        try:
+            fd, self._tmp = _new_temp(store._private(), "blob.", str(store.path))
+        except OSError as e:
+            raise store.write_failed(e) from None
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._hash = hashlib.sha256() if hashing else None
         self._size = 0
@@ -477,7 +547,14 @@ class _FileSink:
         if self._hash is not None:
             self._hash.update(data)
         self._size += len(data)
-        self._file.write(data)
+        view = memoryview(data)
+        try:
+            # Unbuffered, so a write may be short (a disk filling up takes what fits): write the rest,
+            # which then fails with the reason, rather than commit a blob that lacks its tail.
+            while view:
+                view = view[self._file.write(view) or 0:]
+        except OSError as e:
+            raise self._store.write_failed(e) from None
 
     def commit(self, media_type: str, expected: Descriptor | None = None) -> Descriptor:
         if self._hash is None:  # the source stream verified the content against ``expected`` already
@@ -494,25 +571,26 @@ class _FileSink:
                 if expected.digest.algorithm == "sha256" and digest != expected.digest:
                     raise DigestMismatch(f"blob {expected.digest}", expected.digest.text, digest.text)
                 digest = expected.digest if expected.digest.algorithm != "sha256" else digest
-            self._file.close()
             os.chmod(self._tmp, self._mode)
             # The same bytes stored already (a private blob still replaces a readable copy): ours is not needed.
             if self._mode != 0o600 and self._store.has_blob(digest):
-                self._tmp.unlink()
+                self.abort()
             else:
-                old = self._store._pending.get(digest)
-                self._store._pending[digest] = self._tmp
-                if old is not None:
-                    old.unlink(missing_ok=True)
+                # Pending until the store's next flush; the file stays open (and so locked, marked as in
+                # use) until it is renamed into blobs/.
+                self._store._add_pending(digest, self._tmp, self._file)
+        except OSError as e:
+            self.abort()
+            raise self._store.write_failed(e) from None
         except BaseException:
             self.abort()
             raise
         return Descriptor(media_type, digest, self._size)
 
     def abort(self) -> None:
+        self._tmp.unlink(missing_ok=True)  # before closing, which releases the lock that marks it in use
         if not self._file.closed:
             self._file.close()
-        self._tmp.unlink(missing_ok=True)
 
 
 def _entry_order(entry: Any) -> tuple[str, str]:
@@ -581,6 +659,7 @@ class Names(Mapping[str, Descriptor]):
 
 
 _SYNCFS_FROM = 8  # pending blobs from which one syncfs of the filesystem beats an fsync of each
+_PENDING_MAX = 256  # pending blobs at most: each keeps its temp file open
 
 
 def _syncfs(path: Path) -> bool:
@@ -613,29 +692,86 @@ def _populate(directory: Path) -> None:
         target = directory / name
         if target.exists():
             continue
-        tmp = _durable_temp(tmp_dir, name, data)
+        fd, tmp = _durable_temp(directory / ".regfp", name, data, str(directory))
         try:
             os.link(tmp, target)
         except FileExistsError:
             pass
         finally:
             tmp.unlink()
+            os.close(fd)
     _fsync_dir(directory)
 
 
-def _durable_temp(directory: Path, name: str, data: bytes) -> Path:
-    """``data`` in a new file (mode 0644) in ``directory``, on disk before it is put in place."""
-    fd, tmp = tempfile.mkstemp(prefix=f"{name}.", dir=directory)
+def _new_temp(private: Path, prefix: str, where: str) -> tuple[int, Path]:
+    """A new file in ``private/tmp``, open for writing and flock-ed while that descriptor stays open.
+
+    Creating it and taking its lock happen under the shared ``tmp.lock``, which ``_sweep_abandoned``
+    takes exclusively: so a sweep never finds a temp file in the instant before its writer locked it.
+    """
+    with _locked(private / "tmp.lock", fcntl.LOCK_SH, where):
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=private / "tmp")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else can hold it
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
+    return fd, Path(name)
+
+
+def _sweep_abandoned(private: Path, where: str, *, remove: bool) -> int:
+    """The temp files in ``private/tmp`` whose writer is gone (their lock can be taken): removed if
+    ``remove``; how many. Links and directories there are not regfp's and are left alone."""
+    tmp = private / "tmp"
+    found = 0
+    with _locked(private / "tmp.lock", fcntl.LOCK_EX, where):
+        for entry in os.scandir(tmp):
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its writer is alive
+                found += 1
+                if remove:
+                    os.unlink(entry.path)
+            finally:
+                os.close(fd)
+    return found
+
+
+def _durable_temp(private: Path, name: str, data: bytes, where: str) -> tuple[int, Path]:
+    """``data`` in a new temp file (mode 0644), on disk before it is put in place; the caller closes the
+    returned descriptor once the file has been renamed or linked (until then it is marked in use)."""
+    fd, tmp = _new_temp(private, f"{name}.", where)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.fchmod(fd, 0o644)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        os.close(fd)
         raise
-    return Path(tmp)
+    return fd, tmp
+
+
+@contextmanager
+def _locked(path: Path, op: int, where: str) -> Iterator[None]:
+    """Hold the flock ``op`` on the lock file ``path`` (created if needed) for the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        _flock(fd, op, where)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _flock(fd: int, op: int, where: str) -> None:
@@ -648,6 +784,21 @@ def _flock(fd: int, op: int, where: str) -> None:
             if time.monotonic() > deadline:
                 raise LockTimeout(where, f"another regfp process held the lock for {LOCK_WAIT:.0f} s") from None
             time.sleep(0.01)
+
+
+def _own_directory(path: Path, layout: Path, *, missing_ok: bool = False) -> None:
+    """Refuse ``path`` unless it is a real directory (not a link to one) or, with ``missing_ok``, absent."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise LayoutError(str(layout), f"{path.relative_to(layout)} is missing") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise LayoutError(str(layout), f"{path.relative_to(layout)} is a symbolic link (to {os.readlink(path)}); "
+                                       "gc and verify work only on the layout's own files")
+    if not stat.S_ISDIR(st.st_mode):
+        raise LayoutError(str(layout), f"{path.relative_to(layout)} is not a directory")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -7,6 +7,7 @@ an image marked as carrying a secret are stored private (in a layout: readable b
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Set
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import BinaryIO
@@ -72,13 +73,19 @@ def _walk(src: Store, desc: Descriptor, manifests: list[tuple[Descriptor, bytes]
 def copy_blobs(src: Store, dst: Store, descs: list[Descriptor], on_bytes: OnBytes | None = None, *,
                jobs: int = 1, progress: Progress | None = None, private: Set[Digest] = frozenset()) -> None:
     """Copy blobs, up to ``jobs`` at a time (largest first); the first failure stops the rest.
-    Those in ``private`` are stored private."""
+    Those in ``private`` are stored private.
+
+    An interrupt (Ctrl-C, SIGTERM) of the calling thread stops the copies in flight at their next read
+    (each removes its temp file) and cancels those not started, instead of finishing them all first.
+    """
+    stop = threading.Event()
+
     def one(d: Descriptor) -> None:
         counter = on_bytes
         if progress is not None:
             task = progress.task(f"{d.digest.short} {_kind(d.media_type)}", d.size)
             counter = task if on_bytes is None else _both(task, on_bytes)
-        copy_blob(src, dst, d, counter, private=d.digest in private)
+        copy_blob(src, dst, d, _stoppable(counter, stop) if jobs > 1 else counter, private=d.digest in private)
 
     ordered = sorted(descs, key=lambda d: -d.size)
     if jobs <= 1 or len(ordered) <= 1:
@@ -87,7 +94,13 @@ def copy_blobs(src: Store, dst: Store, descs: list[Descriptor], on_bytes: OnByte
         return
     with ThreadPoolExecutor(max_workers=min(jobs, len(ordered)), thread_name_prefix="regfp-blob") as pool:
         futures = [pool.submit(one, d) for d in ordered]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        try:
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:
+            stop.set()
+            for f in futures:
+                f.cancel()
+            raise
         for f in pending:
             f.cancel()
         for f in futures:
@@ -116,6 +129,19 @@ def _kind(media_type: str) -> str:
     if media_type in mt.IMAGE_CONFIG_TYPES:
         return "config"
     return "layer" if mt.is_layer(media_type) else "blob"
+
+
+class _Stopped(Exception):
+    """A copy on a worker thread given up because the command was interrupted."""
+
+
+def _stoppable(on_bytes: OnBytes | None, stop: threading.Event) -> OnBytes:
+    def call(n: int) -> None:
+        if stop.is_set():
+            raise _Stopped()
+        if on_bytes is not None:
+            on_bytes(n)
+    return call
 
 
 def _both(a: OnBytes, b: OnBytes) -> OnBytes:

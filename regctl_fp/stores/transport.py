@@ -18,11 +18,12 @@ from urllib.parse import urlencode
 from .. import __version__
 from ..errors import RegistryError
 from ..redaction import scrub
+from ..regularfile import PEM_LIMIT, read_regular
 from ._httpx import httpx
 from .auth import Authenticator, Credential, credential_refusal, header_safe, parse_challenges
+from .bounded import ERROR_BODY_LIMIT, Rate, read_body
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-ERROR_BODY_LIMIT = 64 << 10
 
 Body = bytes | Callable[[], Iterable[bytes]] | None
 
@@ -56,6 +57,7 @@ class ClientOptions:
     ca_files: tuple[str, ...] = ()  # trusted in addition to the system store
     connect_timeout: float = 15.0
     read_timeout: float = 60.0  # between two reads of a response; a stall longer than this is retried
+    rate: Rate = field(default_factory=Rate)  # the slowest whole transfer (a blob, a body) waited for
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timing: Timing = field(default_factory=Timing)
     max_connections: int = 32  # a registry-to-registry copy holds two per blob in flight
@@ -204,7 +206,13 @@ class RegistryClient:
             request = self._http.build_request(method, url, headers=headers, content=content)
             self.stats.count(method)
             try:
-                resp = self._http.send(request, stream=stream, follow_redirects=follow)
+                # Always streamed: a body wanted whole is read here, within bounds (``read_body``).
+                resp = self._http.send(request, stream=True, follow_redirects=follow)
+                if not stream:
+                    read_body(resp, method, self.options.rate, timing.monotonic)
+            except httpx.TooManyRedirects:
+                raise RegistryError(method, url, None, None, f"more than {self._http.max_redirects} redirects "
+                                                             "(a redirect loop?)") from None
             except httpx.TransportError as e:
                 # A refused connection is retried once (a registry restarting), not for the whole budget.
                 refused = isinstance(e, httpx.ConnectError) and attempt >= 1
@@ -297,7 +305,8 @@ class BlobLocations:
 def _ssl_context(ca_files: tuple[str, ...]) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     for ca in ca_files:
-        ctx.load_verify_locations(cafile=ca)
+        # Read here, as a regular file of bounded size: OpenSSL would block on a FIFO given as cafile.
+        ctx.load_verify_locations(cadata=read_regular(ca, PEM_LIMIT, "CA certificate").decode("ascii", "replace"))
     return ctx
 
 
