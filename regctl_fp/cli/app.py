@@ -180,6 +180,9 @@ def plan(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None, out: OutOpt = N
 
     if fmt not in ("text", "json", "dot"):
         raise typer.BadParameter("must be text, json or dot", param_hint="--format")
+    if json_out and fmt not in ("text", "json"):
+        raise typer.BadParameter(f"--json asks for JSON and --format {fmt} for {fmt}: give one",
+                                 param_hint="--json")
     recipe_cmds.plan(_recipe(recipe, recipe_opt, reads_source=True), out, now, "json" if json_out else fmt)
 
 

@@ -33,7 +33,8 @@ def as_dot(outcomes: list[Outcome]) -> str:
     lines = ["digraph regfp {", "  rankdir=LR;", "  node [shape=box, fontname=monospace];"]
     for o in outcomes:
         names = _names(o)
-        parts = [o.node.id.kind, names[0] if names else str(o.node.id), o.state]
+        # An input says what it is (a channel, a commit); a stage node its state.
+        parts = [o.node.id.kind, names[0] if names else str(o.node.id), o.reason if o.state == "input" else o.state]
         if o.key:
             parts.append(f"key {o.key[:12]}")
         label = "\\n".join(_esc(p) for p in parts)  # \n: a line break inside a dot label

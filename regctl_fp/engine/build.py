@@ -20,13 +20,14 @@ from .run import Run
 from .source import Source
 
 SOURCE = NodeId("input", "source")
-BASE = NodeId("input", "base")
 BUILD = NodeId("build")
 FROM = NodeId("from")
 
 
-def channel_input(channel: str) -> NodeId:
-    return NodeId("input", f"channel:{channel}")
+def image_input(ref: str) -> NodeId:
+    """The input node of an image reference as the recipe writes it (channels followed): one node per
+    image, whichever stages use it (a channel that is also the build's base or a matrix value)."""
+    return NodeId("input", f"ref:{ref}")
 
 
 def build_nodes(run: Run) -> list[Node]:
@@ -35,9 +36,10 @@ def build_nodes(run: Run) -> list[Node]:
         return []
     r = run.lr.recipe
     assert r.source is not None
+    base = image_input(src.base_ref)
     return [Node(SOURCE, label=f"{r.source.git}@{r.source.ref}"),
-            Node(BASE, label=src.base_ref),
-            Node(BUILD, src.build_names, (SOURCE, BASE))]
+            Node(base, label=src.base_ref),
+            Node(BUILD, src.build_names, (SOURCE, base))]
 
 
 def from_nodes(run: Run) -> list[Node]:
@@ -52,17 +54,16 @@ def evaluate_input(run: Run, node: Node) -> Outcome:
     if node.id == SOURCE:
         assert src is not None
         return Outcome(node, "input", "input", f"commit {src.commit.sha[:12]}", digest=src.commit.sha)
-    if node.id == BASE:
-        assert src is not None
-        why = f"channel {src.channel}" if src.channel else "image reference"
-        if not _base_needed(run):
-            return Outcome(node, "input", "input", why)  # the build is reused: its base is pinned
-        return Outcome(node, "input", "input", why, digest=run.image(src.base_ref).digest.text)
-    if node.id.part.startswith("ref:"):
-        ref = node.id.part.removeprefix("ref:")
-        return Outcome(node, "input", "input", "image reference", digest=run.image(ref).digest.text)
-    name = node.id.part.removeprefix("channel:")
-    return Outcome(node, "input", "input", f"channel {name}", digest=run.image(run.lr.channel_ref(name)).digest.text)
+    if node.id.part.startswith("items:"):
+        chunks = [c for c in run.memo.get("chunks", {}).values() if c.work.name == node.id.part[6:]]
+        return Outcome(node, "input", "input", f"{sum(len(c.items) for c in chunks)} work items")
+    ref = node.id.part.removeprefix("ref:")
+    channels = run.lr.recipe.patch.channels if run.lr.recipe.patch else {}
+    named = [c for c in channels if run.lr.channel_ref(c) == ref]
+    why = f"channel {', '.join(named)}" if named else "image reference"
+    if src is not None and run.memo.get("consumers", {}).get(node.id) == [BUILD] and not _base_needed(run):
+        return Outcome(node, "input", "input", why)  # only the build uses it, and it is reused: pinned
+    return Outcome(node, "input", "input", why, digest=run.image(ref).digest.text)
 
 
 def evaluate_build(run: Run, node: Node) -> Outcome:
@@ -73,7 +74,7 @@ def evaluate_build(run: Run, node: Node) -> Outcome:
         key, entry, reason = reused
         return Outcome(node, "cached", "layout", reason, key, entry.digest.text, {n: entry for n in src.build_names})
     expired = reused  # the reason the existing build is not reused, when it expired
-    base_out = run.outcomes.get(BASE)
+    base_out = run.outcomes.get(node.inputs[1])
     base_digest = base_out.digest if base_out is not None and base_out.digest else run.image(src.base_ref).digest.text
     key = src.build_key(base_digest)
     why = expired or _why_build(run, src)

@@ -52,9 +52,13 @@ def in_shard(unit: str, index: int, count: int) -> bool:
 
 def evaluate(run: Run, nodes: list[Node]) -> list[Outcome]:
     """Every node's outcome, in order; inputs are checked first (before anything is made)."""
-    for node in nodes:  # every reference the run will load is checked before anything is made
-        if node.id.kind == "input" and node.id.part != "source" and node.label:
-            run.lr.image_ref(node.label)
+    consumers: dict[NodeId, list[NodeId]] = {}
+    for node in nodes:
+        for i in node.inputs:
+            consumers.setdefault(i, []).append(node.id)
+        if node.id.kind == "input" and node.id.part.startswith("ref:"):
+            run.lr.image_ref(node.label)  # every reference the run will load is checked before anything is made
+    run.memo["consumers"] = consumers
     present = {n.id.kind for n in nodes}
     for kind in KINDS:
         if kind.name in present and kind.check is not None:
@@ -136,6 +140,6 @@ def read_back(run: Run, outcomes: list[Outcome], changed: set[str]) -> Report:
                 if want is None and name in changed:
                     report.removed.append(name)
                 continue
-            report.images.append(ImageResult(stage, name, have.digest.text, o.cached or name not in changed,
-                                             o.state, o.reason))
+            report.images.append(ImageResult(stage=stage, name=name, digest=have.digest.text,
+                                             cached=o.cached or name not in changed, state=o.state, reason=o.reason))
     return report

@@ -13,7 +13,7 @@ from ..oci import annotation_keys as A
 from ..oci.descriptor import Descriptor
 from ..oci.image import Image
 from ..stores.base import write_image
-from .build import BUILD, FROM, built_image, channel_input
+from .build import BUILD, FROM, built_image, image_input
 from .graph import Node, NodeId, Outcome
 from .keys import stage_key
 from .reuse import reuse_or_make
@@ -40,9 +40,10 @@ def patch_nodes(run: Run) -> list[Node]:
     for channel in r.patch.channels:
         if run.channels is not None and channel not in run.channels:
             continue
-        nodes.append(Node(channel_input(channel), label=run.lr.channel_ref(channel)))
+        ref = run.lr.channel_ref(channel)
+        nodes.append(Node(image_input(ref), label=ref))
         # The rollout channel's patch is the rollout's prerequisite, not an independent unit.
-        nodes.append(Node(patch_id(channel), (src.patch_name(channel),), (upstream, channel_input(channel)),
+        nodes.append(Node(patch_id(channel), (src.patch_name(channel),), (upstream, image_input(ref)),
                           unit=channel != rollout_channel))
     return nodes
 

@@ -8,7 +8,7 @@ from typing import Any
 from .graph import State
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ImageResult:
     stage: str
     name: str

@@ -22,6 +22,7 @@ from ..recipe.model import Matrix, Work, fragment
 from ..stages.matrix import cell_tag
 from ..stages.work import WorkItem, assign
 from ..stores.base import write_image
+from .build import image_input
 from .graph import Node, NodeId, Outcome
 from .keys import stage_key
 from .reuse import reuse_or_make
@@ -88,16 +89,12 @@ def chunks(lr: LoadedRecipe) -> Iterator[Chunk]:
             yield Chunk(w, index, tuple(found[n] for n in names), frag)
 
 
-def ref_input(ref: str) -> NodeId:
-    return NodeId("input", f"ref:{ref}")
-
-
 def matrix_nodes(run: Run) -> list[Node]:
     found = {c.name: c for c in cells(run.lr)}
     run.memo["cells"] = found
     refs = dict.fromkeys(ref for c in found.values() for _, _, ref in c.values)
-    return [*(Node(ref_input(ref), label=ref) for ref in refs),
-            *(Node(NodeId("matrix", name), (name,), tuple(ref_input(ref) for _, _, ref in c.values), unit=True)
+    return [*(Node(image_input(ref), label=ref) for ref in refs),
+            *(Node(NodeId("matrix", name), (name,), tuple(image_input(ref) for _, _, ref in c.values), unit=True)
               for name, c in found.items())]
 
 
@@ -106,10 +103,12 @@ def work_nodes(run: Run) -> list[Node]:
     run.memo["chunks"] = found
     nodes = []
     for name, c in found.items():
+        items = NodeId("input", f"items:{c.work.name}")  # the files the chunks hold are inputs too
+        nodes.append(Node(items, label=f"{c.work.root}: {', '.join(c.work.items)}"))
         base = run.lr.channel_ref(c.work.base) if c.work.base is not None else None
         if base is not None:
-            nodes.append(Node(ref_input(base), label=base))
-        nodes.append(Node(NodeId("work", name), (name,), (ref_input(base),) if base else (), unit=True))
+            nodes.append(Node(image_input(base), label=base))
+        nodes.append(Node(NodeId("work", name), (name,), (items, image_input(base)) if base else (items,), unit=True))
     return nodes
 
 
