@@ -15,7 +15,9 @@ from . import output
 def debug_image(recipe: Path, ssh_keys: list[Path], channel: str | None, release: str | None, delta: int | None,
                 ttl: str | None, sshd_only: bool, port: int, out: Path | None, now_text: str | None,
                 json_out: bool) -> None:
-    from ..engine.debug import make_debug_image
+    from ..engine.converge import converge
+    from ..engine.debug import DebugRequest, DebugResult, debug_channel
+    from ..engine.run import Run
     from ..recipe.load import load_recipe
     from ..stages.debug import check_public_key, fingerprint, known_hosts_line
     from ..stages.rollout import parse_release
@@ -45,12 +47,17 @@ def debug_image(recipe: Path, ssh_keys: list[Path], channel: str | None, release
         keys.append(check_public_key(data.decode("utf-8", "replace"), str(path)))
     lr = load_recipe(recipe)
     now = parse_now(now_text)
+    request = DebugRequest(keys=tuple(keys), host_seed=host_key_seed(), channel=channel,
+                           release=parse_release(release) if release else None, delta=delta, ttl=ttl,
+                           sshd_only=sshd_only, port=port)
+    layout = out.resolve() if out else lr.output_layout
     with progress_bar() as bar:
-        result = make_debug_image(lr, keys=tuple(keys), host_seed=host_key_seed(), now=now,
-                                  options=_options(), secrets=secrets(lr), layout=out.resolve() if out else None,
-                                  git_cache=_git_cache(), channel=channel,
-                                  release=parse_release(release) if release else None, delta=delta, ttl=ttl,
-                                  sshd_only=sshd_only, port=port, progress=bar)
+        # On the current commit: build, patch (its channel only) and the debug image in one run; on a
+        # release of the ledger: the debug stage alone.
+        run = Run(lr, layout, now, _options(), progress=bar, secrets=secrets(lr), git_cache=_git_cache(),
+                  debug=request, channels=None if request.from_ledger else (debug_channel(lr, request),))
+        converge(run, ("debug",), with_needs=not request.from_ledger)
+    result: DebugResult = run.memo["debug"]
     doc = {"name": result.name, "digest": result.digest, "parent": result.parent, "expires": result.expires,
             "hostKey": result.host_key, "hostKeyFingerprint": fingerprint(result.host_key), "port": result.port,
             "identity": result.identity, "knownHosts": known_hosts_line(result.host_key, result.port)}

@@ -22,9 +22,10 @@ from .run import Run
 from .source import open_source
 
 
-def nodes_of(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | None = None) -> list[Node]:
-    """The recipe's nodes for ``stages`` (and what they stand on), inputs before their consumers."""
-    wanted = expand(frozenset(stages))
+def nodes_of(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | None = None, *,
+             with_needs: bool = True) -> list[Node]:
+    """The recipe's nodes for ``stages`` (and, ``with_needs``, what they stand on), inputs first."""
+    wanted = expand(frozenset(stages)) if with_needs else frozenset(stages)
     if run.source is None:
         r = run.lr.recipe
         from_digest = run.image(r.patch.from_).digest.text if r.patch and r.patch.from_ and \
@@ -80,11 +81,13 @@ def plan(run: Run, stages: Iterable[str] = STAGES) -> list[Outcome]:
         run.close()
 
 
-def converge(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | None = None) -> Report:
-    """Make the layout hold the desired state of every name the selected stages own; report what is."""
+def converge(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | None = None, *,
+             with_needs: bool = True) -> Report:
+    """Make the layout hold the desired state of every name the selected stages own; report what is.
+    ``with_needs=False`` runs exactly the stages named (a debug image of a release in the ledger)."""
     assert not run.dry
     try:
-        outcomes = evaluate(run, nodes_of(run, stages, shard))
+        outcomes = evaluate(run, nodes_of(run, stages, shard, with_needs=with_needs))
         changed = commit(run, outcomes)
     finally:
         run.close()

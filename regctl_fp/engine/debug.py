@@ -1,24 +1,50 @@
-"""``debug-image`` orchestration: pick the patched release, add tools, root, sshd, keys and a dev identity."""
+"""Stage kind ``debug``: a patched release plus debug tools, root, sshd with a developer's keys and the dev
+environment's identity, under ``ad-hoc/<repo>/<sha>:<channel>`` (``-sshd`` for an sshd-only image).
+
+It runs only when a run carries a ``DebugRequest`` (``regfp debug-image``): on the rollout channel's
+patch of the current commit (built and patched in the same run), or on a release of the ledger.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import InvalidInput, LayoutError, NotFound, RefError
+from ..oci import annotation_keys as A
 from ..oci.descriptor import Descriptor
-from ..progress import SILENT, Progress
+from ..oci.image import Image
 from ..recipe.load import LoadedRecipe
 from ..recipe.model import Environment
-from ..sources import BuildOptions, load_image
-from ..stages.debug import DebugInputs, HostKeyInputs, debug_image, derive_host_key
+from ..stages.debug import DebugInputs, HostKey, HostKeyInputs, debug_image, derive_host_key
 from ..stores.base import read_image, write_image
-from ..stores.layout import LayoutStore
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
+from .graph import Node, NodeId, Outcome
+from .keys import stage_key
+from .patch import patch_id
+from .reuse import reuse_or_make
+from .run import Run
+
+DEBUG = NodeId("debug")
+DEFAULT_TTL = 8 * 3600
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class DebugRequest:
+    keys: tuple[str, ...]  # the developers' public keys, checked
+    host_seed: bytes  # the per-user secret host keys are derived from
+    channel: str | None = None
+    release: int | None = None
+    delta: int | None = None
+    ttl: str | None = None
+    sshd_only: bool = False
+    port: int = 2222
+
+    @property
+    def from_ledger(self) -> bool:
+        return self.release is not None or self.delta is not None
+
+
+@dataclass(frozen=True, kw_only=True)
 class DebugResult:
     name: str
     digest: str
@@ -29,60 +55,118 @@ class DebugResult:
     identity: str | None
 
 
-def make_debug_image(lr: LoadedRecipe, *, keys: tuple[str, ...], host_seed: bytes, now: int, options: BuildOptions,
-                     secrets: Mapping[str, str], layout: Path | None = None, git_cache: Path | None = None,
-                     channel: str | None = None, release: int | None = None, delta: int | None = None,
-                     ttl: str | None = None, sshd_only: bool = False, port: int = 2222,
-                     progress: Progress = SILENT) -> DebugResult:
+def debug_channel(lr: LoadedRecipe, request: DebugRequest) -> str:
+    """The patch channel a debug image of the current commit stands on."""
     r = lr.recipe
+    if r.patch is None:
+        raise InvalidInput(f"{lr.path}: debug images are built on a patched release; add patch.channels")
+    return request.channel or (r.rollouts.channel if r.rollouts else next(iter(r.patch.channels)))
+
+
+def debug_nodes(run: Run) -> list[Node]:
+    request = run.debug
+    if request is None:
+        return []
+    r = run.lr.recipe
     if r.debug is None or r.debug.tools is None:
-        raise InvalidInput(f"{lr.path}: the recipe has no debug.tools image")
-    env = _dev_environment(lr)
-    out = layout or lr.output_layout
-    ttl_seconds = parse_duration(ttl or r.debug.ttl) if (ttl or r.debug.ttl) else 8 * 3600
-    authority = None
-    if env is not None and env.identity is not None:  # checked before anything is made
-        from .environment import PreparedEnv, authority_of
+        raise InvalidInput(f"{run.lr.path}: the recipe has no debug.tools image")
+    if request.from_ledger:
+        if r.rollouts is None:
+            raise InvalidInput(f"{run.lr.path}: --release/--delta need a 'rollouts' section")
+        return [Node(DEBUG)]
+    return [Node(DEBUG, inputs=(patch_id(debug_channel(run.lr, request)),))]
 
-        index = list(r.environments).index(env)
-        authority = authority_of(lr, PreparedEnv(env, index, (), (), None), secrets, now)
-    number = 0
-    if release is not None or delta is not None:
-        parent_desc, revision, channel_name, number = _from_ledger(lr, out, release, delta)
-    else:
-        parent_desc, revision, channel_name = _current(lr, out, channel, now, options, secrets, git_cache, progress)
-    with LayoutStore.open_or_create(out) as store:
-        parent = read_image(store, parent_desc)
-        try:
-            tools = load_image(lr.image_ref(r.debug.tools), work=store, platform=parent.config.platform,
-                               options=options, progress=progress)
-        except (NotFound, LayoutError, RefError) as e:
-            raise lr.error(("debug", "tools"), _missing_tools(lr, r.debug.tools, e)) from None
-        host_key = derive_host_key(host_seed, HostKeyInputs(parent.digest.text, tools.digest.text, keys,
-                                                            channel_name))
-        identity = None
-        if authority is not None and env is not None and env.identity is not None:
-            from ..stages.identity import Subject, issue, window
 
-            ident = env.identity
-            identity = issue(authority, Subject(r.name, env.location, env.environment, number, revision,
-                                                         ident.trust_domain, tuple(ident.hosts), ident.puller),
-                             *window(now, min(parse_duration(ident.ttl), ttl_seconds)))
-        expires = rfc3339(now + ttl_seconds)
-        created = parent.annotations.get("org.opencontainers.image.created")
-        annotations = {"dev.regfp.stage": "debug", "dev.regfp.environment": f"{env.location}.{env.environment}"
-                       if env else r.debug.environment}
-        if identity is not None:
-            annotations["dev.regfp.identity"] = identity.spiffe_id
-        image = debug_image(DebugInputs(parent=parent, tools=tools, keys=keys, host_key=host_key, expires=expires,
-                                        mtime=parse_rfc3339(created) if created else 0, identity=identity,
-                                        sshd_only=sshd_only, port=port), store, annotations)
-        desc = write_image(store, image)
-        # The sshd-only image has its own tag: it must not replace the full debug image of the same target.
-        name = f"ad-hoc/{_repo_name(lr)}/{revision}:{channel_name}" + ("-sshd" if sshd_only else "")
-        store.set_names({name: desc})
-    return DebugResult(name, desc.digest.text, parent.digest.text, expires, host_key.public_line, port,
-                       identity.spiffe_id if identity else None)
+def check_debug(run: Run) -> None:
+    """The dev identity's CA is loaded before the layout is first written."""
+    env = _dev_environment(run.lr)
+    if run.dry or run.debug is None or env is None or env.identity is None:
+        return
+    from .environment import PreparedEnv, authority_of
+
+    index = list(run.lr.recipe.environments).index(env)
+    prepared = PreparedEnv(env, index, (), (), None)
+    run.before_write(lambda: run.memo.setdefault("debug-authority",
+                                                 authority_of(run.lr, prepared, run.secrets or {}, run.now)))
+
+
+def evaluate_debug(run: Run, node: Node) -> Outcome:
+    request = run.debug
+    r = run.lr.recipe
+    assert request is not None and r.debug is not None and r.debug.tools is not None
+    parent_desc, revision, channel, number = _parent(run, node, request)
+    parent = read_image(run.store, parent_desc)
+    try:
+        tools = run.image(r.debug.tools, platform=parent.config.platform)
+    except (NotFound, LayoutError, RefError) as e:
+        raise run.lr.error(("debug", "tools"), _missing_tools(run.lr, r.debug.tools, e)) from None
+    host_key = derive_host_key(request.host_seed, HostKeyInputs(parent.digest.text, tools.digest.text, request.keys,
+                                                                channel))
+    ttl = parse_duration(request.ttl or r.debug.ttl) if (request.ttl or r.debug.ttl) else DEFAULT_TTL
+    env = _dev_environment(run.lr)
+    identity = None
+    if env is not None and env.identity is not None:
+        from ..stages.identity import Subject, issue, window
+
+        ident = env.identity
+        run.store  # noqa: B018 - the before-write checks load the CA
+        identity = issue(run.memo["debug-authority"],
+                         Subject(r.name, env.location, env.environment, number, revision, ident.trust_domain,
+                                 tuple(ident.hosts), ident.puller),
+                         *window(run.now, min(parse_duration(ident.ttl), ttl)))
+    expires = rfc3339(run.now + ttl)
+    name = f"ad-hoc/{_repo_name(run)}/{revision}:{channel}" + ("-sshd" if request.sshd_only else "")
+    key = stage_key("debug", {"sshd_only": request.sshd_only, "port": request.port, "expires": expires},
+                    {"parent": parent.digest.text, "tools": tools.digest.text, "keys": list(request.keys),
+                     "hostKey": host_key.public_line, "identity": identity.spiffe_id if identity else None},
+                    revision)
+
+    def make() -> Descriptor:
+        return _make(run, request, parent, tools, host_key, expires, identity, env)
+
+    out = reuse_or_make(run, node, key, (name,), make, cached_reason="the same request", make_reason="requested")
+    run.memo["debug"] = DebugResult(name=name, digest=out.digest or "", parent=parent.digest.text, expires=expires,
+                                    host_key=host_key.public_line, port=request.port,
+                                    identity=identity.spiffe_id if identity else None)
+    return out
+
+
+def _make(run: Run, request: DebugRequest, parent: Image, tools: Image, host_key: HostKey, expires: str,
+          identity: object, env: Environment | None) -> Descriptor:
+    from ..stages.identity import Issued
+
+    r = run.lr.recipe
+    assert r.debug is not None
+    issued = identity if isinstance(identity, Issued) else None
+    created = parent.annotations.get(A.CREATED)
+    annotations = {A.STAGE: "debug",
+                   A.ENVIRONMENT: f"{env.location}.{env.environment}" if env else r.debug.environment}
+    if issued is not None:
+        annotations[A.IDENTITY] = issued.spiffe_id
+    image = debug_image(DebugInputs(parent=parent, tools=tools, keys=request.keys, host_key=host_key, expires=expires,
+                                    mtime=parse_rfc3339(created) if created else 0, identity=issued,
+                                    sshd_only=request.sshd_only, port=request.port), run.store, annotations)
+    return write_image(run.store, image)
+
+
+def _parent(run: Run, node: Node, request: DebugRequest) -> tuple[Descriptor, str, str, int]:
+    """The image the debug image stands on: (descriptor, revision, channel, release number or 0)."""
+    if request.from_ledger:
+        from .rollout import read_ledger
+
+        r = run.lr.recipe
+        store = run.readable
+        if store is None:
+            raise InvalidInput(f"{r.name} has no releases yet: there is no layout at {run.layout}")
+        ledger = read_ledger(store, r.name)
+        rel = ledger.get(request.release) if request.release is not None else ledger.at_delta(request.delta or 0)
+        if rel is None:
+            raise InvalidInput(f"{r.name} has no release at n-{request.delta}")
+        return rel.image, rel.revision, rel.channel, rel.number
+    patched = run.outcome(node.inputs[0])
+    entry = next(d for d in patched.names.values() if d is not None)
+    assert run.source is not None
+    return (Descriptor(entry.media_type, entry.digest, entry.size), run.source.commit.sha, node.inputs[0].part, 0)
 
 
 def _missing_tools(lr: LoadedRecipe, text: str, error: Exception) -> str:
@@ -98,7 +182,8 @@ def _missing_tools(lr: LoadedRecipe, text: str, error: Exception) -> str:
 
 def _dev_environment(lr: LoadedRecipe) -> Environment | None:
     r = lr.recipe
-    assert r.debug is not None
+    if r.debug is None:
+        return None
     wanted = r.debug.environment
     for env in r.environments:
         if wanted in (env.environment, f"{env.location}.{env.environment}"):
@@ -106,45 +191,16 @@ def _dev_environment(lr: LoadedRecipe) -> Environment | None:
     return None
 
 
-def _repo_name(lr: LoadedRecipe) -> str:
+def _repo_name(run: Run) -> str:
     from .source import repo_name
 
-    source = lr.recipe.source
+    if run.source is not None:
+        return run.source.repo_name
+    source = run.lr.recipe.source
     if source is None:
-        return repo_name(lr, None)
+        return repo_name(run.lr, None)
     if source.name:
         return source.name
     from ..gitsource import Repository
 
-    return repo_name(lr, Repository.open(source.git, base=lr.directory))
-
-
-def _from_ledger(lr: LoadedRecipe, out: Path, release: int | None,
-                 delta: int | None) -> tuple[Descriptor, str, str, int]:
-    from .rollout import read_ledger
-
-    r = lr.recipe
-    if r.rollouts is None:
-        raise InvalidInput(f"{lr.path}: --release/--delta need a 'rollouts' section")
-    ledger = read_ledger(LayoutStore.open(out), r.name)
-    rel = ledger.get(release) if release is not None else ledger.at_delta(delta or 0)
-    if rel is None:
-        raise InvalidInput(f"{r.name} has no release at n-{delta}")
-    return rel.image, rel.revision, rel.channel, rel.number
-
-
-def _current(lr: LoadedRecipe, out: Path, channel: str | None, now: int, options: BuildOptions,
-             secrets: Mapping[str, str], git_cache: Path | None, progress: Progress) -> tuple[Descriptor, str, str]:
-    from .converge import converge
-    from .run import Run
-
-    r = lr.recipe
-    if r.patch is None:
-        raise InvalidInput(f"{lr.path}: debug images are built on a patched release; add patch.channels")
-    name = channel or (r.rollouts.channel if r.rollouts else next(iter(r.patch.channels)))
-    run = Run(lr, out, now, options, progress=progress, secrets=secrets, git_cache=git_cache, channels=(name,))
-    converge(run, ("build", "patch"))
-    assert run.source is not None
-    store = LayoutStore.open(out)
-    desc = store.resolve(run.source.patch_name(name))
-    return Descriptor(desc.media_type, desc.digest, desc.size), run.source.commit.sha, name
+    return repo_name(run.lr, Repository.open(source.git, base=run.lr.directory))

@@ -8,7 +8,7 @@ from typing import Literal
 
 from ..oci.descriptor import Descriptor
 
-KindName = Literal["input", "build", "from", "patch", "rollout", "environment", "matrix", "work"]
+KindName = Literal["input", "build", "from", "patch", "rollout", "environment", "matrix", "work", "debug"]
 # What a node's names will hold, as a plan shows it: an input, already there, to be made (state
 # "build", for any kind), an expired build, or nothing yet (an environment waiting for a release).
 State = Literal["input", "cached", "build", "expired", "waiting"]

@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import build, environment, patch, rollout, units
+from . import build, debug, environment, patch, rollout, units
 from .graph import KindName, Node, Outcome
 from .run import Run
 
-Stage = str  # build, patch, rollout, environment, matrix, work
+Stage = str  # build, patch, rollout, environment, matrix, work, debug
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ KINDS: tuple[Kind, ...] = (
          environment.evaluate_environment, environment.check_inputs),
     Kind("matrix", "matrix", frozenset(), units.matrix_nodes, units.evaluate_cell),
     Kind("work", "work", frozenset(), units.work_nodes, units.evaluate_chunk),
+    Kind("debug", "debug", frozenset({"build", "patch"}), debug.debug_nodes, debug.evaluate_debug, debug.check_debug),
 )
 BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 STAGES: tuple[Stage, ...] = ("build", "patch", "rollout", "environment", "matrix", "work")

@@ -26,6 +26,7 @@ from .snapshot import Snapshot
 
 if TYPE_CHECKING:
     from ..stages.rollout import Ledger
+    from .debug import DebugRequest
     from .source import Source
 
 T = TypeVar("T")
@@ -54,6 +55,7 @@ class Run:
     git_cache: Path | None = None
     cut: bool = True  # whether the rollout may cut a new release (False for a yank alone)
     channels: tuple[str, ...] | None = None  # patch only these channels (default: all)
+    debug: DebugRequest | None = None  # a debug image to make (regfp debug-image)
     ledger_change: LedgerChange | None = None
     outcomes: dict[NodeId, Outcome] = field(default_factory=dict)
     source: Source | None = None
