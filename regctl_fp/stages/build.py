@@ -10,20 +10,22 @@ import os
 import posixpath
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from ..errors import LayerInputError, RegfpError
 from ..gitsource import BlobReader, Commit, GitError, Repository, TreeEntry
 from ..imagepath import WHITEOUT_REASON, whiteout_component
-from ..layers import Entry, collect_tree, total_size, write_layer
+from ..layers import Entry, collect_tree, path_opener, total_size, write_layer
 from ..oci.config import History, ImageConfig
 from ..oci.descriptor import Descriptor
 from ..oci.image import Image, Layer
+from ..oci.mediatypes import Compression
+from ..oci.streams import Opener
 from ..progress import SILENT, Progress
 from ..stores.base import Store
 from ..timeutil import parse_duration, rfc3339
@@ -81,7 +83,7 @@ class Build(Protocol):
     @property
     def ports(self) -> Sequence[str]: ...
     @property
-    def compression(self) -> str: ...
+    def compression(self) -> Compression: ...
 
 
 class RunStepFailed(RegfpError):
@@ -151,7 +153,7 @@ def build(src: SourceInputs, base: Image, annotations: dict[str, str], store: St
     return image.with_config(_config(image, spec, created)).with_annotations(annotations)
 
 
-def _opener(store: Store, desc: Descriptor) -> Callable[[], BinaryIO]:
+def _opener(store: Store, desc: Descriptor) -> Opener:
     return lambda: store.open_blob(desc)
 
 
@@ -302,7 +304,7 @@ def _entry(dest: bytes, te: TreeEntry, reader: BlobReader, uid: int, gid: int, w
                  origin=origin)
 
 
-def _blob_opener(reader: BlobReader, oid: str) -> Callable[[], BinaryIO]:
+def _blob_opener(reader: BlobReader, oid: str) -> Opener:
     return lambda: reader.open(oid)
 
 
@@ -357,7 +359,7 @@ def _run_step(run: RunStep, src: SourceInputs, tmp: Path) -> list[Entry]:
                 raise LayerInputError(str(produced), WHITEOUT_REASON)
             mode = 0o755 if os.stat(produced).st_mode & 0o111 else 0o644
             entries.append(Entry(dest.encode(), "file", mode, size=produced.stat().st_size,
-                                 opener=lambda p=produced: open(p, "rb"), uid=uid, gid=gid, origin=str(produced)))  # noqa: SIM115
+                                 opener=path_opener(produced), uid=uid, gid=gid, origin=str(produced)))
         else:
             raise RunStepFailed(shown, 0, f"declared output {rule.from_!r} was not produced")
     return entries

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..layers import Entry, dir_entry, file_entry, write_layer
+from ..layers import Entry, dir_entry, file_entry, path_opener, write_layer
 from ..oci.canonical import canonical_json
 from ..oci.config import History, ImageConfig
 from ..oci.image import Image, Layer
@@ -105,7 +105,7 @@ def chunk_image(base: Image | None, items: Sequence[WorkItem], *, index: int, ch
         for depth in range(1, len(parts) + 1):
             dirs.add("/".join(parts[:depth]))
         entries.append(Entry(f"{INPUT}/{it.name}".encode(), "file", 0o444, size=it.path.stat().st_size,
-                             opener=lambda p=it.path: open(p, "rb"), origin=str(it.path)))  # noqa: SIM115
+                             opener=path_opener(it.path), origin=str(it.path)))
     entries += [dir_entry(f"{INPUT}/{d}", 0o555) for d in sorted(dirs)]
     doc = {"work": name, "chunk": index, "chunks": chunks, "items": listing}
     entries.append(file_entry("work/index.json", canonical_json(doc) + b"\n", 0o444))

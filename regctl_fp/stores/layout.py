@@ -23,7 +23,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from ..errors import DigestMismatch, InvalidDocument, LayoutError, LockTimeout, NotFound, SizeMismatch
 from ..oci import mediatypes as mt
@@ -31,6 +30,7 @@ from ..oci.canonical import canonical_json
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.manifest import Index
+from ..oci.streams import ByteReader
 from ..oci.verify import VerifyingReader, read_verified
 from .base import MANIFEST_LIMIT, check_size, closure
 
@@ -138,13 +138,13 @@ class LayoutStore:
         except (FileNotFoundError, NotADirectoryError):
             return False
 
-    def open_blob(self, desc: Descriptor) -> BinaryIO:
+    def open_blob(self, desc: Descriptor) -> VerifyingReader:
         path = self.blob_path(desc.digest)
         try:
             raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
         except FileNotFoundError:
             raise NotFound(f"blob {desc.digest}", self.location) from None
-        return VerifyingReader(raw, desc.digest, desc.size, f"blob {desc.digest} in {self.path}")  # type: ignore[return-value]
+        return VerifyingReader(raw, desc.digest, desc.size, f"blob {desc.digest} in {self.path}")
 
     def read_blob(self, desc: Descriptor, limit: int) -> bytes:
         with self.open_blob(desc) as f:
@@ -154,7 +154,7 @@ class LayoutStore:
         self._enter_session()
         return _FileSink(self, private=private)
 
-    def put_blob(self, stream: BinaryIO, desc: Descriptor, *, private: bool = False) -> None:
+    def put_blob(self, stream: ByteReader, desc: Descriptor, *, private: bool = False) -> None:
         # A stream that verifies itself against this very digest (every store's open_blob does) is
         # checked when it is read to the end, below: hashing it a second time here would be wasted.
         self._enter_session()
