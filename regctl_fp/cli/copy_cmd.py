@@ -48,8 +48,9 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
         _check_source_dir(src)
     with session() as s, progress_bar() as bar, ExitStack() as stack:
         target: Store
+        remote: RegistryStore | None = None  # the target, when it is a registry
         if isinstance(dst, RegistryRef):
-            target = s.store(dst)
+            target = remote = s.store(dst)
         else:
             target = stack.enter_context(LayoutStore.open_or_create(dst.path))
         source: Store
@@ -69,7 +70,8 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
                                "to a private repository, and say so with --private")
         copied = desc if source is target else copy_descriptor(source, target, desc, jobs=JOBS, progress=bar)
         if isinstance(dst, RegistryRef):
-            _name_in_registry(target, dst, copied)  # type: ignore[arg-type]
+            assert remote is not None
+            _name_in_registry(remote, dst, copied)
         else:
             assert dst.name is not None
             target.set_names({dst.name: copied})
