@@ -15,7 +15,7 @@ import posixpath
 import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from .layertar import open_tar
 from .oci import mediatypes as mt
@@ -28,9 +28,13 @@ _OPAQUE = ".wh..wh..opq"
 TITLE = "org.opencontainers.image.title"
 
 
+FileKind = Literal["file", "dir", "symlink", "hardlink", "other"]
+Change = Literal["added", "removed", "modified"]
+
+
 @dataclass(frozen=True)
 class FileInfo:
-    kind: str  # file, dir, symlink, hardlink, other
+    kind: FileKind
     mode: int
     uid: int
     gid: int
@@ -52,7 +56,7 @@ class FileInfo:
 @dataclass(frozen=True)
 class FileChange:
     path: str
-    change: str  # added, removed, modified
+    change: Change
     before: FileInfo | None
     after: FileInfo | None
     whiteout: bool = False  # B deletes it with a whiteout (rather than by losing a layer)
@@ -216,7 +220,7 @@ def _map_changes(what: str, a: Mapping[str, str], b: Mapping[str, str]) -> list[
 
 
 # -- files ----------------------------------------------------------------------------------------------
-_Event = tuple[str, str, FileInfo | None]  # (kind: entry|whiteout|opaque, path, info)
+_Event = tuple[Literal["entry", "whiteout", "opaque"], str, FileInfo | None]  # (kind, path, info)
 
 
 def _file_changes(a: Image, b: Image, shared: set[Digest]) -> list[FileChange]:
@@ -243,13 +247,14 @@ def _file_changes(a: Image, b: Image, shared: set[Digest]) -> list[FileChange]:
                     fs[path] = replace(info, content=hashes[info.layer][path])
     out: list[FileChange] = []
     for path in sorted(fs_a.keys() | fs_b.keys()):
-        x, y = fs_a.get(path), fs_b.get(path)
-        if x is None:
-            out.append(FileChange(path, "added", None, y))
-        elif y is None:
-            out.append(FileChange(path, "removed", x, None, whiteout=path in whiteouts_b))
-        elif x != y or (x.kind == "file" and x.layer != y.layer and x.content != y.content):
-            out.append(FileChange(path, "modified", x, y))
+        before, after = fs_a.get(path), fs_b.get(path)
+        if before is None:
+            out.append(FileChange(path, "added", None, after))
+        elif after is None:
+            out.append(FileChange(path, "removed", before, None, whiteout=path in whiteouts_b))
+        elif before != after or (before.kind == "file" and before.layer != after.layer
+                                 and before.content != after.content):
+            out.append(FileChange(path, "modified", before, after))
     return out
 
 
@@ -298,6 +303,7 @@ def _hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
 
 
 def _info(member: tarfile.TarInfo, content: str | None, layer: Digest) -> FileInfo:
+    kind: FileKind
     if member.isreg():
         kind, link = "file", ""
     elif member.isdir():

@@ -13,9 +13,9 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from .errors import InvalidInput, RegfpError
+from .oci.streams import ByteReader
 
 _HEX = re.compile(r"[0-9a-f]+")
 _GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
@@ -174,7 +174,7 @@ class Repository:
             if not record:
                 continue
             meta, _, path = record.partition(b"\t")
-            mode, kind, oid, size = meta.split()
+            mode, _obj_type, oid, size = meta.split()
             entries.append(TreeEntry(path[len(prefix):], int(mode, 8), oid.decode(),
                                      0 if size == b"-" else int(size)))
         return entries
@@ -209,14 +209,14 @@ class BlobReader:
         self._proc = subprocess.Popen(["git", "-C", str(git_dir), "cat-file", "--batch"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, env={**os.environ, **_GIT_ENV})
 
-    def open(self, oid: str) -> BinaryIO:
+    def open(self, oid: str) -> _Limited:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._proc.stdin.write(oid.encode() + b"\n")
         self._proc.stdin.flush()
         header = self._proc.stdout.readline().split()
         if len(header) != 3 or header[1] != b"blob":
             raise GitError(f"git object {oid} is not a readable blob")
-        return _Limited(self._proc.stdout, int(header[2]))  # type: ignore[return-value]
+        return _Limited(self._proc.stdout, int(header[2]))
 
     def read(self, oid: str) -> bytes:
         with self.open(oid) as f:
@@ -238,7 +238,7 @@ class BlobReader:
 class _Limited:
     """Exactly ``size`` bytes of the batch output, then the newline git adds after each object."""
 
-    def __init__(self, stream: BinaryIO, size: int) -> None:
+    def __init__(self, stream: ByteReader, size: int) -> None:
         self._stream = stream
         self._left = size
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 import tarfile
 from dataclasses import dataclass
+from typing import Literal
 
 from .errors import RegfpError
 from .layertar import open_tar
@@ -40,18 +41,30 @@ def read_file(image: Image, path: str, *, follow: int = 8) -> FoundFile | None:
         found = _lookup(image.layers, want)
         if found is None:
             return None
-        kind, value, member = found
-        if kind == "file":
-            assert isinstance(value, bytes) and member is not None
-            return FoundFile(want, value, member.mode, member.uid, member.gid)
+        if isinstance(found, _File):
+            return FoundFile(want, found.data, found.member.mode, found.member.uid, found.member.gid)
         # A symlink: resolve it against its directory, inside the image root.
-        target = str(value)
+        target = found.target
         base = posixpath.dirname(want)
         want = _norm(target if target.startswith("/") else posixpath.join(base, target))
     raise RegfpError(f"{path}: too many levels of symbolic links in the image")
 
 
-def _lookup(layers: tuple[Layer, ...], want: str) -> tuple[str, bytes | str, tarfile.TarInfo | None] | None:
+@dataclass(frozen=True)
+class _File:
+    data: bytes
+    member: tarfile.TarInfo
+
+
+@dataclass(frozen=True)
+class _Link:
+    target: str  # as written in the layer: absolute, or relative to the link's directory
+
+
+_Deleted = Literal["deleted"]  # a whiteout, or something that is not a regular file: the path is absent
+
+
+def _lookup(layers: tuple[Layer, ...], want: str) -> _File | _Link | None:
     parents = []
     p = want
     while "/" in p:
@@ -67,9 +80,9 @@ def _lookup(layers: tuple[Layer, ...], want: str) -> tuple[str, bytes | str, tar
     return None
 
 
-def _scan(layer: Layer, want: str, whiteout: str,
-          parents: list[str]) -> tuple[str, bytes | str, tarfile.TarInfo | None] | str | None:
-    result = None
+def _scan(layer: Layer, want: str, whiteout: str, parents: list[str]) -> _File | _Link | _Deleted | None:
+    """What this layer says about ``want``; None when it says nothing (look in the layer below)."""
+    result: _File | _Link | _Deleted | None = None
     hidden = False
     with open_tar(layer) as tar:  # a cut-short tar is CorruptLayer naming the layer; the blob is read to its end
         for member in tar:
@@ -80,11 +93,11 @@ def _scan(layer: Layer, want: str, whiteout: str,
                         raise RegfpError(f"/{want} in layer {layer.digest} is larger than {MAX_FILE} bytes")
                     f = tar.extractfile(member)
                     assert f is not None
-                    result = ("file", f.read(), member)
+                    result = _File(f.read(), member)
                 elif member.issym():
-                    result = ("link", member.linkname, None)
+                    result = _Link(member.linkname)
                 elif member.islnk():
-                    result = ("link", "/" + _norm(member.linkname), None)
+                    result = _Link("/" + _norm(member.linkname))
                 else:
                     result = "deleted"  # a directory or special file: not a regular file
             elif name == whiteout:
@@ -96,7 +109,7 @@ def _scan(layer: Layer, want: str, whiteout: str,
                 rest = want[len(name) + 1:]
                 target = member.linkname
                 base = target if target.startswith("/") else posixpath.join(posixpath.dirname(name), target)
-                result = ("link", "/" + _norm(posixpath.join(base, rest)), None)
+                result = _Link("/" + _norm(posixpath.join(base, rest)))
             elif name in parents and not member.isdir():
                 result = "deleted"  # a parent replaced by a file in this layer
     if result is None and hidden:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol
+from typing import Literal, Protocol
 
 from . import tarformat as tf
 from .errors import LayerInputError
@@ -29,6 +29,7 @@ from .oci import mediatypes as mt
 from .oci.compression import BLOCK, BlockCompressor, Buffer, block_compressor
 from .oci.descriptor import Descriptor
 from .oci.digest import Digest
+from .oci.streams import ByteStream, Opener
 
 Kind = Literal["file", "dir", "symlink", "hardlink"]
 CHUNK = BLOCK  # the tar stream is cut here; gzip compresses each block on its own
@@ -37,7 +38,7 @@ CHUNK = BLOCK  # the tar stream is cut here; gzip compresses each block on its o
 class BlobSink(Protocol):
     """Where a blob's bytes go while they are produced; ``commit`` makes it visible under its digest."""
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: Buffer) -> None: ...
     def commit(self, media_type: str) -> Descriptor: ...
     def abort(self) -> None: ...
 
@@ -51,7 +52,7 @@ class Entry:
     mode: int
     size: int = 0
     target: bytes = b""  # symlink target, or hardlink target path within the layer
-    opener: Callable[[], BinaryIO] | None = field(default=None, compare=False, repr=False)
+    opener: Opener | None = field(default=None, compare=False, repr=False)
     data: bytes | None = field(default=None, repr=False)
     uid: int = 0
     gid: int = 0
@@ -205,8 +206,13 @@ def _special_kind(mode: int) -> str:
     return "a special file"
 
 
-def _file_opener(path: bytes, origin: str) -> Callable[[], BinaryIO]:
-    def open_checked() -> BinaryIO:
+def path_opener(path: Path) -> Opener:
+    """Opens ``path`` for reading when the layer is written (for files regfp made itself)."""
+    return lambda: path.open("rb")
+
+
+def _file_opener(path: bytes, origin: str) -> Opener:
+    def open_checked() -> ByteStream:
         # The file is opened long after it was listed: if it has meanwhile become a symlink (to a file
         # outside the tree) or a FIFO (which would block), refuse rather than follow or hang.
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -329,7 +335,7 @@ class Counters:
     compressed = 0  # layers compressed (gzip or zstd) by write_layer
 
 
-def write_layer(entries: Iterable[Entry], sink: BlobSink, *, mtime: int, compression: str = "gzip",
+def write_layer(entries: Iterable[Entry], sink: BlobSink, *, mtime: int, compression: mt.Compression = "gzip",
                 level: int | None = None, on_bytes: Callable[[int], None] | None = None,
                 inline: bool | None = None) -> WrittenLayer:
     """Stream ``entries`` as one tar layer into ``sink``; the sink is committed on success, aborted on error.
@@ -421,9 +427,9 @@ class _Pipe:
         if inline:
             return
         self._hashes: queue.Queue[bytearray | None] | None = queue.Queue(_DEPTH) if hash_diff else None
-        self._jobs: queue.Queue[tuple[Callable[[], bytes], Future[bytes], bytearray] | None] | None = (
+        self._jobs: queue.Queue[tuple[Callable[[], Buffer], Future[Buffer], bytearray] | None] | None = (
             queue.Queue(_DEPTH) if comp.workers else None)
-        self._outputs: queue.Queue[Future[bytes] | None] = queue.Queue(_DEPTH + comp.workers)
+        self._outputs: queue.Queue[Future[Buffer] | None] = queue.Queue(_DEPTH + comp.workers)
         self._users: dict[int, int] = {}  # id(block) -> stages still reading it
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -508,7 +514,7 @@ class _Pipe:
         if self._error is not None:
             raise self._error
         job = self._comp.job(block, final)
-        result: Future[bytes] = Future()
+        result: Future[Buffer] = Future()
         if self._jobs is None:
             result.set_result(job())  # nothing to compute: the sink gets the block itself
         else:

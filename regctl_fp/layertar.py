@@ -15,7 +15,7 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO, cast
+from typing import IO, cast
 
 import zstandard
 from isal import isal_zlib
@@ -23,6 +23,7 @@ from isal import isal_zlib
 from .errors import CorruptLayer
 from .oci.compression import decompressed
 from .oci.image import Layer
+from .oci.streams import ByteReader
 
 CHUNK = 1 << 20
 BLOCK = 512
@@ -42,13 +43,13 @@ def describe(e: BaseException) -> str:
     return f"it cannot be decompressed ({type(e).__name__}: {e})"
 
 
-def _drain(raw: BinaryIO) -> None:
+def _drain(raw: ByteReader) -> None:
     while raw.read(CHUNK):
         pass
 
 
 @contextmanager
-def broken_as_corrupt(layer: Layer, raw: BinaryIO) -> Iterator[None]:
+def broken_as_corrupt(layer: Layer, raw: ByteReader) -> Iterator[None]:
     """Inside the block, a broken tar or compression stream becomes ``CorruptLayer``. The rest of ``raw``
     (the stored blob, verifying itself) is read first: a digest mismatch is the better explanation."""
     try:
@@ -58,13 +59,20 @@ def broken_as_corrupt(layer: Layer, raw: BinaryIO) -> Iterator[None]:
         raise CorruptLayer(layer.digest.text, describe(e)) from None
 
 
+def read_tar_stream(source: ByteReader) -> tarfile.TarFile:
+    """``source`` read as a tar archive front to back (tarfile's stream mode); names that are not
+    UTF-8 are kept as surrogate escapes."""
+    # typeshed asks any fileobj of tarfile.open for write, seek and tell too; stream mode only reads.
+    return tarfile.open(fileobj=cast("IO[bytes]", source), mode="r|", errors="surrogateescape")
+
+
 @contextmanager
 def open_tar(layer: Layer) -> Iterator[tarfile.TarFile]:
     """The layer's tar in stream mode; once the caller is done, the blob is read to its end so its digest
     is checked even when the caller stopped early."""
     with layer.open() as raw, broken_as_corrupt(layer, raw):
         stream = decompressed(raw, layer.compression or "none")
-        with tarfile.open(fileobj=stream, mode="r|", errors="surrogateescape") as tar:
+        with read_tar_stream(stream) as tar:
             yield tar
         _drain(raw)
 
@@ -76,7 +84,7 @@ class _Window:
 
     KEEP = 64 << 10  # more than tarfile reads at once (a 10 KiB record)
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: ByteReader) -> None:
         self._stream = stream
         self.total = 0
         self.tail = bytearray()
@@ -102,7 +110,7 @@ def check_tar(layer: Layer) -> None:
     that ends a tar archive."""
     with layer.open() as raw, broken_as_corrupt(layer, raw):
         window = _Window(decompressed(raw, layer.compression or "none"))
-        with tarfile.open(fileobj=window, mode="r|", errors="surrogateescape") as tar:  # type: ignore[call-overload]
+        with read_tar_stream(window) as tar:
             for member in tar:
                 if member.isreg():
                     data = tar.extractfile(member)

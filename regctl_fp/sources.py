@@ -17,6 +17,7 @@ from .errors import LayerInputError, NotFound, RefError, RegfpError
 from .oci.config import History, ImageConfig
 from .oci.descriptor import Descriptor, Platform
 from .oci.image import Image, Layer
+from .oci.mediatypes import Compression
 from .progress import SILENT, Progress
 from .refs import DirRef, LayoutRef, Ref, RegistryRef
 from .stores.base import Store, read_image, write_image
@@ -38,7 +39,7 @@ class BuildOptions:
 
     epoch: int = 0
     platform: Platform = LINUX_AMD64
-    compression: str = "gzip"
+    compression: Compression = "gzip"
     cache: DirCache | None = field(default=None, compare=False)  # skip re-tarring unchanged trees
     remote: RemoteCache | None = field(default=None, compare=False)  # a registry stage cache, shared by CI
     # Opens registry references (the CLI supplies one with its flags and credentials).
@@ -81,8 +82,8 @@ def load_image(ref: Ref, *, work: Store | None, platform: Platform | None = None
         registry = registry or options.registry
         if registry is None:
             raise RefError(str(ref), "a registry reference cannot be used here (no registry access given)")
-        store, desc = registry(ref)
-        return read_image(store, desc, platform)
+        remote, desc = registry(ref)
+        return read_image(remote, desc, platform)
     raise RefError(str(ref), "unknown reference kind")
 
 

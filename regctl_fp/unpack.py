@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from .errors import InvalidInput, RegfpError, VerificationError
-from .layertar import broken_as_corrupt
+from .layertar import broken_as_corrupt, read_tar_stream
 from .oci import mediatypes as mt
 from .oci.annotation_keys import ORAS_CONTENT_DIGEST as CONTENT_DIGEST
 from .oci.annotation_keys import ORAS_UNPACK as UNPACK
@@ -35,6 +35,7 @@ from .oci.annotation_keys import TITLE
 from .oci.compression import decompressed
 from .oci.digest import Digest
 from .oci.image import Image, Layer
+from .oci.streams import ByteReader
 from .progress import SILENT, Progress
 
 CHUNK = 1 << 20
@@ -59,7 +60,7 @@ class PullItem:
     layer: Layer
     kind: Kind
     target: tuple[str, ...] | None
-    compression: str = "none"
+    compression: mt.Compression = "none"
 
     @property
     def shown(self) -> str:
@@ -200,7 +201,7 @@ def _place(item: PullItem, name: str, stage: _Dir, root: _Dir) -> None:
 class _Counter(io.RawIOBase):
     """The raw blob on its way to the decompressor: counts bytes for progress."""
 
-    def __init__(self, raw: BinaryIO, on_bytes: Callable[[int], None]) -> None:
+    def __init__(self, raw: ByteReader, on_bytes: Callable[[int], None]) -> None:
         self._raw = raw
         self._on_bytes = on_bytes
 
@@ -217,7 +218,7 @@ class _Counter(io.RawIOBase):
 class _Hashing:
     """The decompressed tar stream, hashed as tarfile reads it (for oras's content digest)."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: ByteReader) -> None:
         self._stream = stream
         self.hash = hashlib.sha256()
 
@@ -234,9 +235,9 @@ def _untar(layer: Layer, item: PullItem, into: _Dir, modes: list[_DirMode],
     seen: dict[tuple[str, ...], str] = {}
     with layer.open() as raw:
         counted = io.BufferedReader(_Counter(raw, on_bytes), CHUNK)
-        plain = _Hashing(decompressed(counted, item.compression))  # type: ignore[arg-type]
+        plain = _Hashing(decompressed(counted, item.compression))
         with broken_as_corrupt(layer, counted):  # a cut-short tar is CorruptLayer, naming the layer
-            with tarfile.open(fileobj=plain, mode="r|", errors="surrogateescape") as tar:  # type: ignore[call-overload]
+            with read_tar_stream(plain) as tar:
                 for member in tar:
                     parts = _entry_parts(member, prefix)
                     if parts is None:

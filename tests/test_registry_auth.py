@@ -19,7 +19,7 @@ import pytest
 from conftest import need, regfp, regfp_json
 from registry_support import USERS, FaultProxy, TlsRegistry, TokenRegistry, blobs_of, make_image
 
-from regctl_fp.errors import RegfpError, RegistryError, redact_url
+from regctl_fp.errors import InvalidInput, RegfpError, RegistryError, redact_url
 from regctl_fp.oci.descriptor import Descriptor
 from regctl_fp.stores.auth import Challenge, Credential, covers, merge_scopes, parse_challenges
 from regctl_fp.stores.credentials import find_credential, store_login
@@ -159,6 +159,28 @@ def test_a_broken_helper_is_named_without_secrets(tmp_path: Path) -> None:
     (home / ".docker/config.json").write_text(json.dumps({"credHelpers": {"h.example": "absent"}}))
     with pytest.raises(RegfpError, match="docker-credential-absent not found"):
         find_credential("h.example", {"PATH": "/nonexistent"}, home)
+
+
+@pytest.mark.parametrize(("config", "key"), [
+    ({"credHelpers": ["h.example"]}, "credHelpers"),
+    ({"credHelpers": {"h.example": 7}}, "credHelpers"),
+    ({"credsStore": {"name": "x"}}, "credsStore"),
+    ({"auths": "h.example"}, "auths"),
+])
+def test_a_config_json_with_a_wrong_type_is_refused_naming_the_key(tmp_path: Path, config: dict[str, object],
+                                                                    key: str) -> None:
+    """docker refuses such a file too; regfp says which key is wrong (exit 2), and login leaves the file alone
+    rather than rewriting what it cannot read."""
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "config.json").write_text(json.dumps(config))
+    env = {"DOCKER_CONFIG": str(cfg), "PATH": "/nonexistent"}
+    if key != "auths":  # lookups skip an auths that is not an object, as they skip any unusable entry
+        with pytest.raises(InvalidInput, match=f"config.json: '{key}' must"):
+            find_credential("h.example", env, tmp_path)
+    with pytest.raises(InvalidInput, match=f"config.json: '{key}' must"):
+        store_login("h.example", "me", "pw", env, tmp_path)
+    assert json.loads((cfg / "config.json").read_text()) == config
 
 
 def test_login_file_is_private_and_keeps_other_entries(tmp_path: Path) -> None:

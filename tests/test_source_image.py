@@ -113,7 +113,8 @@ def test_subdir_other_commits_and_bad_refs(source: tuple[GitRepo, str], tmp_path
                        "--to", f"oci:{tmp_path}/l:sub:0")
     assert older["digest"] != sub["digest"]
     for args, message in ((["--ref", "no-such-branch"], "unknown ref"), (["--ref", sha[:8]], "short commit id"),
-                          (["--ref", sha, "--subdir", "missing"], "not a directory")):
+                          (["--ref", sha, "--subdir", "missing"], "not a directory"),
+                          (["--ref", sha, "--compression", "lz4"], "unknown compression")):
         proc = regfp("data", "push", "--git", str(repo.path), *args, "--to", f"oci:{tmp_path}/never:x:1", check=False)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "never").exists()

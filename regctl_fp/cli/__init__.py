@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,11 +57,11 @@ def _main(argv: list[str] | None) -> None:
         _fail(f"{e.strerror or e}{where}", 1, "OSError", as_json)
     except Exception as e:
         if _is_click_error(e, "NoArgsIsHelpError"):  # bare ``regfp``: the help, as bad usage
-            e.show()  # type: ignore[attr-defined]
+            e.show()
             _fail("missing command", 2, "UsageError", as_json, shown=True)
         if _is_click_error(e, "ClickException"):  # bad usage: unknown option, missing argument...
             _usage_hint(e)
-            _fail(_usage_message(e.format_message()), e.exit_code, "UsageError", as_json)  # type: ignore[attr-defined]
+            _fail(_usage_message(e.format_message()), e.exit_code, "UsageError", as_json)
         # A bug: say so plainly; the traceback only on request.
         if os.environ.get("REGFP_DEBUG"):
             raise
@@ -126,9 +126,20 @@ def _wants_json(args: list[str]) -> bool:
     return False
 
 
-def _is_click_error(e: Exception, name: str) -> bool:
+class _ClickError(Protocol):
+    """What regfp uses of click's ``ClickException`` (and so of its ``UsageError`` subclasses)."""
+
+    exit_code: int
+
+    def format_message(self) -> str: ...
+
+    def show(self) -> None: ...
+
+
+def _is_click_error(e: Exception, name: str) -> TypeGuard[_ClickError]:
     """By class name, because typer vendors its own copy of click (``typer._click``) and the plain
-    ``click`` package may raise too, depending on the typer version."""
+    ``click`` package may raise too, depending on the typer version. ``name`` is ``ClickException`` or
+    one of its subclasses."""
     return any(cls.__name__ == name for cls in type(e).__mro__)
 
 
@@ -145,7 +156,7 @@ def _usage_message(text: str) -> str:
     return text
 
 
-def _usage_hint(e: Exception) -> None:
+def _usage_hint(e: object) -> None:
     """Click's usage line and help hint, before our own ``error:`` line (whose text is sanitised)."""
     from .output import note
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn, assert_never
 
 from ..errors import RefError
 from ..oci import mediatypes as mt
@@ -69,7 +69,7 @@ def inspect(text: str, platform: str | None, json_out: bool, raw: bool = False) 
 
         registry_cmds.inspect(ref, text, want, json_out)
         return
-    _unsupported(ref, text)
+    assert_never(ref)
 
 
 def _manifest_bytes(ref: Ref, text: str, want: Platform | None) -> bytes:
@@ -95,8 +95,7 @@ def _manifest_bytes(ref: Ref, text: str, want: Platform | None) -> bytes:
         with tempfile.TemporaryDirectory(prefix="regfp-inspect-") as tmp, \
                 LayoutStore.open_or_create(Path(tmp) / "layout") as work:
             return load_image(ref, work=work, options=_options(want)).manifest_bytes
-    _unsupported(ref, text)
-    raise AssertionError("unreachable")
+    assert_never(ref)
 
 
 def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | None = None, *,
@@ -109,7 +108,6 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
     ref = _ref(text)
     if not isinstance(ref, LayoutRef):
         _unsupported(ref, text)
-        return
     if ca is not None and ref.name is None and ref.digest is None:
         raise RefError(text, "--ca checks one image's identity: name it (oci:PATH:NAME)")
     with progress_bar() as bar:
@@ -157,7 +155,6 @@ def gc(text: str, dry_run: bool, json_out: bool, expired: bool = False, now_text
     ref = _ref(text) if text.startswith("oci:") else LayoutRef(text)
     if not isinstance(ref, LayoutRef):
         _unsupported(ref, text)
-        return
     if ref.name is not None or ref.digest is not None:
         raise RefError(text, f"gc works on a whole layout: give its path ({ref.path}), not one image")
     store = LayoutStore.open(ref.path)
@@ -184,7 +181,7 @@ def gc(text: str, dry_run: bool, json_out: bool, expired: bool = False, now_text
     output.line(f"{verb} {len(report.removed)} blobs ({_size(report.freed)}), kept {report.kept}{temp}")
 
 
-def _unsupported(ref: Ref, text: str) -> None:
+def _unsupported(ref: Ref, text: str) -> NoReturn:
     if isinstance(ref, RegistryRef):
         raise RefError(text, f"{ref} is a registry reference; this command works on OCI layouts: copy it into "
                              "one first (regfp copy REF oci:PATH:NAME)")

@@ -52,7 +52,8 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
         if isinstance(src, DirRef):  # made straight into the destination: nothing to copy after
             target = _open_target(s, dst, stack)
             source = target
-            desc = write_image(target, load_image(src, work=target, options=options.build_options(want), progress=bar))
+            image = load_image(src, work=target, options=options.build_options(want), progress=bar)
+            desc = write_image(target, image)
         elif isinstance(src, LayoutRef):
             source, desc = open_layout_ref(src)
         else:
@@ -69,7 +70,7 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
             target = _open_target(s, dst, stack)
         copied = desc if source is target else copy_descriptor(source, target, desc, jobs=JOBS, progress=bar)
         if isinstance(dst, RegistryRef):
-            _name_in_registry(target, dst, copied)  # type: ignore[arg-type]
+            _name_in_registry(s.store(dst), dst, copied)  # the session keeps one client per host
         else:
             assert dst.name is not None
             target.set_names({dst.name: copied})

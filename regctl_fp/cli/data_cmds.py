@@ -20,7 +20,7 @@ from . import edge, output
 from .progress import progress_bar
 
 if TYPE_CHECKING:
-    from ..oci.descriptor import Descriptor
+    from ..oci.descriptor import Descriptor, Platform
     from ..progress import Progress
     from ..stages.helm import Chart
     from ..stores.base import Store
@@ -80,11 +80,12 @@ def push(paths: list[str], to: str, opts: PushOptions, json_out: bool) -> None:
 
 
 def _data_build(paths: list[str], opts: PushOptions, annotations: dict[str, str]) -> Build:
+    from ..oci.compression import compression_named
     from ..stages import data
 
     inputs = data.plan_inputs(paths)
     options = data.DataOptions(artifact_type=opts.artifact_type or data.DATA_ARTIFACT_TYPE,
-                               annotations=annotations, compression=opts.compression,
+                               annotations=annotations, compression=compression_named(opts.compression),
                                file_media_type=opts.media_type or data.FILE_MEDIA_TYPE,
                                epoch=edge.source_date_epoch()).checked()
 
@@ -96,9 +97,11 @@ def _data_build(paths: list[str], opts: PushOptions, annotations: dict[str, str]
 
 def _source_build(opts: PushOptions, annotations: dict[str, str]) -> Build:
     from ..gitsource import Repository, is_url
+    from ..oci.compression import compression_named
     from ..stages import data
 
     assert opts.git is not None
+    compression = compression_named(opts.compression)  # before anything is opened or written
     stack = ExitStack()
     cache = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="regfp-git-"))) if is_url(opts.git) else None
     try:
@@ -110,7 +113,7 @@ def _source_build(opts: PushOptions, annotations: dict[str, str]) -> Build:
     spec = data.SourceSpec(repo=repo, commit=commit, subdir=opts.subdir,
                            url=opts.url or (opts.git if is_url(opts.git) else None),
                            artifact_type=opts.artifact_type or data.SOURCE_ARTIFACT_TYPE,
-                           compression=opts.compression, annotations=annotations)
+                           compression=compression, annotations=annotations)
     repo.tree(commit.sha, opts.subdir)  # a missing subdir fails now, before a store is created
 
     def build(store: Store, bar: Progress) -> Image:
@@ -254,7 +257,7 @@ def pull(ref_text: str, dest: str, overwrite: bool, platform: str | None, json_o
 
 
 @contextmanager
-def _image(text: str, want: object) -> Iterator[Image]:
+def _image(text: str, want: Platform | None) -> Iterator[Image]:
     """The image a reference names, its registry session open while the caller reads its layers."""
     from ..sources import open_layout_ref
     from ..stores.base import read_image
@@ -263,13 +266,13 @@ def _image(text: str, want: object) -> Iterator[Image]:
     ref = _ref(text.removeprefix("oci://") if text.startswith("oci://") else text)
     if isinstance(ref, LayoutRef):
         store, desc = open_layout_ref(ref)
-        yield read_image(store, desc, want)  # type: ignore[arg-type]
+        yield read_image(store, desc, want)
         return
     if isinstance(ref, RegistryRef):
         from . import registry_session
 
         with registry_session.session() as s:
             store_r, desc = s.open(ref)
-            yield read_image(store_r, desc, want)  # type: ignore[arg-type]
+            yield read_image(store_r, desc, want)
         return
     raise RefError(text, "pull reads an artifact from oci:PATH:NAME or HOST/REPO[:TAG|@DIGEST]")

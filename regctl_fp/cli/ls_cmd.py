@@ -67,10 +67,10 @@ def _layout_entries(ref: LayoutRef, text: str) -> list[dict[str, Any]]:
 
 def _registry_entries(ref: RegistryRef) -> list[dict[str, Any]]:
     from ..errors import NotFound
-    from . import registry_cmds
+    from .registry_session import session
 
     out = []
-    with registry_cmds.session() as s:
+    with session() as s:
         store = s.store(ref)
         for tag in sorted(store.tags(ref.repository)):
             try:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ..progress import SILENT, OnBytes, OnFound, Progress
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
     from rich.progress import Progress as RichBar
     from rich.progress import ProgressColumn, Task
     from rich.text import Text
@@ -52,9 +53,9 @@ def _by_kind(for_bytes: ProgressColumn | None, for_scan: ProgressColumn | None) 
     from rich.text import Text
 
     class ByKind(ProgressColumn):
-        def render(self, task: Task) -> Text:
+        def render(self, task: Task) -> RenderableType:
             column = for_scan if task.fields.get("kind") == _SCAN else for_bytes
-            return column.render(task) if column is not None else Text("")  # type: ignore[return-value]
+            return column.render(task) if column is not None else Text("")
 
     return ByKind()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..oci.descriptor import Descriptor, Platform
+from ..oci.frozen import frozen_str_map
 from ..oci.image import Image
 from ..progress import SILENT, Progress
 from ..recipe.load import LoadedRecipe
@@ -140,5 +141,5 @@ class Run:
 
     def entry(self, desc: Descriptor, **annotations: str) -> Descriptor:
         """A descriptor as an index entry: plain, plus the given entry annotations (the stage key...)."""
-        return Descriptor(desc.media_type, desc.digest, desc.size, annotations=annotations,
+        return Descriptor(desc.media_type, desc.digest, desc.size, annotations=frozen_str_map(annotations),
                           platform=desc.platform)

@@ -35,14 +35,14 @@ class Snapshot:
         if self._by_key is None:
             self._by_key = {}
             if isinstance(self.names, Names):  # keys from the raw entries: no entry is parsed for this
-                for name in self.names:
-                    k = self.names.annotation(name, A.KEY)
+                for entry in self.names:
+                    k = self.names.annotation(entry, A.KEY)
                     if k is not None:
-                        self._by_key.setdefault(k, name)
-        name = self._by_key.get(key)
-        if name is None or self.store is None:
+                        self._by_key.setdefault(k, entry)
+        holder = self._by_key.get(key)
+        if holder is None or self.store is None:
             return None
-        found = self.names[name]
+        found = self.names[holder]
         return found if self.store.has_blob(found.digest) else None
 
     def key_of(self, name: str) -> str | None:

@@ -19,14 +19,19 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import zstandard
 from isal import igzip, isal_zlib
 
 from .errors import InvalidInput
+from .mediatypes import COMPRESSIONS, Compression
+from .streams import ByteStream
 
-COMPRESSIONS = ("gzip", "zstd", "none")
+if TYPE_CHECKING:
+    import gzip
+    from typing import IO
+
 BLOCK = 1 << 20  # gzip: the unit compressed independently; the layer writer cuts its stream the same way
 GZIP_BLOCK = BLOCK
 GZIP_WINDOW = 1 << 15  # deflate's history: the dictionary each block gets from the one before
@@ -35,7 +40,7 @@ ZSTD_JOB = 2 << 20
 # Threads never change the bytes (see above); more than the cores only adds switching.
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 ZSTD_THREADS = WORKERS
-DEFAULT_LEVEL = {"gzip": 1, "zstd": 3, "none": 0}
+DEFAULT_LEVEL: dict[Compression, int] = {"gzip": 1, "zstd": 3, "none": 0}
 
 Buffer = bytes | bytearray | memoryview
 
@@ -58,7 +63,7 @@ class BlockCompressor(Protocol):
     workers: int
     header: bytes
 
-    def job(self, block: Buffer, final: bool) -> Callable[[], bytes]: ...
+    def job(self, block: Buffer, final: bool) -> Callable[[], Buffer]: ...
     def track(self, block: Buffer) -> None: ...
     def trailer(self) -> bytes: ...
 
@@ -86,8 +91,8 @@ class _Identity:
     def flush(self) -> bytes:
         return b""
 
-    def job(self, block: Buffer, final: bool) -> Callable[[], bytes]:
-        return lambda: block  # type: ignore[return-value]  # passed through untouched
+    def job(self, block: Buffer, final: bool) -> Callable[[], Buffer]:
+        return lambda: block  # passed through untouched
 
     def track(self, block: Buffer) -> None:
         pass
@@ -199,8 +204,16 @@ def _zstd(level: int) -> zstandard.ZstdCompressionObj:
     return zstandard.ZstdCompressor(compression_params=params).compressobj()
 
 
-def _level(compression: str, level: int | None) -> int:
-    if compression not in COMPRESSIONS:
+def compression_named(name: str) -> Compression:
+    """``name`` (from a command line) as a compression regfp writes; ``InvalidInput`` for any other."""
+    for known in COMPRESSIONS:
+        if name == known:
+            return known
+    raise InvalidInput(f"unknown compression {name!r} (one of: {', '.join(COMPRESSIONS)})")
+
+
+def _level(compression: Compression, level: int | None) -> int:
+    if compression not in COMPRESSIONS:  # a caller outside typed code
         raise InvalidInput(f"unknown compression {compression!r} (one of: {', '.join(COMPRESSIONS)})")
     lvl = DEFAULT_LEVEL[compression] if level is None else level
     if compression == "gzip" and not 0 <= lvl <= 3:
@@ -210,7 +223,7 @@ def _level(compression: str, level: int | None) -> int:
     return lvl
 
 
-def compressor(compression: str, level: int | None = None) -> Compressor:
+def compressor(compression: Compression, level: int | None = None) -> Compressor:
     lvl = _level(compression, level)
     if compression == "gzip":
         return _Gzip(lvl)
@@ -219,7 +232,7 @@ def compressor(compression: str, level: int | None = None) -> Compressor:
     return _Identity()
 
 
-def block_compressor(compression: str, level: int | None = None) -> BlockCompressor:
+def block_compressor(compression: Compression, level: int | None = None) -> BlockCompressor:
     lvl = _level(compression, level)
     if compression == "gzip":
         return _GzipBlocks(lvl)
@@ -228,13 +241,20 @@ def block_compressor(compression: str, level: int | None = None) -> BlockCompres
     return _Identity()
 
 
-def decompressed(stream: BinaryIO, compression: str) -> BinaryIO:
+def decompressed(stream: ByteStream, compression: Compression) -> ByteStream:
     """A reader of the uncompressed bytes of ``stream`` (all gzip members / zstd frames)."""
     if compression == "none":
         return stream
     if compression == "gzip":
-        return igzip.IGzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+        return _gunzipped(stream)
     if compression == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True,
-                                                          closefd=False)  # type: ignore[return-value]
+        # zstandard's stubs ask for a whole file object; stream_reader only ever calls read() on it.
+        source = cast("IO[bytes]", stream)
+        return zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True, closefd=False)
     raise InvalidInput(f"unknown compression {compression!r}")
+
+
+def _gunzipped(stream: ByteStream) -> gzip.GzipFile:
+    # isal's igzip.py carries no annotations; IGzipFile is a gzip.GzipFile that inflates with ISA-L.
+    reader: gzip.GzipFile = igzip.IGzipFile(fileobj=stream, mode="rb")  # type: ignore[no-untyped-call]  # isal's igzip is unannotated
+    return reader

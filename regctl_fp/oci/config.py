@@ -15,7 +15,7 @@ from .canonical import canonical_json
 from .descriptor import Platform
 from .digest import Digest
 from .errors import InvalidDigest, InvalidDocument
-from .frozen import EMPTY, FrozenDict, freeze, thaw
+from .frozen import EMPTY, FrozenDict, JSONObject, freeze, thaw
 
 _HISTORY_KEYS = ("created", "created_by", "author", "comment", "empty_layer")
 
@@ -27,7 +27,7 @@ class History:
     author: str | None = None
     comment: str | None = None
     empty_layer: bool = False
-    extra: FrozenDict = EMPTY  # fields other tools wrote; kept so a rewrite of the history drops nothing
+    extra: JSONObject = EMPTY  # fields other tools wrote; kept so a rewrite of the history drops nothing
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = thaw(self.extra)
@@ -82,7 +82,7 @@ def _check(doc: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class ImageConfig:
-    doc: FrozenDict
+    doc: JSONObject
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> ImageConfig:
@@ -128,7 +128,7 @@ class ImageConfig:
         return self.doc.get("created")
 
     @property
-    def container(self) -> FrozenDict:
+    def container(self) -> JSONObject:
         return self.doc.get("config") or EMPTY
 
     @cached_property
@@ -163,7 +163,7 @@ class ImageConfig:
         return None if v is None else tuple(v)
 
     @property
-    def labels(self) -> FrozenDict:
+    def labels(self) -> FrozenDict[str, str]:
         return self.container.get("Labels") or EMPTY
 
     @property

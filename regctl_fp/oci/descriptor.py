@@ -19,7 +19,7 @@ def check_media_type(value: object, what: str) -> str:
     return value
 
 
-def _str_map(value: object, what: str) -> FrozenDict:
+def _str_map(value: object, what: str) -> FrozenDict[str, str]:
     if value is None:
         return EMPTY
     if not isinstance(value, Mapping) or not all(
@@ -102,7 +102,7 @@ class Descriptor:
     media_type: str
     digest: Digest
     size: int
-    annotations: FrozenDict = field(default=EMPTY)
+    annotations: FrozenDict[str, str] = field(default=EMPTY)
     platform: Platform | None = None
     artifact_type: str | None = None
     urls: tuple[str, ...] = ()
@@ -111,8 +111,10 @@ class Descriptor:
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
             raise InvalidDocument("descriptor", f"size must be a non-negative integer, not {self.size!r}")
-        if not isinstance(self.annotations, FrozenDict):
-            object.__setattr__(self, "annotations", frozen_str_map(self.annotations))
+        # Untyped callers (tests, scripts) may pass a plain dict: frozen, the descriptor stays a hashable value.
+        frozen = frozen_str_map(self.annotations)
+        if frozen is not self.annotations:
+            object.__setattr__(self, "annotations", frozen)
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "descriptor") -> Descriptor:
@@ -122,7 +124,7 @@ class Descriptor:
         if not isinstance(size, int) or isinstance(size, bool):
             raise InvalidDocument(what, f"size must be an integer, not {size!r}")
         try:
-            digest = Digest.parse(doc.get("digest"))  # type: ignore[arg-type]
+            digest = Digest.parse(doc.get("digest"))
         except InvalidDigest as e:
             raise InvalidDocument(what, e.message) from None
         platform = doc.get("platform")

@@ -32,7 +32,7 @@ class Digest:
             raise InvalidDigest(text, f"{self.algorithm} needs {want} lowercase hex characters")
 
     @classmethod
-    def parse(cls, text: str) -> Digest:
+    def parse(cls, text: object) -> Digest:
         if not isinstance(text, str):
             raise InvalidDigest(repr(text), "not a string")
         algorithm, sep, encoded = text.partition(":")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeAlias, TypeVar, overload
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -21,14 +21,15 @@ class FrozenDict(dict[K, V]):
     def _immutable(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("FrozenDict is immutable; build a new one")
 
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _immutable  # type: ignore[assignment]
-    __ior__ = _immutable  # type: ignore[assignment]
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _immutable
+    __ior__ = _immutable
 
-    def __hash__(self) -> int:  # type: ignore[override]
+    def __hash__(self) -> int:  # type: ignore[override]  # dict declares itself unhashable; this one is not
         try:
             return self._hash
         except AttributeError:
-            h = hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
+            # Order-free, so keys need not be comparable with each other.
+            h = hash(frozenset(self.items()))
             self._hash = h  # the slot is a cache; only the dict content is frozen
             return h
 
@@ -39,10 +40,20 @@ class FrozenDict(dict[K, V]):
         return f"FrozenDict({dict.__repr__(self)})"
 
 
-EMPTY: FrozenDict = FrozenDict()
+JSONObject: TypeAlias = FrozenDict[str, Any]
+"""A frozen JSON object (an image config, a history entry's extra fields): values are frozen JSON."""
+
+# Empty, so a value of every key and value type: the shared default of every frozen map field.
+EMPTY: FrozenDict[Any, Any] = FrozenDict()
 
 
-def freeze(value: Any) -> Any:
+@overload
+def freeze(value: Mapping[str, Any]) -> JSONObject: ...
+@overload
+def freeze(value: list[Any] | tuple[Any, ...]) -> tuple[Any, ...]: ...
+@overload
+def freeze(value: object) -> Any: ...
+def freeze(value: object) -> Any:
     """Recursively turn dicts into FrozenDict and lists into tuples."""
     if isinstance(value, FrozenDict):
         return value
@@ -53,7 +64,11 @@ def freeze(value: Any) -> Any:
     return value
 
 
-def thaw(value: Any) -> Any:
+@overload
+def thaw(value: Mapping[str, Any]) -> dict[str, Any]: ...
+@overload
+def thaw(value: object) -> Any: ...
+def thaw(value: object) -> Any:
     """The inverse of :func:`freeze`: plain dicts and lists, ready to edit."""
     if isinstance(value, Mapping):
         return {k: thaw(v) for k, v in value.items()}
@@ -62,5 +77,10 @@ def thaw(value: Any) -> Any:
     return value
 
 
-def frozen_str_map(value: Mapping[str, str] | None) -> FrozenDict:
-    return EMPTY if not value else FrozenDict(value)
+def frozen_str_map(value: Mapping[str, str] | None) -> FrozenDict[str, str]:
+    """``value`` as a frozen string map (itself when it is one already: frozen values need no copy)."""
+    if not value:
+        return EMPTY
+    if isinstance(value, FrozenDict):
+        return value
+    return FrozenDict(value)

@@ -6,10 +6,9 @@ is the stored digest; any change (``with_*``) drops them and the manifest is re-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import BinaryIO
 
 from . import mediatypes as mt
 from .config import History, ImageConfig
@@ -17,11 +16,10 @@ from .descriptor import Descriptor
 from .digest import Digest
 from .frozen import EMPTY, FrozenDict, frozen_str_map
 from .manifest import Manifest
+from .streams import ByteStream, Opener
 
-Opener = Callable[[], BinaryIO]
 
-
-def _no_opener() -> BinaryIO:
+def _no_opener() -> ByteStream:
     raise LookupError("this layer's content is not available here")
 
 
@@ -34,7 +32,7 @@ class Layer:
     diff_id: Digest | None
     opener: Opener = field(default=_no_opener, compare=False, repr=False)
 
-    def open(self) -> BinaryIO:
+    def open(self) -> ByteStream:
         return self.opener()
 
     @property
@@ -50,7 +48,7 @@ class Layer:
         return self.descriptor.media_type
 
     @property
-    def compression(self) -> str | None:
+    def compression(self) -> mt.Compression | None:
         return mt.LAYER_COMPRESSION.get(self.media_type)
 
 
@@ -58,12 +56,12 @@ class Layer:
 class Image:
     config: ImageConfig
     layers: tuple[Layer, ...] = ()
-    annotations: FrozenDict = field(default=EMPTY)
+    annotations: FrozenDict[str, str] = field(default=EMPTY)
     media_type: str = mt.OCI_MANIFEST
     config_media_type: str = mt.OCI_CONFIG
     artifact_type: str | None = None
     subject: Descriptor | None = None
-    config_annotations: FrozenDict = field(default=EMPTY)
+    config_annotations: FrozenDict[str, str] = field(default=EMPTY)
     raw_config: bytes | None = field(default=None, repr=False)
     raw_manifest: bytes | None = field(default=None, repr=False)
 
@@ -117,10 +115,14 @@ class Image:
         return self.config_media_type in mt.IMAGE_CONFIG_TYPES
 
     # -- changes (each returns a new Image) --------------------------------------------------------
-    def _changed(self, **fields: object) -> Image:
-        keep_config = "config" not in fields and "config_media_type" not in fields
-        return replace(self, raw_manifest=None,
-                       raw_config=self.raw_config if keep_config else None, **fields)  # type: ignore[arg-type]
+    def _changed(self, *, config: ImageConfig | None = None, layers: tuple[Layer, ...] | None = None,
+                 annotations: FrozenDict[str, str] | None = None) -> Image:
+        """The fields given replaced; the stored manifest bytes no longer apply, nor the stored config
+        bytes when the config is replaced."""
+        return replace(self, config=self.config if config is None else config,
+                       layers=self.layers if layers is None else layers,
+                       annotations=self.annotations if annotations is None else annotations,
+                       raw_manifest=None, raw_config=self.raw_config if config is None else None)
 
     def with_config(self, config: ImageConfig) -> Image:
         return self._changed(config=config)

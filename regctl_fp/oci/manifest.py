@@ -55,7 +55,7 @@ class Manifest:
     config: Descriptor
     layers: tuple[Descriptor, ...]
     media_type: str = mt.OCI_MANIFEST
-    annotations: FrozenDict = field(default=EMPTY)
+    annotations: FrozenDict[str, str] = field(default=EMPTY)
     artifact_type: str | None = None
     subject: Descriptor | None = None
 
@@ -106,7 +106,7 @@ class Manifest:
 class Index:
     manifests: tuple[Descriptor, ...]
     media_type: str = mt.OCI_INDEX
-    annotations: FrozenDict = field(default=EMPTY)
+    annotations: FrozenDict[str, str] = field(default=EMPTY)
     artifact_type: str | None = None
     subject: Descriptor | None = None
 

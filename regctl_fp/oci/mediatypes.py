@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -22,8 +24,11 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 IMAGE_CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 
-# Layer media type -> compression of the blob ("gzip", "zstd" or "none").
-LAYER_COMPRESSION = {
+Compression = Literal["gzip", "zstd", "none"]
+COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd", "none")
+
+# Layer media type -> compression of the blob.
+LAYER_COMPRESSION: dict[str, Compression] = {
     OCI_LAYER: "none",
     OCI_LAYER_GZIP: "gzip",
     OCI_LAYER_ZSTD: "zstd",
@@ -36,7 +41,7 @@ LAYER_COMPRESSION = {
 }
 
 # The OCI layer media type for each compression regfp writes.
-OCI_LAYER_FOR = {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD, "none": OCI_LAYER}
+OCI_LAYER_FOR: dict[Compression, str] = {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD, "none": OCI_LAYER}
 
 EMPTY_JSON = b"{}"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 from . import mediatypes as mt
 from .compression import decompressed
@@ -13,6 +13,7 @@ from .digest import Digest
 from .errors import RegfpError, VerificationError
 from .image import Image, Layer
 from .manifest import Manifest
+from .streams import ByteReader
 
 CHUNK = 1 << 20
 
@@ -26,7 +27,7 @@ class ValidationError(VerificationError):
 class _Counter(io.RawIOBase):
     """Counts and hashes the raw blob bytes on their way to the decompressor."""
 
-    def __init__(self, raw: BinaryIO, hash_: Any, on_bytes: Callable[[int], None] | None) -> None:
+    def __init__(self, raw: ByteReader, hash_: Any, on_bytes: Callable[[int], None] | None) -> None:
         self._raw = raw
         self.hash = hash_
         self.seen = 0
@@ -98,7 +99,8 @@ def _check_layer(i: int, layer: Layer, image: Image, container: bool,
         with layer.open() as raw:
             tee = _Counter(raw, hashlib.new(layer.digest.algorithm), on_bytes)
             if container and compression is not None:
-                stream = decompressed(io.BufferedReader(tee, CHUNK), compression)  # type: ignore[arg-type]
+                buffered = io.BufferedReader(tee, CHUNK)
+                stream = decompressed(buffered, compression)
                 diff_id, _ = _hash_stream(stream.read, "sha256")
                 while tee.read(CHUNK):  # trailing bytes after the last member still count
                     pass

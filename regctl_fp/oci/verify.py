@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO
-
 from .digest import Digest
 from .errors import DigestMismatch, SizeMismatch
+from .streams import ClosableReader
 
 
 class VerifyingReader:
@@ -16,7 +15,7 @@ class VerifyingReader:
     commit to what they read (temp file + rename), which every store in regfp does.
     """
 
-    def __init__(self, raw: BinaryIO, digest: Digest, size: int, what: str) -> None:
+    def __init__(self, raw: ClosableReader, digest: Digest, size: int, what: str) -> None:
         self._raw = raw
         self._digest = digest
         self._size = size
@@ -68,7 +67,7 @@ class VerifyingReader:
         self.close()
 
 
-def read_verified(raw: BinaryIO, digest: Digest, size: int, what: str, limit: int) -> bytes:
+def read_verified(raw: ClosableReader, digest: Digest, size: int, what: str, limit: int) -> bytes:
     """Read a whole small blob (manifests, configs), verified; refuses anything above ``limit``."""
     if size > limit:
         raise SizeMismatch(what, limit, size, at_least=True)

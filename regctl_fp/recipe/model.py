@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from ..imagepath import image_path_problem
 from ..oci.frozen import EMPTY, FrozenDict
+from ..oci.mediatypes import Compression
 from ..timeutil import parse_duration
 from .schema import Spec, field, pattern_spec
 
@@ -77,7 +78,6 @@ ChannelName = Annotated[str, pattern_spec("channel", r"[a-z0-9]+(?:[._-][a-z0-9]
 Owner = Annotated[str, pattern_spec("owner", r"[0-9]+(?::[0-9]+)?", "{value!r} must be numeric 'uid' or 'uid:gid'")]
 Port = Annotated[str, pattern_spec("port", r"[0-9]{1,5}(?:/(?:tcp|udp|sctp))?",
                                    "{value!r} is not a port (e.g. 8080 or 53/udp)")]
-Compression = Literal["gzip", "zstd", "none"]
 
 
 @dataclass(frozen=True)

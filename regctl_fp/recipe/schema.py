@@ -95,8 +95,8 @@ class Converter:
             key_type, item = get_args(tp) if get_args(tp) else (str, Any)
             return FrozenDict({self._key(key_type, k, (*kp, k)): self.convert(item, v, (*kp, k))
                                for k, v in value.items()})
-        if dataclasses.is_dataclass(tp):
-            return self.model(tp, value, kp)  # type: ignore[arg-type]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            return self.model(tp, value, kp)
         if tp is Any:
             return value
         if tp is str:
@@ -225,14 +225,14 @@ def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
         if get_origin(key_type) is Annotated:
             out["propertyNames"] = _schema_of(key_type, defs)
         return out
-    if dataclasses.is_dataclass(tp):
-        name = tp.__name__  # type: ignore[union-attr]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        name = tp.__name__
         if name not in defs:
             defs[name] = {}  # placeholder against recursion
-            hints = _hints(tp)  # type: ignore[arg-type]
+            hints = _hints(tp)
             props: dict[str, Any] = {}
             required = []
-            for f in dataclasses.fields(tp):  # type: ignore[arg-type]
+            for f in dataclasses.fields(tp):
                 key = yaml_key(f)
                 prop = dict(_schema_of(hints[f.name], defs))
                 if f.metadata.get("doc"):

@@ -10,12 +10,12 @@ import os
 import posixpath
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from ..errors import LayerInputError, RegfpError
 from ..gitsource import BlobReader, Commit, GitError, Repository, TreeEntry
@@ -24,6 +24,8 @@ from ..layers import Entry, collect_tree, total_size, write_layer
 from ..oci.config import History, ImageConfig
 from ..oci.descriptor import Descriptor
 from ..oci.image import Image, Layer
+from ..oci.mediatypes import Compression
+from ..oci.streams import Opener
 from ..progress import SILENT, Progress
 from ..regularfile import open_regular
 from ..stores.base import Store
@@ -82,7 +84,7 @@ class Build(Protocol):
     @property
     def ports(self) -> Sequence[str]: ...
     @property
-    def compression(self) -> str: ...
+    def compression(self) -> Compression: ...
 
 
 class RunStepFailed(RegfpError):
@@ -152,7 +154,7 @@ def build(src: SourceInputs, base: Image, annotations: dict[str, str], store: St
     return image.with_config(_config(image, spec, created)).with_annotations(annotations)
 
 
-def _opener(store: Store, desc: Descriptor) -> Callable[[], BinaryIO]:
+def _opener(store: Store, desc: Descriptor) -> Opener:
     return lambda: store.open_blob(desc)
 
 
@@ -303,7 +305,7 @@ def _entry(dest: bytes, te: TreeEntry, reader: BlobReader, uid: int, gid: int, w
                  origin=origin)
 
 
-def _blob_opener(reader: BlobReader, oid: str) -> Callable[[], BinaryIO]:
+def _blob_opener(reader: BlobReader, oid: str) -> Opener:
     return lambda: reader.open(oid)
 
 
@@ -358,7 +360,7 @@ def _run_step(run: RunStep, src: SourceInputs, tmp: Path) -> list[Entry]:
                 raise LayerInputError(str(produced), WHITEOUT_REASON)
             mode = 0o755 if os.stat(produced).st_mode & 0o111 else 0o644
             entries.append(Entry(dest.encode(), "file", mode, size=produced.stat().st_size,
-                                 opener=lambda p=produced: open_regular(p), uid=uid, gid=gid, origin=str(produced)))
+                                 opener=partial(open_regular, produced), uid=uid, gid=gid, origin=str(produced)))
         else:
             raise RunStepFailed(shown, 0, f"declared output {rule.from_!r} was not produced")
     return entries

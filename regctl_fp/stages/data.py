@@ -28,6 +28,7 @@ from ..oci.digest import Digest
 from ..oci.errors import InvalidDocument, InvalidInput
 from ..oci.frozen import EMPTY, frozen_str_map
 from ..oci.image import Image, Layer
+from ..oci.streams import ByteStream, Opener
 from ..oci.verify import VerifyingReader
 from ..progress import SILENT, Progress
 from ..stores.base import Store
@@ -52,7 +53,7 @@ class DataOptions:
 
     artifact_type: str = DATA_ARTIFACT_TYPE
     annotations: Mapping[str, str] = field(default_factory=dict)
-    compression: str = "gzip"
+    compression: mt.Compression = "gzip"
     file_media_type: str = FILE_MEDIA_TYPE
     epoch: int = 0
 
@@ -149,8 +150,8 @@ def store_file(path: Path, store: Store, media_type: str, annotations: Mapping[s
     digest, size = hash_file(path, progress.task(f"hash {path.name}", os.stat(path).st_size))
     plain = Descriptor(media_type, digest, size)
 
-    def opener() -> BinaryIO:
-        return VerifyingReader(_open_regular(path), digest, size, f"{path} (changed while it was pushed)")  # type: ignore[return-value]
+    def opener() -> ByteStream:
+        return VerifyingReader(_open_regular(path), digest, size, f"{path} (changed while it was pushed)")
 
     on_bytes = progress.task(f"push {path.name}", size)
     put_from = getattr(store, "put_blob_from", None)
@@ -197,7 +198,7 @@ class SourceSpec:
     subdir: str = ""
     url: str | None = None
     artifact_type: str = SOURCE_ARTIFACT_TYPE
-    compression: str = "gzip"
+    compression: mt.Compression = "gzip"
     annotations: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -240,5 +241,5 @@ def _tree_entries(tree: list[TreeEntry], reader: BlobReader, where: str) -> list
     return entries
 
 
-def _blob_opener(reader: BlobReader, oid: str) -> Callable[[], BinaryIO]:
+def _blob_opener(reader: BlobReader, oid: str) -> Opener:
     return lambda: reader.open(oid)

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 from ..errors import InvalidInput
 from ..imagefs import read_file
 from ..layers import Entry, dir_entry, file_entry, write_layer
+from ..oci.annotation_keys import CONTAINS_SECRET
 from ..oci.canonical import canonical_json
 from ..oci.config import History
 from ..oci.image import Image, Layer
-from ..stores.base import CONTAINS_SECRET, Store
+from ..stores.base import Store
 from .environment import merge_polyfill_env
 from .promotion import A_DEBUG, A_EXPIRES
 from .validity import IDENTITY_DIR

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..imagefs import read_file
 from ..oci import annotation_keys as A
 from ..oci.descriptor import Descriptor
-from ..stores.base import Store, read_image
+from ..stores.base import ReadStore, read_image
 from ..verify import Report
 from .identity import IDENTITY_DIR, check
 
+if TYPE_CHECKING:
+    from cryptography import x509
 
-def verify_identity(store: Store, desc: Descriptor, ca_cert: object, report: Report, label: str, *,
+
+def verify_identity(store: ReadStore, desc: Descriptor, ca_cert: x509.Certificate, report: Report, label: str, *,
                     now: int) -> None:
     """Check an environment image's identity: chain to ``ca_cert``, validity at ``now``, and the SAN
     agreeing with the environment the image's annotations claim."""
@@ -29,7 +34,7 @@ def verify_identity(store: Store, desc: Descriptor, ca_cert: object, report: Rep
     if cert is None:
         report.problems.append(f"{label}: /{IDENTITY_DIR}/tls.crt is missing")
         return
-    problems = check(cert.data, key.data if key else None, ca_cert, now=now, expected_spiffe=claimed)  # type: ignore[arg-type]
+    problems = check(cert.data, key.data if key else None, ca_cert, now=now, expected_spiffe=claimed)
     report.problems.extend(f"{label}: identity {p}" for p in problems)
     if not problems:
         report.checked.append(f"{label} identity {claimed}")

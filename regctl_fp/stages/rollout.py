@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from ..errors import InvalidDocument, InvalidInput
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
+from ..oci.frozen import frozen_str_map
 from ..oci.manifest import Index
 
 A_RELEASE = "dev.regfp.release"
@@ -44,7 +45,7 @@ class Release:
                A_CHANNEL: self.channel, A_BASE_DIGEST: self.base_digest}
         if self.yanked:
             ann[A_YANKED] = "true"
-        return Descriptor(self.image.media_type, self.image.digest, self.image.size, annotations=ann,
+        return Descriptor(self.image.media_type, self.image.digest, self.image.size, annotations=frozen_str_map(ann),
                           platform=self.image.platform)
 
 
@@ -75,7 +76,7 @@ class Ledger:
 
     def to_index(self) -> Index:
         return Index(manifests=tuple(r.entry() for r in self.releases),
-                     annotations={A_STAGE: "rollout", A_LAST: str(self.last)})
+                     annotations=frozen_str_map({A_STAGE: "rollout", A_LAST: str(self.last)}))
 
     @property
     def latest(self) -> Release | None:

@@ -106,7 +106,7 @@ def chunk_image(base: Image | None, items: Sequence[WorkItem], *, index: int, ch
         for depth in range(1, len(parts) + 1):
             dirs.add("/".join(parts[:depth]))
         entries.append(Entry(f"{INPUT}/{it.name}".encode(), "file", 0o444, size=it.path.stat().st_size,
-                             opener=lambda p=it.path: open_regular(p, follow=False), origin=str(it.path)))
+                             opener=functools.partial(open_regular, it.path, follow=False), origin=str(it.path)))
     entries += [dir_entry(f"{INPUT}/{d}", 0o555) for d in sorted(dirs)]
     doc = {"work": name, "chunk": index, "chunks": chunks, "items": listing}
     entries.append(file_entry("work/index.json", canonical_json(doc) + b"\n", 0o444))

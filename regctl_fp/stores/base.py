@@ -8,8 +8,8 @@ manifests. Names use regfp's form ``repository:tag`` (``build/hello:<sha>``); a 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import DocumentTooLarge, InvalidDocument, NotFound
 from ..oci import mediatypes as mt
@@ -18,6 +18,7 @@ from ..oci.descriptor import Descriptor, Platform
 from ..oci.digest import Digest
 from ..oci.image import Image, Layer
 from ..oci.manifest import Index, Manifest
+from ..oci.streams import ByteReader, ByteStream, Opener
 
 if TYPE_CHECKING:  # the layer writer is heavy to import and only its protocol is named here
     from ..layers import BlobSink
@@ -31,13 +32,15 @@ def carries_secret(annotations: Mapping[str, str]) -> bool:
     return annotations.get(CONTAINS_SECRET) == "true"
 
 
-class Store(Protocol):
+class ReadStore(Protocol):
+    """What reading images needs: every store has it; some (a skopeo ``dir:``) have nothing more."""
+
     @property
     def location(self) -> str: ...
 
     def has_blob(self, digest: Digest) -> bool: ...
 
-    def open_blob(self, desc: Descriptor) -> BinaryIO:
+    def open_blob(self, desc: Descriptor) -> ByteStream:
         """A stream of the blob that raises if its size or digest is wrong."""
         ...
 
@@ -45,29 +48,33 @@ class Store(Protocol):
         """A whole small blob (config, manifest), verified."""
         ...
 
+    def get_manifest(self, desc: Descriptor) -> bytes: ...
+
+    def resolve(self, name: str) -> Descriptor: ...
+
+    def names(self) -> Mapping[str, Descriptor]: ...
+
+
+class Store(ReadStore, Protocol):
+    """A store that is also written: blobs, manifests, then names."""
+
     def blob_sink(self, *, private: bool = False) -> BlobSink:
         """Where a blob being produced goes. ``private``: it holds a secret, so a store that keeps files
         makes it readable by its owner only."""
         ...
 
-    def put_blob(self, stream: BinaryIO, desc: Descriptor, *, private: bool = False) -> None:
+    def put_blob(self, stream: ByteReader, desc: Descriptor, *, private: bool = False) -> None:
         """Copy ``stream`` in as ``desc``; fails (and stores nothing) if the content does not match."""
         ...
 
-    def get_manifest(self, desc: Descriptor) -> bytes: ...
-
     def put_manifest(self, data: bytes, media_type: str) -> Descriptor: ...
-
-    def resolve(self, name: str) -> Descriptor: ...
-
-    def names(self) -> Mapping[str, Descriptor]: ...
 
     def set_names(self, updates: Mapping[str, Descriptor | None]) -> None:
         """Move (or with ``None`` remove) names, only after everything they point to exists."""
         ...
 
 
-def read_image(store: Store, desc: Descriptor, platform: Platform | None = None) -> Image:
+def read_image(store: ReadStore, desc: Descriptor, platform: Platform | None = None) -> Image:
     """The image ``desc`` points at; an index is resolved to the manifest for ``platform``."""
     seen = 0
     while desc.media_type in mt.INDEX_TYPES:
@@ -93,7 +100,7 @@ def read_image(store: Store, desc: Descriptor, platform: Platform | None = None)
     return Image.from_manifest(manifest, config, layers, data)
 
 
-def _opener(store: Store, desc: Descriptor) -> Callable[[], BinaryIO]:
+def _opener(store: ReadStore, desc: Descriptor) -> Opener:
     return lambda: store.open_blob(desc)
 
 
@@ -123,7 +130,7 @@ def write_image(store: Store, image: Image) -> Descriptor:
     return store.put_manifest(image.manifest_bytes, image.media_type)
 
 
-def children(store: Store, desc: Descriptor) -> Iterator[Descriptor]:
+def children(store: ReadStore, desc: Descriptor) -> Iterator[Descriptor]:
     """The descriptors ``desc`` owns: index entries, or a manifest's config and layers.
 
     A ``subject`` is not owned: an artifact that refers to an image does not keep it alive.
@@ -136,7 +143,7 @@ def children(store: Store, desc: Descriptor) -> Iterator[Descriptor]:
         yield from manifest.layers
 
 
-def closure(store: Store, roots: list[Descriptor], *, missing_ok: bool = False) -> dict[Digest, Descriptor]:
+def closure(store: ReadStore, roots: list[Descriptor], *, missing_ok: bool = False) -> dict[Digest, Descriptor]:
     """Every blob reachable from ``roots`` (roots included), by digest.
 
     ``missing_ok`` skips missing blobs that own nothing (layers, configs: a foreign layout may leave
@@ -159,7 +166,7 @@ def closure(store: Store, roots: list[Descriptor], *, missing_ok: bool = False) 
     return found
 
 
-def manifest_annotations(store: Store, desc: Descriptor) -> list[dict[str, str]]:
+def manifest_annotations(store: ReadStore, desc: Descriptor) -> list[dict[str, str]]:
     """The annotations of every image manifest ``desc`` reaches (itself, or each platform of an index)."""
     found: list[dict[str, str]] = []
     todo = [desc]

@@ -13,6 +13,7 @@ from typing import BinaryIO
 from ..errors import DigestMismatch, NotFound, RegfpError, RegistryError, SizeMismatch
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
+from ..oci.streams import ByteReader, Opener
 from ..oci.verify import VerifyingReader
 from ._httpx import httpx
 from .auth import PULL, PUSH, repo_scope
@@ -20,8 +21,8 @@ from .bounded import Deadline
 from .transport import RETRY_STATUS, RegistryClient, _describe, _retry_after
 
 CHUNK = 1 << 20
-Opener = Callable[[], BinaryIO]
 OnBytes = Callable[[int], None]
+Upload = Callable[[Descriptor, Opener], object]  # uploads a blob from a re-openable source; any result is ignored
 # Upload-session errors after which a new session can succeed where the old one could not.
 RESTARTABLE_CODES = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
 
@@ -154,10 +155,10 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def open_blob(client: RegistryClient, repository: str, desc: Descriptor) -> BinaryIO:
+def open_blob(client: RegistryClient, repository: str, desc: Descriptor) -> VerifyingReader:
     reader = RemoteBlobReader(client, repository, desc)
     what = f"blob {desc.digest} in {client.host}/{repository}"
-    return VerifyingReader(reader, desc.digest, desc.size, what)  # type: ignore[arg-type,return-value]
+    return VerifyingReader(reader, desc.digest, desc.size, what)
 
 
 # -- uploads --------------------------------------------------------------------------------------------
@@ -329,7 +330,7 @@ def _put_chunked(client: RegistryClient, repository: str, location: str, desc: D
     _check_digest_header(resp, desc.digest, "PUT")
 
 
-def _read_up_to(stream: BinaryIO, n: int) -> bytes:
+def _read_up_to(stream: ByteReader, n: int) -> bytes:
     parts: list[bytes] = []
     got = 0
     while got < n:
@@ -354,7 +355,7 @@ class SpoolSink:
     """A blob being produced: spooled to an anonymous temp file while hashed, uploaded on commit
     (from the file, so a failed upload can be retried without producing the blob again)."""
 
-    def __init__(self, upload: Callable[[Descriptor, Opener], None], spool_dir: str | None = None) -> None:
+    def __init__(self, upload: Upload, spool_dir: str | None = None) -> None:
         self._upload = upload
         self._dir = spool_dir or tempfile.gettempdir()
         try:
@@ -400,9 +401,9 @@ class SpoolSink:
         except OSError:
             pass  # flushing what was buffered failed (a full disk): it is being thrown away anyway
 
-    def _reopen(self) -> BinaryIO:
+    def _reopen(self) -> _Unclosed:
         self._file.seek(0)
-        return _Unclosed(self._file)  # type: ignore[return-value]
+        return _Unclosed(self._file)
 
 
 class _Unclosed:
@@ -424,7 +425,7 @@ class _Unclosed:
         pass
 
 
-def spool(stream: BinaryIO, desc: Descriptor, upload: Callable[[Descriptor, Opener], None],
+def spool(stream: ByteReader, desc: Descriptor, upload: Upload,
           spool_dir: str | None = None) -> None:
     """Copy a one-shot stream to a spool file (checking it is ``desc``), then upload from there."""
     sink = SpoolSink(upload, spool_dir)

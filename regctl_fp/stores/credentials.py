@@ -42,11 +42,12 @@ def find_credential(host: str, env: Mapping[str, str], home: Path, run: Runner =
         return explicit
     config_path = docker_config_path(env, home)
     config = _read_json(config_path)
-    helper = (config.get("credHelpers") or {}).get(_key_in(config.get("credHelpers") or {}, host) or "")
+    helpers, creds_store = _helpers(config, config_path)
+    helper = helpers.get(_key_in(helpers, host) or "")
     if helper:
         return _from_helper(helper, host, env, run, str(config_path))
-    if config.get("credsStore"):
-        found = _from_helper(config["credsStore"], host, env, run, str(config_path))
+    if creds_store:
+        found = _from_helper(creds_store, host, env, run, str(config_path))
         if found is not None:
             return found
     found = _from_auths(config, host, str(config_path))
@@ -76,8 +77,8 @@ def store_login(host: str, username: str, password: str, env: Mapping[str, str],
     config.json (mode 0600, replaced atomically). Returns where it went, for the message."""
     path = docker_config_path(env, home)
     config = _read_json(path)
-    helper = (config.get("credHelpers") or {}).get(_key_in(config.get("credHelpers") or {}, host) or "") \
-        or config.get("credsStore")
+    helpers, creds_store = _helpers(config, path)
+    helper = helpers.get(_key_in(helpers, host) or "") or creds_store
     server = server_key(host)
     if helper:
         payload = json.dumps({"ServerURL": server, "Username": username, "Secret": password})
@@ -85,7 +86,10 @@ def store_login(host: str, username: str, password: str, env: Mapping[str, str],
         if proc.returncode != 0:
             raise RegfpError(f"docker-credential-{helper} store failed (exit {proc.returncode})")
         return f"docker-credential-{helper}"
-    auths = dict(config.get("auths") or {})
+    auths = config.get("auths") or {}
+    if not isinstance(auths, dict):
+        raise InvalidInput(f"{path}: 'auths' must be a JSON object of registry -> login; fix it first")
+    auths = dict(auths)
     key = _key_in(auths, host) or server
     auths[key] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode("ascii")}
     config["auths"] = auths
@@ -116,7 +120,7 @@ def _key_in(entries: Mapping[str, object], host: str) -> str | None:
     return None
 
 
-def _read_json(path: Path) -> dict:  # type: ignore[type-arg]
+def _read_json(path: Path) -> dict[str, object]:
     from ..regularfile import read_regular
 
     try:
@@ -130,6 +134,18 @@ def _read_json(path: Path) -> dict:  # type: ignore[type-arg]
     if not isinstance(doc, dict):
         raise InvalidInput(f"{path}: a credentials file must hold a JSON object")
     return doc
+
+
+def _helpers(config: Mapping[str, object], path: Path) -> tuple[dict[str, str], str | None]:
+    """``credHelpers`` (registry -> helper name) and ``credsStore``; docker refuses a file where they
+    have another type, and so does regfp, naming the key."""
+    helpers = config.get("credHelpers") or {}
+    if not isinstance(helpers, dict) or not all(isinstance(v, str) for v in helpers.values()):
+        raise InvalidInput(f"{path}: 'credHelpers' must map registries to credential helper names")
+    store = config.get("credsStore") or None
+    if store is not None and not isinstance(store, str):
+        raise InvalidInput(f"{path}: 'credsStore' must be the name of a credential helper")
+    return helpers, store
 
 
 def _from_auths(config: Mapping[str, object], host: str, source: str) -> Credential | None:

@@ -43,6 +43,7 @@ from ..oci.canonical import canonical_json
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.manifest import Index, parse_json
+from ..oci.streams import ByteReader
 from ..oci.verify import VerifyingReader, read_verified
 from ..regularfile import open_regular, read_regular
 from .base import MANIFEST_LIMIT, check_size, closure
@@ -170,7 +171,7 @@ class LayoutStore:
         pending = self._pending.get(digest)
         return pending[0] if pending is not None else self.blob_path(digest)
 
-    def open_blob(self, desc: Descriptor) -> BinaryIO:
+    def open_blob(self, desc: Descriptor) -> VerifyingReader:
         path = self._readable(desc.digest)
         try:
             # Not following a link: a blob is the layout's own file, never one planted elsewhere.
@@ -179,7 +180,7 @@ class LayoutStore:
             raise NotFound(f"blob {desc.digest}", self.location) from None
         except InputFileError as e:
             raise LayoutError(str(self.path), f"blob {desc.digest} {e.reason}") from None
-        return VerifyingReader(raw, desc.digest, desc.size, f"blob {desc.digest} in {self.path}")  # type: ignore[return-value]
+        return VerifyingReader(raw, desc.digest, desc.size, f"blob {desc.digest} in {self.path}")
 
     def read_blob(self, desc: Descriptor, limit: int) -> bytes:
         with self.open_blob(desc) as f:
@@ -189,7 +190,7 @@ class LayoutStore:
         self._enter_session()
         return _FileSink(self, private=private)
 
-    def put_blob(self, stream: BinaryIO, desc: Descriptor, *, private: bool = False) -> None:
+    def put_blob(self, stream: ByteReader, desc: Descriptor, *, private: bool = False) -> None:
         # A stream that verifies itself against this very digest (every store's open_blob does) is
         # checked when it is read to the end, below: hashing it a second time here would be wasted.
         self._enter_session()

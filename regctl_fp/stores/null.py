@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import BinaryIO
 
 from ..errors import NotFound
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
+from ..oci.streams import ByteReader, ByteStream
 
 
 class DigestSink:
@@ -34,7 +34,7 @@ class NullStore:
     def has_blob(self, digest: Digest) -> bool:
         return False
 
-    def open_blob(self, desc: Descriptor) -> BinaryIO:
+    def open_blob(self, desc: Descriptor) -> ByteStream:
         raise NotFound(f"blob {desc.digest}", self.location)
 
     def read_blob(self, desc: Descriptor, limit: int) -> bytes:
@@ -43,7 +43,7 @@ class NullStore:
     def blob_sink(self, *, private: bool = False) -> DigestSink:
         return DigestSink()
 
-    def put_blob(self, stream: BinaryIO, desc: Descriptor, *, private: bool = False) -> None:
+    def put_blob(self, stream: ByteReader, desc: Descriptor, *, private: bool = False) -> None:
         while stream.read(1 << 20):
             pass
 

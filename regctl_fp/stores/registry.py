@@ -12,19 +12,20 @@ at a manifest whose blobs are missing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput, NotFound, RegfpError, RegistryError
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.manifest import Index, Manifest
-from ..oci.verify import read_verified
+from ..oci.streams import ByteReader, Opener
+from ..oci.verify import VerifyingReader, read_verified
 from ..progress import Progress
 from ..refs import RegistryRef, check_repository, check_tag, split_name
 from . import blobio
 from .base import MANIFEST_LIMIT, Store, check_size
-from .blobio import OnBytes, Opener, pull_scope, push_scope
+from .blobio import OnBytes, pull_scope, push_scope
 from .transport import RegistryClient
 
 if TYPE_CHECKING:
@@ -51,9 +52,11 @@ class RegistryStore:
         self._manifests: dict[Digest, bytes] = {}  # bytes of manifests seen, for tagging and re-reads
 
     @classmethod
-    def for_ref(cls, client: RegistryClient, ref: RegistryRef, **kw: object) -> RegistryStore:
+    def for_ref(cls, client: RegistryClient, ref: RegistryRef, *, chunk_size: int = 8 << 20,
+                monolithic_limit: int | None = None, spool_dir: str | None = None) -> RegistryStore:
         """A store bound to the reference's repository; its name for ``ref`` is ``name_of(ref)``."""
-        return cls(client, "", ref.repository, **kw)  # type: ignore[arg-type]
+        return cls(client, "", ref.repository, chunk_size=chunk_size, monolithic_limit=monolithic_limit,
+                   spool_dir=spool_dir)
 
     @staticmethod
     def name_of(ref: RegistryRef) -> str:
@@ -110,7 +113,7 @@ class RegistryStore:
             return True
         return self._head_manifest(repo, digest.text) is not None  # manifests are blobs in a layout
 
-    def open_blob(self, desc: Descriptor) -> BinaryIO:
+    def open_blob(self, desc: Descriptor) -> VerifyingReader:
         return blobio.open_blob(self.client, self._repo_for(desc.digest), desc)
 
     def read_blob(self, desc: Descriptor, limit: int) -> bytes:
@@ -125,7 +128,7 @@ class RegistryStore:
         repo = self._write_repo()
         return blobio.SpoolSink(lambda desc, opener: self._upload(repo, desc, opener, None), self.spool_dir)
 
-    def put_blob(self, stream: BinaryIO, desc: Descriptor, *, private: bool = False) -> None:
+    def put_blob(self, stream: ByteReader, desc: Descriptor, *, private: bool = False) -> None:
         repo = self._write_repo()
         if self.client.locations.has(desc.digest.text, repo) or blobio.head_blob(self.client, repo, desc.digest):
             return
@@ -383,17 +386,17 @@ def _children(data: bytes, media_type: str) -> list[Descriptor]:
     return []
 
 
-def _next_link(resp: object) -> str | None:
-    link = resp.headers.get("link", "")  # type: ignore[attr-defined]
+def _next_link(resp: httpx.Response) -> str | None:
+    link = resp.headers.get("link", "")
     if 'rel="next"' not in link:
         return None
     return link.split(";")[0].strip().strip("<>") or None
 
 
-def _read_limited(resp: object, limit: int) -> bytes:
+def _read_limited(resp: httpx.Response, limit: int) -> bytes:
     parts: list[bytes] = []
     got = 0
-    for chunk in resp.iter_raw():  # type: ignore[attr-defined]
+    for chunk in resp.iter_raw():
         got += len(chunk)
         if got > limit:
             raise InvalidInput(f"manifest larger than {limit} bytes")
@@ -404,12 +407,12 @@ def _read_limited(resp: object, limit: int) -> bytes:
 class _ResponseReader:
     """A streamed response body as a readable stream, for ``read_verified``."""
 
-    def __init__(self, resp: object) -> None:
-        self._chunks = resp.iter_raw()  # type: ignore[attr-defined]
+    def __init__(self, resp: httpx.Response) -> None:
+        self._chunks = resp.iter_raw()
         self._resp = resp
 
     def read(self, n: int = -1) -> bytes:
         return next(self._chunks, b"")
 
     def close(self) -> None:
-        self._resp.close()  # type: ignore[attr-defined]
+        self._resp.close()

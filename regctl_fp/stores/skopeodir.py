@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import BinaryIO
 
 from ..errors import InvalidDocument, InvalidInput, NotFound
 from ..oci import mediatypes as mt
@@ -75,7 +74,8 @@ def _media_type(data: bytes, shown: str) -> str:
 
 
 class SkopeoDirStore:
-    """The blobs and manifests of a ``dir:`` transport directory; names and writes are not supported."""
+    """The blobs and manifests of a ``dir:`` transport directory (a ``ReadStore``: it has no names and is
+    never written)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -104,7 +104,7 @@ class SkopeoDirStore:
     def has_blob(self, digest: Digest) -> bool:
         return self._blob_path(digest).is_file()
 
-    def open_blob(self, desc: Descriptor) -> BinaryIO:
+    def open_blob(self, desc: Descriptor) -> VerifyingReader:
         path = self._blob_path(desc.digest)
         try:
             raw = _open_regular(path)
@@ -112,7 +112,7 @@ class SkopeoDirStore:
             raise NotFound(f"blob {desc.digest}", self.location) from None
         except OSError as e:
             raise InvalidInput(f"{path}: cannot read ({e.strerror or e})") from None
-        return VerifyingReader(raw, desc.digest, desc.size, f"blob {desc.digest} in {self.path}")  # type: ignore[return-value]
+        return VerifyingReader(raw, desc.digest, desc.size, f"blob {desc.digest} in {self.path}")
 
     def read_blob(self, desc: Descriptor, limit: int) -> bytes:
         with self.open_blob(desc) as f:
@@ -130,26 +130,11 @@ class SkopeoDirStore:
             return read_verified(raw, desc.digest, desc.size, f"manifest {desc.digest} in {self.path}",
                                  MANIFEST_LIMIT)
 
-    def _read_only(self) -> NoReturn:
-        raise InvalidInput(f"{self.location} is read here, never written")
-
-    def blob_sink(self) -> NoReturn:
-        self._read_only()
-
-    def put_blob(self, stream: BinaryIO, desc: Descriptor) -> None:
-        self._read_only()
-
-    def put_manifest(self, data: bytes, media_type: str) -> Descriptor:
-        self._read_only()
-
     def resolve(self, name: str) -> Descriptor:
         raise NotFound(f"name {name!r}", self.location)
 
     def names(self) -> dict[str, Descriptor]:
         return {}
-
-    def set_names(self, updates: Mapping[str, Descriptor | None]) -> None:
-        self._read_only()
 
 
 def open_skopeo_dir(path: Path) -> tuple[SkopeoDirStore, Descriptor] | None:

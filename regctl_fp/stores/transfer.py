@@ -10,13 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Set
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import BinaryIO
 
 from ..errors import VerificationError
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.manifest import Index, Manifest
+from ..oci.streams import ByteReader
 from ..progress import Progress
 from .base import Store, carries_secret
 
@@ -104,8 +104,8 @@ def copy_blobs(src: Store, dst: Store, descs: list[Descriptor], on_bytes: OnByte
         for f in pending:
             f.cancel()
         for f in futures:
-            if f.done() and not f.cancelled() and f.exception() is not None:
-                raise f.exception()  # type: ignore[misc]
+            if f.done() and not f.cancelled() and (error := f.exception()) is not None:
+                raise error
         for f in done:
             f.result()
 
@@ -152,7 +152,7 @@ def _both(a: OnBytes, b: OnBytes) -> OnBytes:
 
 
 class _Counting:
-    def __init__(self, stream: BinaryIO, on_bytes: OnBytes) -> None:
+    def __init__(self, stream: ByteReader, on_bytes: OnBytes) -> None:
         self._stream = stream
         self._on_bytes = on_bytes
 

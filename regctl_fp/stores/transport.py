@@ -36,7 +36,7 @@ class RetryPolicy:
     max_retry_after: float = 120.0  # a longer Retry-After fails at once instead of hanging
 
     def backoff(self, attempt: int, rand: float) -> float:
-        cap = min(self.max_delay, self.base_delay * (2 ** attempt))
+        cap = min(self.max_delay, self.base_delay * 2.0 ** attempt)
         return cap / 2 + cap / 2 * rand  # "equal jitter": never zero, spread over the second half
 
 
@@ -257,7 +257,7 @@ class RegistryClient:
             headers = {}
             if credential is not None and credential.has_password:
                 headers["Authorization"] = credential.basic_header()
-            url = str(httpx.URL(realm).copy_merge_params(params))
+            url = str(httpx.URL(realm).copy_merge_params(tuple(params)))
             resp = self._send_retrying("GET", url, headers, None, stream=False, follow=True)
         if resp.status_code != 200:
             raise _error(resp, "GET" if credential is None or not credential.identity_token else "POST",
