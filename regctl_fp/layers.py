@@ -30,6 +30,7 @@ from .oci.compression import BLOCK, BlockCompressor, Buffer, block_compressor
 from .oci.descriptor import Descriptor
 from .oci.digest import Digest
 from .oci.streams import ByteStream, Opener
+from .regularfile import describe_mode
 
 Kind = Literal["file", "dir", "symlink", "hardlink"]
 CHUNK = BLOCK  # the tar stream is cut here; gzip compresses each block on its own
@@ -190,20 +191,8 @@ def _scan(base: bytes, rel: bytes, pre: bytes, out: list[Entry], pending: list[b
             out.append(Entry(lpath, "symlink", 0o777, target=target, uid=uid, gid=gid, origin=origin,
                              whiteout=allow_whiteouts))
         else:
-            raise LayerInputError(origin, f"is {_special_kind(st.st_mode)}; layers hold only files, "
+            raise LayerInputError(origin, f"is {describe_mode(st.st_mode)}; layers hold only files, "
                                           "directories and links")
-
-
-def _special_kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device node"
-    return "a special file"
 
 
 def path_opener(path: Path) -> Opener:
@@ -219,7 +208,7 @@ def _file_opener(path: bytes, origin: str) -> Opener:
         try:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
-                raise LayerInputError(origin, f"became {_special_kind(mode)} while the layer was written")
+                raise LayerInputError(origin, f"became {describe_mode(mode)} while the layer was written")
             os.set_blocking(fd, True)
             # Unbuffered: the writer reads straight into its blocks, and a buffer per file costs time.
             return os.fdopen(fd, "rb", buffering=0)

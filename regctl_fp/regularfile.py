@@ -72,7 +72,7 @@ def describe_mode(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
+        return "a device node"
     if stat.S_ISLNK(mode):
         return "a symbolic link"
     return "not a regular file"
