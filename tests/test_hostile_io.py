@@ -100,8 +100,8 @@ def test_environment_input_that_is_not_a_regular_file(tmp_path: Path, command: s
     args = [command, str(recipe)] + (["--now", NOW] if command == "build" else [])
     proc = run_capped(*args)
     if source == "pki/id-ca.pem":
-        # The CA is fingerprinted while planning, by a function that reports only "unreadable".
-        assert_clean_failure(proc, 2, f"{recipe}:", "not a readable PEM certificate", "identity.ca")
+        # The CA is read (as a regular file) to be fingerprinted while planning.
+        assert_clean_failure(proc, 2, f"{recipe}:", "a FIFO" if kind == "fifo" else "a device", "identity.ca")
     else:
         assert_clean_failure(proc, 2, f"{recipe}:", "a FIFO" if kind == "fifo" else "a device",
                              "only regular files")
@@ -335,7 +335,7 @@ def test_registry_answers_without_end(hostile: HostileRegistry, case: str) -> No
     hostile.routes.update(routes)
     started = time.monotonic()
     proc = run_capped("inspect", f"{hostile.host}/repo:1", "--json")
-    needle = {"v2-error": "not a distribution registry", "token-refused": "refused to issue a token"}.get(
+    needle = {"v2-error": "not a distribution registry", "token-refused": "authentication required"}.get(
         case, "larger than 16 MiB")
     assert_clean_failure(proc, 1, needle)
     assert json.loads(proc.stdout)["error"]["exitCode"] == 1
