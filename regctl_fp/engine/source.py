@@ -48,7 +48,8 @@ def open_source(lr: LoadedRecipe, *, git_cache: Any, from_digest: str | None) ->
     if r.build is not None and r.source is not None:
         repo = Repository.open(r.source.git, base=lr.directory, cache=git_cache)
         commit = repo.resolve(r.source.ref)
-        channel = r.build.base if r.patch and r.build.base in r.patch.channels else None
+        base = r.build.base
+        channel = base if r.patch and isinstance(base, str) and base in r.patch.channels else None
         frag = {"build": fragment(r.build),
                 "source": {k: v for k, v in (("subdir", r.source.subdir), ("url", r.source.url)) if v}}
         return Source(repo, repo_name(lr, repo), commit, lr.base_ref(), channel, frag)
