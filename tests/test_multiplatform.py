@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import elf_machine, regfp, run_arm64
+from conftest import elf_machine, make_busybox_rootfs, need, regfp, regfp_json, run_arm64, run_image
+from gitrepo import GitRepo
 
 from regctl_fp.errors import RecipeError
 from regctl_fp.oci.descriptor import Platform
@@ -120,3 +124,108 @@ def test_schema_describes_platforms_and_per_platform_bases() -> None:
     doc["platforms"] = ["linux"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, schema)
+
+
+# ---- build -----------------------------------------------------------------------------------------
+
+PROJECT = """\
+regfp: 1
+name: hello
+platforms: [linux/amd64, linux/arm64]
+source: {git: src, ref: main, subdir: app}
+build:
+  base: stable
+  dependencies: [requirements.lock]
+  copy: [{from: ., to: /app}]
+  entrypoint: [/bin/sh, /app/run.sh]
+  env: {GREETING: hi}
+patch:
+  channels:
+    stable: {linux/amd64: "dir:bases/amd64-1", linux/arm64: "dir:bases/arm64-1"}
+    next: {linux/amd64: "dir:bases/amd64-2", linux/arm64: "dir:bases/arm64-2"}
+output: {layout: out}
+"""
+
+
+def make_multi_project(root: Path, arm64_rootfs: Path) -> str:
+    """A Git app and two OS channels, each an amd64 and an arm64 busybox tree naming itself; the commit."""
+    repo = GitRepo.init(root / "src")
+    repo.write("app/run.sh", "#!/bin/sh\necho \"hello $GREETING on $(head -1 /etc/os-release)\"\n", 0o755)
+    repo.write("app/requirements.lock", "dep==1.0\n")
+    sha = repo.commit("first")
+    for n in (1, 2):
+        make_busybox_rootfs(root / "bases" / f"amd64-{n}")
+        shutil.copytree(arm64_rootfs, root / "bases" / f"arm64-{n}", symlinks=True)
+        for arch in ("amd64", "arm64"):
+            (root / "bases" / f"{arch}-{n}" / "etc" / "os-release").write_text(f"ID=test-os-{n}-{arch}\n")
+    (root / "recipe.yaml").write_text(PROJECT)
+    return sha
+
+
+def index_of(layout: Path, name: str) -> tuple[dict, dict]:
+    """The index entry of ``name`` in the layout, and the image index it points at."""
+    top = json.loads((layout / "index.json").read_text())
+    entry = next(d for d in top["manifests"] if d["annotations"]["org.opencontainers.image.ref.name"] == name)
+    algo, hexd = entry["digest"].split(":")
+    return entry, json.loads((layout / "blobs" / algo / hexd).read_bytes())
+
+
+def manifest_of(layout: Path, desc: dict) -> dict:
+    algo, hexd = desc["digest"].split(":")
+    return json.loads((layout / "blobs" / algo / hexd).read_bytes())
+
+
+def only_arch(layout: Path, name: str, arch: str, dest: Path, env: dict[str, str]) -> None:
+    """skopeo's copy of one platform's image of ``name`` into its own layout (as a user would pull it)."""
+    subprocess.run([need("skopeo"), "copy", "--override-os", "linux", "--override-arch", arch,
+                    f"oci:{layout}:{name}", f"oci:{dest}:img"], check=True, capture_output=True, env=env,
+                   timeout=120)
+
+
+def test_two_platform_build_is_an_index_of_both_sharing_the_app_layer(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    sha = make_multi_project(tmp_path, arm64_rootfs)
+    report = regfp_json("build", str(tmp_path / "recipe.yaml"), "--only", "build")
+    name = f"build/src:{sha}"
+    built = next(i for i in report["images"] if i["name"] == name)
+    layout = tmp_path / "out"
+    entry, index = index_of(layout, name)
+    assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json" and entry["digest"] == built["digest"]
+    platforms = [(d["platform"]["os"], d["platform"]["architecture"]) for d in index["manifests"]]
+    assert platforms == [("linux", "amd64"), ("linux", "arm64")]
+    # The index is what other tools see too.
+    raw = subprocess.run([need("skopeo"), "inspect", "--raw", f"oci:{layout}:{name}"], check=True,
+                         capture_output=True, text=True, env=tool_env).stdout
+    assert [m["platform"]["architecture"] for m in json.loads(raw)["manifests"]] == ["amd64", "arm64"]
+    amd64, arm64 = (manifest_of(layout, d) for d in index["manifests"])
+    # Base layer differs per platform; the Git tree's layers (dependencies, app) are one blob each.
+    assert amd64["layers"][0]["digest"] != arm64["layers"][0]["digest"]
+    assert [la["digest"] for la in amd64["layers"][1:]] == [la["digest"] for la in arm64["layers"][1:]]
+    assert len(amd64["layers"]) == 3
+    for image, arch in ((amd64, "amd64"), (arm64, "arm64")):
+        assert manifest_of(layout, image["config"])["architecture"] == arch
+        assert image["annotations"]["org.opencontainers.image.base.name"] == f"dir:bases/{arch}-1"
+
+    # The arm64 image, as skopeo selects it: an aarch64 busybox that prints its os-release under qemu.
+    only_arch(layout, name, "arm64", tmp_path / "arm64", tool_env)
+    rootfs = tmp_path / "arm64-rootfs"
+    subprocess.run([need("umoci"), "raw", "unpack", "--image", f"{tmp_path / 'arm64'}:img", str(rootfs)],
+                   check=True, capture_output=True, env=tool_env)
+    assert elf_machine(rootfs / "bin/busybox") == "aarch64"
+    assert run_arm64(rootfs, "/bin/busybox", "cat", "/etc/os-release") == "ID=test-os-1-arm64\n"
+    assert (rootfs / "app/run.sh").read_bytes() == (tmp_path / "src/app/run.sh").read_bytes()
+    # The amd64 one runs under runc.
+    only_arch(layout, name, "amd64", tmp_path / "amd64", tool_env)
+    ran = run_image(tmp_path / "amd64", "img", tmp_path / "bundle", tool_env)
+    assert ran.returncode == 0 and ran.stdout == "hello hi on ID=test-os-1-amd64\n", ran.stderr
+
+    # Unchanged inputs: reused, same digest; a second clone of the project builds the same index.
+    again = regfp_json("build", str(tmp_path / "recipe.yaml"), "--only", "build")
+    assert next(i for i in again["images"] if i["name"] == name)["cached"]
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for part in ("src", "bases"):
+        shutil.copytree(tmp_path / part, clone / part, symlinks=True)
+    shutil.copy2(tmp_path / "recipe.yaml", clone / "recipe.yaml")
+    other = regfp_json("build", str(clone / "recipe.yaml"), "--only", "build")
+    assert next(i for i in other["images"] if i["name"] == name)["digest"] == built["digest"]

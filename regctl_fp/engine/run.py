@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -109,8 +109,10 @@ class Run:
         want = platform or self.options.platform
         cache_key = (ref, str(want))
         if cache_key not in self._images:
+            # A dir: tree becomes an image of the platform asked for (the host's unless a recipe says).
+            options = self.options if want == self.options.platform else replace(self.options, platform=want)
             self._images[cache_key] = load_image(self.lr.image_ref(ref), work=self.work, platform=want,
-                                                 options=self.options, progress=self.progress)
+                                                 options=options, progress=self.progress)
         return self._images[cache_key]
 
     def hold(self, lock: str) -> None:

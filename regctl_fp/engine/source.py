@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,13 @@ class Source:
 
     def build_key(self, base_digest: str) -> str:
         return stage_key("build", self.fragment, {"base": {"name": self.base_ref, "digest": base_digest}},
+                         self.commit.sha)
+
+    def platforms_build_key(self, bases: Mapping[str, tuple[str, str]]) -> str:
+        """A multi-platform build's key: each platform's base (reference, digest), so the platform set
+        is part of it."""
+        return stage_key("build", self.fragment, {"platforms": {p: {"name": name, "digest": digest}
+                                                                for p, (name, digest) in bases.items()}},
                          self.commit.sha)
 
     def patch_name(self, channel: str) -> str:
