@@ -229,3 +229,62 @@ def test_two_platform_build_is_an_index_of_both_sharing_the_app_layer(
     shutil.copy2(tmp_path / "recipe.yaml", clone / "recipe.yaml")
     other = regfp_json("build", str(clone / "recipe.yaml"), "--only", "build")
     assert next(i for i in other["images"] if i["name"] == name)["digest"] == built["digest"]
+
+
+# ---- patch -----------------------------------------------------------------------------------------
+
+def _children(layout: Path, name: str) -> dict[str, dict]:
+    """Each platform's image descriptor of the index ``name``, by architecture."""
+    return {d["platform"]["architecture"]: d for d in index_of(layout, name)[1]["manifests"]}
+
+
+def test_two_platform_patch_rebases_each_platform_and_only_the_moved_one(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    sha = make_multi_project(tmp_path, arm64_rootfs)
+    first = regfp_json("build", str(tmp_path / "recipe.yaml"), "--only", "patch")
+    layout = tmp_path / "out"
+    build = _children(layout, f"build/src:{sha}")
+    stable, nxt = (_children(layout, f"patch/src/{sha}:{c}") for c in ("stable", "next"))
+    assert sorted(nxt) == ["amd64", "arm64"] and all(d.get("platform") for d in nxt.values())
+    assert {i["name"] for i in first["images"]} >= {f"patch/src/{sha}:stable", f"patch/src/{sha}:next"}
+    for arch in ("amd64", "arm64"):
+        built, patched = manifest_of(layout, build[arch]), manifest_of(layout, nxt[arch])
+        assert patched["annotations"]["org.opencontainers.image.base.name"] == f"dir:bases/{arch}-2"
+        assert patched["layers"][1:] == built["layers"][1:]  # the app's layers are not touched by a rebase
+        assert manifest_of(layout, patched["config"])["architecture"] == arch
+    assert manifest_of(layout, nxt["amd64"])["layers"][-1] == manifest_of(layout, nxt["arm64"])["layers"][-1]
+    # The arm64 image on channel next: aarch64 busybox, next's arm64 os-release.
+    only_arch(layout, f"patch/src/{sha}:next", "arm64", tmp_path / "arm64", tool_env)
+    rootfs = tmp_path / "arm64-rootfs"
+    subprocess.run([need("umoci"), "raw", "unpack", "--image", f"{tmp_path / 'arm64'}:img", str(rootfs)],
+                   check=True, capture_output=True, env=tool_env)
+    assert elf_machine(rootfs / "bin/busybox") == "aarch64"
+    assert run_arm64(rootfs, "/bin/busybox", "cat", "/etc/os-release") == "ID=test-os-2-arm64\n"
+
+    # Only next's arm64 base changes: only next is re-patched, and within it only arm64's image moves.
+    (tmp_path / "bases/arm64-2/etc/os-release").write_text("ID=test-os-2-arm64-fixed\n")
+    again = regfp_json("build", str(tmp_path / "recipe.yaml"), "--only", "patch")
+    made = {i["name"]: i for i in again["images"] if not i["cached"]}
+    assert list(made) == [f"patch/src/{sha}:next"], again
+    assert "moved for linux/arm64" in made[f"patch/src/{sha}:next"]["reason"]
+    assert "amd64" not in made[f"patch/src/{sha}:next"]["reason"]
+    after = _children(layout, f"patch/src/{sha}:next")
+    assert after["amd64"]["digest"] == nxt["amd64"]["digest"]
+    assert after["arm64"]["digest"] != nxt["arm64"]["digest"]
+    assert _children(layout, f"patch/src/{sha}:stable") == stable
+
+
+def test_a_channel_without_a_requested_platform_is_a_plan_time_error(tmp_path: Path, arm64_rootfs: Path) -> None:
+    make_multi_project(tmp_path, arm64_rootfs)
+    # An amd64-only image as channel next: one image of one platform.
+    regfp("copy", f"dir:{tmp_path / 'bases/amd64-2'}", f"oci:{tmp_path / 'amd64only'}:os", "--platform",
+          "linux/amd64")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(PROJECT.replace('next: {linux/amd64: "dir:bases/amd64-2", linux/arm64: "dir:bases/arm64-2"}',
+                                      'next: "oci:amd64only:os"'))
+    for command in ("plan", "build"):
+        proc = regfp(command, str(recipe), check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert f"{recipe}:14:" in proc.stderr and "linux/arm64" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()

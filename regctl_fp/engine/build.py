@@ -79,6 +79,9 @@ def evaluate_input(run: Run, node: Node) -> Outcome:
         ref = node.id.part.removeprefix("ref:")
         return Outcome(node, "input", "input", "image reference", digest=run.image(ref).digest.text)
     name = node.id.part.removeprefix("channel:")
+    platforms = run_platforms(run) if src is not None and src.from_image is None else None
+    if platforms is not None:  # each platform's image is found by the patch that stands on it
+        return Outcome(node, "input", "input", f"channel {name} ({', '.join(map(str, platforms))})")
     return Outcome(node, "input", "input", f"channel {name}", digest=run.image(run.lr.channel_ref(name)).digest.text)
 
 

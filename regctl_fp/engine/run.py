@@ -17,6 +17,7 @@ from ..oci.descriptor import Descriptor, Platform
 from ..oci.image import Image
 from ..progress import SILENT, Progress
 from ..recipe.load import LoadedRecipe
+from ..refs import DirRef
 from ..sources import BuildOptions, load_image
 from ..stores.base import Store
 from ..stores.layout import LayoutStore
@@ -111,8 +112,12 @@ class Run:
         if cache_key not in self._images:
             # A dir: tree becomes an image of the platform asked for (the host's unless a recipe says).
             options = self.options if want == self.options.platform else replace(self.options, platform=want)
-            self._images[cache_key] = load_image(self.lr.image_ref(ref), work=self.work, platform=want,
-                                                 options=options, progress=self.progress)
+            parsed = self.lr.image_ref(ref)
+            # Only a dir: tree is made into an image (and needs the layout): reading an oci: or registry
+            # image must not create the layout before the run's checks have passed.
+            work = self.work if isinstance(parsed, DirRef) else None
+            self._images[cache_key] = load_image(parsed, work=work, platform=want, options=options,
+                                                 progress=self.progress)
         return self._images[cache_key]
 
     def hold(self, lock: str) -> None:
