@@ -79,6 +79,44 @@ def busybox_rootfs(tmp_path: Path) -> Path:
     return make_busybox_rootfs(tmp_path / "rootfs")
 
 
+ELF_MACHINE = {62: "x86_64", 183: "aarch64"}  # e_machine values of the ELF specification
+
+
+def elf_machine(path: Path) -> str:
+    """The architecture an ELF executable is for, from its header (``file`` says the same, less exactly)."""
+    with path.open("rb") as f:
+        header = f.read(20)
+    assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    machine = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+    return ELF_MACHINE.get(machine, str(machine))
+
+
+@pytest.fixture
+def arm64_rootfs(tmp_path: Path) -> Path:
+    """An arm64 busybox root filesystem from Debian's busybox-static:arm64 (testdata/arm64/make-base.sh;
+    its .deb is cached in TOOLS_CACHE)."""
+    need("dpkg-deb")
+    root = tmp_path / "rootfs-arm64"
+    done = subprocess.run(["bash", str(ROOT / "testdata/arm64/make-base.sh"), str(root), str(TOOLS_CACHE)],
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        if os.environ.get("REGFP_REQUIRE_TOOLS"):
+            pytest.fail(f"the arm64 base could not be made: {done.stderr}")
+        pytest.skip(f"no arm64 base: {done.stderr.strip()}")
+    return root
+
+
+def run_arm64(rootfs: Path, *argv: str) -> str:
+    """Run an aarch64 program of an unpacked rootfs under qemu-aarch64-static (no binfmt_misc here),
+    absolute paths in ``argv`` taken inside ``rootfs``."""
+    qemu = need("qemu-aarch64-static")
+    args = [str(rootfs / a.lstrip("/")) if a.startswith("/") else a for a in argv]
+    done = subprocess.run([qemu, str(rootfs / argv[0].lstrip("/")), *args[1:]], capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/bin"})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def regfp(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
           check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess (exit codes, stdout/stderr separation, no tracebacks)."""

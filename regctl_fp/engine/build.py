@@ -9,12 +9,13 @@ entry (``dev.regfp.built-at``), never in the image.
 from __future__ import annotations
 
 from ..oci import annotation_keys as A
-from ..oci.descriptor import Descriptor
+from ..oci.descriptor import Descriptor, Platform
 from ..oci.image import Image
 from ..stages.build import SourceInputs, run_outputs
-from ..stores.base import read_image, write_image
+from ..stores.base import read_image, write_image, write_index
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
 from .graph import Node, NodeId, Outcome
+from .platforms import platform_image, run_platforms, where_refs
 from .reuse import reuse_or_make
 from .run import Run
 from .source import Source
@@ -30,16 +31,30 @@ def image_input(ref: str) -> NodeId:
     return NodeId("input", f"ref:{ref}")
 
 
+def channel_input(channel: str) -> NodeId:
+    """A multi-platform channel: one input standing for its image of every platform."""
+    return NodeId("input", f"channel:{channel}")
+
+
+def base_input(platform: Platform) -> NodeId:
+    """A multi-platform build's base for one platform."""
+    return NodeId("input", f"base:{platform}")
+
+
 def build_nodes(run: Run) -> list[Node]:
     src = run.source
     if src is None or src.from_image is not None:
         return []
     r = run.lr.recipe
     assert r.source is not None
-    base = image_input(src.base_ref)
-    return [Node(SOURCE, label=f"{r.source.git}@{r.source.ref}"),
-            Node(base, label=src.base_ref),
-            Node(BUILD, src.build_names, (SOURCE, base))]
+    source = Node(SOURCE, label=f"{r.source.git}@{r.source.ref}")
+    platforms = run_platforms(run)
+    if platforms is None:
+        base = image_input(src.base_ref)
+        return [source, Node(base, label=src.base_ref), Node(BUILD, src.build_names, (SOURCE, base))]
+    refs = run.lr.base_refs()
+    bases = [Node(base_input(p), label=refs.for_platform(p) or "") for p in platforms]
+    return [source, *bases, Node(BUILD, src.build_names, (SOURCE, *(b.id for b in bases)))]
 
 
 def from_nodes(run: Run) -> list[Node]:
@@ -57,6 +72,18 @@ def evaluate_input(run: Run, node: Node) -> Outcome:
     if node.id.part.startswith("items:"):
         chunks = [c for c in run.memo.get("chunks", {}).values() if c.work.name == node.id.part[6:]]
         return Outcome(node, "input", "input", f"{sum(len(c.items) for c in chunks)} work items")
+    if node.id.part.startswith("base:"):
+        assert src is not None
+        platform = Platform.parse(node.id.part.removeprefix("base:"))
+        why = (f"channel {src.channel}" if src.channel else "image reference") + f" for {platform}"
+        if not _base_needed(run):
+            return Outcome(node, "input", "input", why)
+        return Outcome(node, "input", "input", why, digest=_platform_base(run, platform).digest.text)
+    if node.id.part.startswith("channel:"):  # a multi-platform channel: each platform's image found by its patch
+        name = node.id.part.removeprefix("channel:")
+        platforms = run_platforms(run)
+        shown = ", ".join(map(str, platforms)) if platforms else ""
+        return Outcome(node, "input", "input", f"channel {name} ({shown})")
     ref = node.id.part.removeprefix("ref:")
     channels = run.lr.recipe.patch.channels if run.lr.recipe.patch else {}
     named = [c for c in channels if run.lr.channel_ref(c) == ref]
@@ -74,13 +101,18 @@ def evaluate_build(run: Run, node: Node) -> Outcome:
         key, entry, reason = reused
         return Outcome(node, "cached", "layout", reason, key, entry.digest.text, {n: entry for n in src.build_names})
     expired = reused  # the reason the existing build is not reused, when it expired
-    base_out = run.outcomes.get(node.inputs[1])
-    base_digest = base_out.digest if base_out is not None and base_out.digest else run.image(src.base_ref).digest.text
-    key = src.build_key(base_digest)
+    platforms = run_platforms(run)
+    if platforms is None:
+        base_out = run.outcomes.get(node.inputs[1])
+        base_digest = base_out.digest if base_out is not None and base_out.digest else \
+            run.image(src.base_ref).digest.text
+        key = src.build_key(base_digest)
+    else:
+        key = src.platforms_build_key({str(p): (_base_name(run, p), _base_digest(run, p)) for p in platforms})
     why = expired or _why_build(run, src)
 
     def make() -> Descriptor:
-        return _make_build(run, src, key)
+        return _make_build(run, src, key) if platforms is None else _make_platforms(run, src, key, platforms)
 
     return reuse_or_make(run, node, key, src.build_names, make, cached_reason="up to date", make_reason=why,
                          state="expired" if expired else "build", entry={A.BUILT_AT: rfc3339(run.now)},
@@ -95,10 +127,19 @@ def _reusable(run: Run, src: Source) -> tuple[str, Descriptor, str] | str | None
     if have is None:
         return None
     ann = run.snapshot.manifest_annotations(name)
-    pinned = ann.get(A.BASE_DIGEST)
-    if ann.get(A.BASE_NAME) != src.base_ref or pinned is None:
+    if ann.get(A.BASE_NAME) != src.base_ref:
         return None
-    key = src.build_key(pinned)
+    platforms = run_platforms(run)
+    if platforms is None:
+        pinned = ann.get(A.BASE_DIGEST)
+        if pinned is None:
+            return None
+        key = src.build_key(pinned)
+    else:
+        bases = _pinned_bases(run, have, platforms)
+        if bases is None:
+            return None
+        key = src.platforms_build_key(bases)
     if ann.get(A.KEY) != key:
         return None
     built = have.annotations.get(A.BUILT_AT)
@@ -116,6 +157,42 @@ def _reusable(run: Run, src: Source) -> tuple[str, Descriptor, str] | str | None
             return f"built {rfc3339(built_at)}, expired {rfc3339(expires)} (rebuildAfter {ttl})"
         reason = f"built {rfc3339(built_at)}, expires {rfc3339(expires)}"
     return key, run.entry(have, **{A.KEY: key, **({A.BUILT_AT: built} if built else {})}), reason
+
+
+def _pinned_bases(run: Run, have: Descriptor, platforms: tuple[Platform, ...]) -> dict[str, tuple[str, str]] | None:
+    """Each platform's base (reference, digest) as the existing multi-platform build records it on its
+    images, for the platforms asked for now (None: it is not an index, or lacks one of them)."""
+    from ..oci import mediatypes as mt
+    from ..recipe.platforms import same_platform
+    from ..stores.base import read_index_images
+
+    store = run.snapshot.store
+    if store is None or have.media_type not in mt.INDEX_TYPES:
+        return None
+    images = read_index_images(store, have)
+    out = {}
+    for p in platforms:
+        image = next((im for q, im in images.items() if same_platform(q, p)), None)
+        if image is None or image.annotations.get(A.BASE_NAME) != _base_name(run, p) or \
+                A.BASE_DIGEST not in image.annotations:
+            return None
+        out[str(p)] = (_base_name(run, p), image.annotations[A.BASE_DIGEST])
+    return out
+
+
+def _base_name(run: Run, platform: Platform) -> str:
+    return run.lr.base_refs().for_platform(platform) or ""
+
+
+def _platform_base(run: Run, platform: Platform) -> Image:
+    src = run.source
+    assert src is not None
+    return platform_image(run, run.lr.base_refs(), platform, where_refs(run, src.channel))
+
+
+def _base_digest(run: Run, platform: Platform) -> str:
+    out = run.outcomes.get(base_input(platform))
+    return out.digest if out is not None and out.digest else _platform_base(run, platform).digest.text
 
 
 def _base_needed(run: Run) -> bool:
@@ -159,11 +236,33 @@ def _make_build(run: Run, src: Source, key: str) -> Descriptor:
     return write_image(run.store, image)
 
 
-def build_annotations(run: Run, src: Source, base: Image, key: str) -> dict[str, str]:
+def _make_platforms(run: Run, src: Source, key: str, platforms: tuple[Platform, ...]) -> Descriptor:
+    """One image per platform on that platform's base, then the index. The Git tree's layers are the
+    same bytes on every platform (their time comes from the commit), so each is one blob, shared."""
+    from ..stages.build import build
+
+    images: dict[Platform, Image] = {}
+    for platform in platforms:
+        base = _platform_base(run, platform)
+        annotations = build_annotations(run, src, base, key, base_name=_base_name(run, platform))
+        image = build(source_inputs(run, src), base, annotations, run.store, run.memo.get("run-step", []),
+                      run.progress)
+        write_image(run.store, base)  # findable by digest, for rebasing this platform
+        images[image.config.platform] = image
+    index_annotations = build_annotations(run, src, None, key)
+    return write_index(run.store, images, index_annotations)
+
+
+def build_annotations(run: Run, src: Source, base: Image | None, key: str, *,
+                      base_name: str | None = None) -> dict[str, str]:
+    """A build's annotations; ``base`` None for a multi-platform build's index (each image names its
+    own base)."""
     r = run.lr.recipe
     assert r.build is not None and r.source is not None
     annotations = {A.STAGE: "build", A.KEY: key, A.REVISION: src.commit.sha, A.CREATED: rfc3339(src.commit.time),
-                   A.BASE_NAME: src.base_ref, A.BASE_DIGEST: base.digest.text}
+                   A.BASE_NAME: base_name or src.base_ref}
+    if base is not None:
+        annotations[A.BASE_DIGEST] = base.digest.text
     if r.build.rebuild_after:
         annotations[A.REBUILD_AFTER] = r.build.rebuild_after
     if src.channel:

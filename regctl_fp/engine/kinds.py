@@ -32,7 +32,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("input", "input", frozenset(), _none, build.evaluate_input),
     Kind("build", "build", frozenset(), build.build_nodes, build.evaluate_build, build.check_build),
     Kind("from", "build", frozenset(), build.from_nodes, build.evaluate_from),
-    Kind("patch", "patch", frozenset({"build"}), patch.patch_nodes, patch.evaluate_patch),
+    Kind("patch", "patch", frozenset({"build"}), patch.patch_nodes, patch.evaluate_patch, patch.check_channels),
     Kind("rollout", "rollout", frozenset({"build", "patch"}), rollout.rollout_nodes, rollout.evaluate_rollout),
     Kind("environment", "environment", frozenset({"build", "patch", "rollout"}), environment.environment_nodes,
          environment.evaluate_environment, environment.check_inputs),

@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..oci import annotation_keys as A
-from ..oci.descriptor import Descriptor
+from ..oci import mediatypes as mt
+from ..oci.canonical import canonical_json
+from ..oci.descriptor import Descriptor, Platform
 from ..oci.image import Image
-from ..stores.base import write_image
-from .build import BUILD, FROM, built_image, image_input
+from ..stores.base import read_index_images, write_image, write_index
+from .build import BUILD, FROM, built_image, channel_input, image_input
 from .graph import Node, NodeId, Outcome
 from .keys import stage_key
+from .platforms import index_platforms, platform_image, run_platforms, where_refs
 from .reuse import reuse_or_make
 from .run import Run
 
@@ -37,15 +40,57 @@ def patch_nodes(run: Run) -> list[Node]:
                 raise run.lr.error(("patch", "channels"), f"no channel {name!r} in this recipe "
                                                          f"(channels: {', '.join(r.patch.channels)})")
     nodes = []
+    platforms = run_platforms(run) if src.from_image is None else None
     for channel in r.patch.channels:
         if run.channels is not None and channel not in run.channels:
             continue
+        # A multi-platform channel is one input whose digest stands for every platform's base (each
+        # reference is checked, and each platform's image found, before anything is made: check_channels).
         ref = run.lr.channel_ref(channel)
-        nodes.append(Node(image_input(ref), label=ref))
+        base = image_input(ref) if platforms is None else channel_input(channel)
+        nodes.append(Node(base, label=ref if platforms is None else ""))
         # The rollout channel's patch is the rollout's prerequisite, not an independent unit.
-        nodes.append(Node(patch_id(channel), (src.patch_name(channel),), (upstream, image_input(ref)),
+        nodes.append(Node(patch_id(channel), (src.patch_name(channel),), (upstream, base),
                           unit=channel != rollout_channel))
     return nodes
+
+
+def check_channels(run: Run) -> None:
+    """Every channel of a multi-platform recipe has an image for each platform (plan time, before
+    anything is made): a per-platform mapping names one (checked at load), an index serves it, a ``dir:``
+    tree serves any; a single image of one platform serves only that one."""
+    r = run.lr.recipe
+    platforms = run_platforms(run)
+    if r.patch is None or platforms is None or run.source is None or run.source.from_image is not None:
+        return
+    from ..recipe.platforms import same_platform
+    from ..refs import DirRef
+
+    for channel in r.patch.channels:
+        if run.channels is not None and channel not in run.channels:
+            continue
+        refs = run.lr.channel_refs(channel)
+        where = where_refs(run, channel)
+        for ref in ([refs.single] if refs.single is not None else list(refs.per_platform.values())):
+            run.lr.image_ref(ref)  # a missing dir: is a RecipeError naming its line
+        if refs.single is None or isinstance(run.lr.image_ref(refs.single), DirRef):
+            continue
+        served = index_platforms(run, refs.single)
+        if served is None:  # one image: it serves its own platform
+            for p in platforms:
+                platform_image(run, refs, p, where)
+            continue
+        missing = [str(p) for p in platforms if not any(same_platform(q, p) or q.matches(p) for q in served)]
+        if missing:
+            raise run.lr.error(where, f"channel {channel!r} ({refs.single}) has no image for {', '.join(missing)} "
+                                      f"(it has: {', '.join(map(str, served)) or 'none'}); the recipe builds "
+                                      f"{', '.join(map(str, platforms))}")
+
+
+def _channel_digests(run: Run, channel: str, platforms: tuple[Platform, ...]) -> dict[str, str]:
+    refs = run.lr.channel_refs(channel)
+    where = where_refs(run, channel)
+    return {str(p): platform_image(run, refs, p, where).digest.text for p in platforms}
 
 
 def patch_key(run: Run, channel: str, build_digest: str, base_digest: str) -> str:
@@ -61,6 +106,14 @@ def evaluate_patch(run: Run, node: Node) -> Outcome:
     channel = node.id.part
     upstream = run.outcome(node.inputs[0])
     base = run.outcome(node.inputs[1])
+    platforms = run_platforms(run) if node.inputs[0] == BUILD else None
+    if platforms is not None:
+        if upstream.digest is None:
+            return Outcome(node, "build", "pending", "the build is (re)built first")
+        bases = _channel_digests(run, channel, platforms)
+        key = patch_key(run, channel, upstream.digest, canonical_json(bases).decode())
+        return reuse_or_make(run, node, key, node.names, lambda: _patch_platforms(run, channel, key, platforms),
+                             cached_reason="up to date", make_reason=_why_platforms(run, node, bases))
     if upstream.digest is None or base.digest is None:
         return Outcome(node, "build", "pending", "the build is (re)built first")
     key = patch_key(run, channel, upstream.digest, base.digest)
@@ -76,6 +129,62 @@ def _why(run: Run, node: Node, base_digest: str) -> str:
     if ann.get(A.BASE_DIGEST) != base_digest:
         return f"channel {node.id.part} moved to {base_digest[:19]}"
     return "the build or recipe changed"
+
+
+def _why_platforms(run: Run, node: Node, bases: dict[str, str]) -> str:
+    """Which platforms' bases moved since the channel's patch was made (from its images' annotations)."""
+    have = run.snapshot.names.get(node.names[0])
+    store = run.snapshot.store
+    if have is None or store is None or have.media_type not in mt.INDEX_TYPES:
+        return "not patched yet"
+    from ..recipe.platforms import same_platform
+
+    images = read_index_images(store, have)
+    moved = [p for p, digest in bases.items()
+             if not any(same_platform(q, Platform.parse(p)) and im.annotations.get(A.BASE_DIGEST) == digest
+                        for q, im in images.items())]
+    if moved:
+        return f"channel {node.id.part} moved for {', '.join(moved)}"
+    return "the build or recipe changed"
+
+
+def _patch_platforms(run: Run, channel: str, key: str, platforms: tuple[Platform, ...]) -> Descriptor:
+    """Each platform's build rebased onto the channel's image for that platform, then the index. Each
+    image carries its own key (its build image and base): a platform whose inputs did not move keeps
+    the image the channel's patch already holds, so a moved arm64 base re-patches arm64 only."""
+    from ..recipe.platforms import same_platform
+    from ..stages.patch import old_base_of, patch_onto
+
+    out = run.outcome(BUILD)
+    entry = next(d for d in out.names.values() if d is not None)
+    built = read_index_images(run.store, Descriptor(entry.media_type, entry.digest, entry.size))
+    src = run.source
+    assert src is not None
+    have = run.snapshot.names.get(src.patch_name(channel))
+    existing = read_index_images(run.store, have) if have is not None and have.media_type in mt.INDEX_TYPES \
+        and run.store.has_blob(have.digest) else {}
+    refs = run.lr.channel_refs(channel)
+    where = where_refs(run, channel)
+    images: dict[Platform, Image] = {}
+    for p in platforms:
+        image = next(im for q, im in built.items() if same_platform(q, p))
+        new_base = platform_image(run, refs, p, where)
+        own_key = patch_key(run, channel, image.digest.text, new_base.digest.text)
+        kept = next((im for q, im in existing.items() if same_platform(q, p) and im.annotations.get(A.KEY) == own_key),
+                    None)
+        if kept is not None:
+            images[kept.config.platform] = kept
+            continue
+
+        def old(image: Image = image, p: Platform = p) -> Image:
+            return old_base_of(image, run.store, lambda name: run.image(name, platform=p))
+
+        patched = patch_onto(image, new_base, refs.for_platform(p) or refs.text, old, channel=channel,
+                             annotations={A.STAGE: "patch", A.KEY: own_key})
+        write_image(run.store, new_base)
+        images[patched.config.platform] = patched
+    return write_index(run.store, images, {A.STAGE: "patch", A.KEY: key, A.CHANNEL: channel,
+                                           A.BASE_NAME: refs.text, A.REVISION: src.commit.sha})
 
 
 def _patch_or_rebuild(run: Run, channel: str, key: str) -> Descriptor:

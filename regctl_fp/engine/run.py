@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,6 +18,7 @@ from ..oci.frozen import frozen_str_map
 from ..oci.image import Image
 from ..progress import SILENT, Progress
 from ..recipe.load import LoadedRecipe
+from ..refs import DirRef
 from ..sources import BuildOptions, load_image
 from ..stores.base import Store
 from ..stores.layout import LayoutStore
@@ -112,8 +113,14 @@ class Run:
         want = platform or self.options.platform
         cache_key = (ref, str(want))
         if cache_key not in self._images:
-            self._images[cache_key] = load_image(self.lr.image_ref(ref), work=self.work, platform=want,
-                                                 options=self.options, progress=self.progress)
+            # A dir: tree becomes an image of the platform asked for (the host's unless a recipe says).
+            options = self.options if want == self.options.platform else replace(self.options, platform=want)
+            parsed = self.lr.image_ref(ref)
+            # Only a dir: tree is made into an image (and needs the layout): reading an oci: or registry
+            # image must not create the layout before the run's checks have passed.
+            work = self.work if isinstance(parsed, DirRef) else None
+            self._images[cache_key] = load_image(parsed, work=work, platform=want, options=options,
+                                                 progress=self.progress)
         return self._images[cache_key]
 
     def hold(self, lock: str) -> None:

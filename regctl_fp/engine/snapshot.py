@@ -12,8 +12,9 @@ from pathlib import Path
 
 from ..errors import RegfpError
 from ..oci import annotation_keys as A
+from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
-from ..oci.manifest import Manifest
+from ..oci.manifest import Index, Manifest
 from ..stores.layout import LayoutStore, Names
 
 
@@ -56,14 +57,18 @@ class Snapshot:
         return self.manifest_annotations(name).get(A.KEY)
 
     def manifest_annotations(self, name: str) -> dict[str, str]:
-        """The manifest annotations of the image under ``name`` ({} when absent or unreadable)."""
+        """The manifest (or, for a multi-platform stage, index) annotations of the image under ``name`` ({}
+        when absent or unreadable)."""
         if name in self._annotations:
             return self._annotations[name]
         desc = self.names.get(name)
         found: dict[str, str] = {}
         if desc is not None and self.store is not None:
             try:
-                found = dict(Manifest.parse(self.store.get_manifest(desc), desc.media_type).annotations)
+                data = self.store.get_manifest(desc)
+                doc = Index.parse(data, desc.media_type) if desc.media_type in mt.INDEX_TYPES else \
+                    Manifest.parse(data, desc.media_type)
+                found = dict(doc.annotations)
             except RegfpError:
                 pass  # damaged: treated as absent, so it is made again
         self._annotations[name] = found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,13 @@ class Source:
         return stage_key("build", self.fragment, {"base": {"name": self.base_ref, "digest": base_digest}},
                          self.commit.sha)
 
+    def platforms_build_key(self, bases: Mapping[str, tuple[str, str]]) -> str:
+        """A multi-platform build's key: each platform's base (reference, digest), so the platform set
+        is part of it."""
+        return stage_key("build", self.fragment, {"platforms": {p: {"name": name, "digest": digest}
+                                                                for p, (name, digest) in bases.items()}},
+                         self.commit.sha)
+
     def patch_name(self, channel: str) -> str:
         return f"patch/{self.repo_name}/{self.commit.sha}:{channel}"
 
@@ -48,7 +56,8 @@ def open_source(lr: LoadedRecipe, *, git_cache: Any, from_digest: str | None) ->
     if r.build is not None and r.source is not None:
         repo = Repository.open(r.source.git, base=lr.directory, cache=git_cache)
         commit = repo.resolve(r.source.ref)
-        channel = r.build.base if r.patch and r.build.base in r.patch.channels else None
+        base = r.build.base
+        channel = base if r.patch and isinstance(base, str) and base in r.patch.channels else None
         frag = {"build": fragment(r.build),
                 "source": {k: v for k, v in (("subdir", r.source.subdir), ("url", r.source.url)) if v}}
         return Source(repo, repo_name(lr, repo), commit, lr.base_ref(), channel, frag)

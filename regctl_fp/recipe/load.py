@@ -6,6 +6,7 @@ Every problem is a RecipeError naming file:line and the key path; nothing is wri
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from ..refs import DirRef, LayoutRef, Ref, parse_ref
 from ..regularfile import read_regular
 from .checks import check_units
 from .model import Recipe
+from .platforms import Refs, duplicate, parse_platform, same_platform
 from .schema import Converter, json_schema
 from .yamlsrc import Document, KeyPath, load_yaml
 
@@ -42,15 +44,28 @@ class LoadedRecipe:
     def output_layout(self) -> Path:
         return self.resolve(self.recipe.output.layout)
 
-    def channel_ref(self, channel: str) -> str:
-        """The image reference a channel stands for, following aliases (checked acyclic at load)."""
+    def channel_refs(self, channel: str) -> Refs:
+        """The image reference(s) a channel (or a reference given in its place) stands for, following
+        aliases (checked acyclic at load)."""
         channels = self.recipe.patch.channels if self.recipe.patch else {}
         seen = set()
-        value = channel
-        while value in channels and value not in seen:
+        value: str | Mapping[str, str] = channel
+        while isinstance(value, str) and value in channels and value not in seen:
             seen.add(value)
             value = channels[value]
-        return value
+        return Refs.of(value)
+
+    def channel_ref(self, channel: str) -> str:
+        """The image reference a channel stands for (a per-platform mapping as its canonical text)."""
+        return self.channel_refs(channel).text
+
+    def base_refs(self) -> Refs:
+        """The build's base (or patch.from's image), for every platform or per platform."""
+        r = self.recipe
+        if r.build is None:
+            assert r.patch is not None and r.patch.from_ is not None
+            return Refs.of(r.patch.from_)
+        return self.channel_refs(r.build.base) if isinstance(r.build.base, str) else Refs.of(r.build.base)
 
     def image_ref(self, text: str) -> Ref:
         """A reference from the recipe, its local paths taken relative to the recipe file. A ``dir:``
@@ -68,12 +83,9 @@ class LoadedRecipe:
         return ref
 
     def base_ref(self) -> str:
-        """The build's base, or (for a recipe that patches an existing image) that image."""
-        r = self.recipe
-        if r.build is None:
-            assert r.patch is not None and r.patch.from_ is not None
-            return r.patch.from_
-        return self.channel_ref(r.build.base)
+        """The build's base, or (for a recipe that patches an existing image) that image; a per-platform
+        mapping as its canonical text."""
+        return self.base_refs().text
 
 
 def load_recipe(path: str | Path) -> LoadedRecipe:
@@ -109,19 +121,24 @@ def load_recipe(path: str | Path) -> LoadedRecipe:
 
 def _check(lr: LoadedRecipe) -> None:
     r = lr.recipe
+    _check_platforms(lr)
     channels = dict(r.patch.channels) if r.patch else {}
     for name, target in channels.items():
         kp = ("patch", "channels", name)
         if not _is_channel_name(name):
             raise lr.error(kp, f"{name!r} is not a valid channel name (lowercase, digits, '.', '_', '-')")
+        if not isinstance(target, str):
+            _check_per_platform(lr, kp, target, channels)
+            continue
         seen = [name]
-        value = target
-        while value in channels:
+        value: str | Mapping[str, str] = target
+        while isinstance(value, str) and value in channels:
             if value in seen:
                 raise lr.error(kp, f"channel {name!r} is cyclic: {' -> '.join([*seen, value])}")
             seen.append(value)
             value = channels[value]
-        _check_ref(lr, kp, value, channels)
+        if isinstance(value, str):
+            _check_ref(lr, kp, value, channels)
     from_image = r.patch.from_ if r.patch is not None else None
     if from_image is None:
         for key, other in (("source", "build"), ("build", "source")):
@@ -210,7 +227,52 @@ def _check_dependencies(lr: LoadedRecipe) -> None:
         raise lr.error(("build", "dependencies", i), message)
 
 
-def _check_base(lr: LoadedRecipe, kp: KeyPath, value: str, channels: dict[str, str]) -> None:
+def _check_platforms(lr: LoadedRecipe) -> None:
+    """``platforms`` names each platform once, and every per-platform mapping of the recipe has an image
+    for each of them and for no other (a platform listed but not mapped would be built on nothing)."""
+    r = lr.recipe
+    listed = [parse_platform(p) for p in r.platforms]
+    twice = duplicate(listed)
+    if twice is not None:
+        at = next(i for i, p in enumerate(listed) if p is twice[1])
+        raise lr.error(("platforms", at), f"{twice[1]} is listed twice (as {twice[0]} too)")
+    maps: list[tuple[KeyPath, Mapping[str, str]]] = []
+    if r.build is not None and not isinstance(r.build.base, str):
+        maps.append((("build", "base"), r.build.base))
+    if r.patch is not None:
+        maps += [(("patch", "channels", n), v) for n, v in r.patch.channels.items() if not isinstance(v, str)]
+    if not maps:
+        return
+    want, whose = (listed, "platforms") if listed else ([parse_platform(p) for p in maps[0][1]],
+                                                        ".".join(map(str, maps[0][0])))
+    for kp, mapping in maps:
+        have = [parse_platform(p) for p in mapping]
+        missing = [str(p) for p in want if not any(same_platform(p, h) for h in have)]
+        if missing:
+            raise lr.error(kp, f"names no image for {', '.join(missing)} (listed in {whose}); add "
+                               f"'{missing[0]}: REFERENCE'")
+        extra = [str(h) for h in have if not any(same_platform(h, p) for p in want)]
+        if extra:
+            raise lr.error((*kp, extra[0]), f"{extra[0]} is not one of the recipe's platforms "
+                                            f"({', '.join(map(str, want))}, from {whose})")
+
+
+def _check_per_platform(lr: LoadedRecipe, kp: KeyPath, mapping: Mapping[str, str],
+                        channels: Mapping[str, str | Mapping[str, str]]) -> None:
+    if not mapping:
+        raise lr.error(kp, "a per-platform mapping needs at least one platform: reference entry")
+    twice = duplicate(parse_platform(p) for p in mapping)
+    if twice is not None:
+        raise lr.error((*kp, str(twice[1])), f"{twice[1]} is given twice (as {twice[0]} too)")
+    for platform, ref in mapping.items():
+        _check_ref(lr, (*kp, platform), ref, channels)
+
+
+def _check_base(lr: LoadedRecipe, kp: KeyPath, value: str | Mapping[str, str],
+                channels: Mapping[str, str | Mapping[str, str]]) -> None:
+    if not isinstance(value, str):
+        _check_per_platform(lr, kp, value, channels)
+        return
     if value in channels:
         return
     if _looks_like_ref(value):
@@ -220,7 +282,7 @@ def _check_base(lr: LoadedRecipe, kp: KeyPath, value: str, channels: dict[str, s
                        "oci:PATH:NAME, dir:PATH or registry/repo:tag)")
 
 
-def _check_ref(lr: LoadedRecipe, kp: KeyPath, value: str, channels: dict[str, str]) -> None:
+def _check_ref(lr: LoadedRecipe, kp: KeyPath, value: str, channels: Mapping[str, object]) -> None:
     if not _looks_like_ref(value):
         raise lr.error(kp, _unknown_channel(value, channels) if channels else
                        f"{value!r} is not an image reference (oci:PATH:NAME, dir:PATH or registry/repo:tag)")
@@ -235,11 +297,14 @@ def _named_refs(lr: LoadedRecipe) -> list[tuple[KeyPath, str]]:
     r = lr.recipe
     named: list[tuple[KeyPath, str]] = []
     if r.patch is not None:
-        named += [(("patch", "channels", name), value) for name, value in r.patch.channels.items()]
+        for name, value in r.patch.channels.items():
+            named += [(("patch", "channels", name), value)] if isinstance(value, str) else \
+                [(("patch", "channels", name, p), ref) for p, ref in value.items()]
         if r.patch.from_ is not None:
             named.append((("patch", "from"), r.patch.from_))
     if r.build is not None:
-        named.append((("build", "base"), r.build.base))
+        named += [(("build", "base"), r.build.base)] if isinstance(r.build.base, str) else \
+            [(("build", "base", p), ref) for p, ref in r.build.base.items()]
     for i, env in enumerate(r.environments):
         named += [(("environments", i, "polyfills", j), ref) for j, ref in enumerate(env.polyfills)]
     if r.debug is not None and r.debug.tools is not None:
@@ -263,7 +328,7 @@ def _is_channel_name(name: str) -> bool:
     return re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*", name) is not None
 
 
-def _unknown_channel(value: str, channels: dict[str, str]) -> str:
+def _unknown_channel(value: str, channels: Mapping[str, object]) -> str:
     close = difflib.get_close_matches(value, list(channels), n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else (
         f" (channels: {', '.join(channels)})" if channels else " (the recipe defines no patch.channels)")

@@ -14,6 +14,7 @@ from ..imagepath import image_path_problem
 from ..oci.frozen import EMPTY, FrozenDict
 from ..oci.mediatypes import Compression
 from ..timeutil import parse_duration
+from .platforms import check_platform
 from .schema import Spec, field, pattern_spec
 
 
@@ -78,6 +79,12 @@ ChannelName = Annotated[str, pattern_spec("channel", r"[a-z0-9]+(?:[._-][a-z0-9]
 Owner = Annotated[str, pattern_spec("owner", r"[0-9]+(?::[0-9]+)?", "{value!r} must be numeric 'uid' or 'uid:gid'")]
 Port = Annotated[str, pattern_spec("port", r"[0-9]{1,5}(?:/(?:tcp|udp|sctp))?",
                                    "{value!r} is not a port (e.g. 8080 or 53/udp)")]
+PlatformName = Annotated[str, Spec("platform", {"pattern": "^[a-z0-9]+/[a-z0-9_]+(/[a-zA-Z0-9]+)?$",
+                                                "description": "os/architecture[/variant] as the OCI image-spec "
+                                                               "names it, e.g. linux/amd64, linux/arm/v7"},
+                                   check_platform)]
+# One reference for every platform (a multi-platform index gives each its own image), or one per platform.
+PerPlatformRefs = FrozenDict[PlatformName, str]
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,9 @@ class RunStep:
 class Build:
     """How the tree becomes an image on a base."""
 
-    base: str = field(doc="a channel name from patch.channels, or an image reference")
+    base: str | PerPlatformRefs = field(doc="a channel name from patch.channels, or an image reference (a "
+                                            "multi-platform index serves every platform), or a mapping of "
+                                            "platform -> image reference")
     rebuild_after: Duration | None = field(default=None, doc="rebuild once the build is this old (e.g. 90d)")
     copy: tuple[CopyRule, ...] = field(default=(), doc="source tree -> image paths (the application layer)")
     dependencies: tuple[TreePath, ...] = field(default=(), doc="tree paths layered first, on their own, so "
@@ -138,7 +147,9 @@ class Build:
 class Patch:
     """OS channels the build is rebased onto."""
 
-    channels: FrozenDict[str, str] = field(doc="channel name -> image reference (or another channel's name)")
+    channels: FrozenDict[str, str | PerPlatformRefs] = field(
+        doc="channel name -> image reference (a multi-platform index serves every platform), another channel's "
+            "name, or a mapping of platform -> image reference")
     fallback: Literal["error", "rebuild"] = field(default="error", doc="when a rebase is impossible")
     from_: str | None = field(default=None, key="from", doc="patch this image (e.g. one built by pack) instead "
                                                            "of building source/build")
@@ -304,6 +315,10 @@ class Recipe:
 
     regfp: Literal[1] = field(doc="format version")
     name: Name = field(doc="the build name used by rollouts and environments")
+    platforms: tuple[PlatformName, ...] = field(
+        default=(), doc="the platforms to build, e.g. [linux/amd64, linux/arm64]: each stage is then an image "
+                        "index with one image per platform (default: the base's platforms if it is a "
+                        "multi-platform index or a per-platform mapping, else the host's, as one image)")
     source: Source | None = field(default=None, doc="required unless patch.from names the image to patch")
     build: Build | None = field(default=None, doc="required unless patch.from names the image to patch")
     patch: Patch | None = field(default=None, doc="OS channels the build is rebased onto: "

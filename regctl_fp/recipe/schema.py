@@ -129,6 +129,8 @@ class Converter:
                 return self.convert(arg, value, kp)
             if get_origin(arg) in (list, tuple) and isinstance(value, list):
                 return self.convert(arg, value, kp)
+            if get_origin(arg) in (dict, FrozenDict) and isinstance(value, dict):
+                return self.convert(arg, value, kp)
             if _scalar_type(arg) and not isinstance(value, (dict, list)):
                 return self.convert(arg, value, kp)
         raise self.doc.error(kp, f"has the wrong shape ({_kind(value)}); expected {_describe(args)}")
@@ -176,7 +178,7 @@ def _scalar_type(tp: Any) -> bool:
 def _describe(args: list[Any]) -> str:
     names = []
     for a in args:
-        if dataclasses.is_dataclass(a):
+        if dataclasses.is_dataclass(a) or get_origin(a) in (dict, FrozenDict):
             names.append("a mapping")
         elif get_origin(a) in (list, tuple):
             names.append("a list")

@@ -16,6 +16,7 @@ from ..oci import mediatypes as mt
 from ..oci.annotation_keys import CONTAINS_SECRET
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.digest import Digest
+from ..oci.frozen import frozen_str_map
 from ..oci.image import Image, Layer
 from ..oci.manifest import Index, Manifest
 from ..oci.streams import ByteReader, ByteStream, Opener
@@ -128,6 +129,26 @@ def write_image(store: Store, image: Image) -> Descriptor:
     if not store.has_blob(cfg.digest):
         store.put_blob(io.BytesIO(image.config_bytes), cfg, private=private)
     return store.put_manifest(image.manifest_bytes, image.media_type)
+
+
+def write_index(store: Store, images: Mapping[Platform, Image], annotations: Mapping[str, str]) -> Descriptor:
+    """An image index of one image per platform, in the order given, each entry carrying its platform:
+    the images (blobs first) and then the index. Names are not touched."""
+    entries = []
+    for platform, image in images.items():
+        desc = write_image(store, image)
+        entries.append(Descriptor(desc.media_type, desc.digest, desc.size, platform=platform))
+    index = Index(manifests=tuple(entries), annotations=frozen_str_map(annotations))
+    data = index.to_bytes()
+    check_size("the image index", data, MANIFEST_LIMIT)
+    return store.put_manifest(data, index.media_type)
+
+
+def read_index_images(store: ReadStore, desc: Descriptor) -> dict[Platform, Image]:
+    """Every platform's image of the index ``desc`` (entries without a platform are skipped)."""
+    index = Index.parse(store.get_manifest(desc), desc.media_type)
+    return {d.platform: read_image(store, d) for d in index.manifests
+            if d.platform is not None and d.media_type in mt.MANIFEST_TYPES}
 
 
 def children(store: ReadStore, desc: Descriptor) -> Iterator[Descriptor]:

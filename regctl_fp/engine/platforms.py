@@ -1,0 +1,97 @@
+"""Which platforms a run builds, and each platform's image of a recipe reference.
+
+A recipe is multi-platform when it lists ``platforms``, when its base is a per-platform mapping, or when
+its base is an image index of more than one platform; then every stage it makes is an image index with
+a platform on each entry. Otherwise (a single image base, no ``platforms``) it builds the host's platform
+as one image, exactly as before platforms existed.
+"""
+
+from __future__ import annotations
+
+from ..oci import mediatypes as mt
+from ..oci.descriptor import Platform
+from ..oci.errors import InvalidDocument
+from ..oci.image import Image
+from ..oci.manifest import Index
+from ..recipe.platforms import Refs, parse_platform, same_platform
+from ..recipe.yamlsrc import KeyPath
+from ..refs import LayoutRef, RegistryRef
+from ..sources import open_layout_ref
+from ..stores.base import Store
+from .run import Run
+
+
+def run_platforms(run: Run) -> tuple[Platform, ...] | None:
+    """The platforms the recipe builds, in its order; None for a single-platform recipe (one image)."""
+    if "platforms" not in run.memo:
+        run.memo["platforms"] = _resolve(run)
+    found: tuple[Platform, ...] | None = run.memo["platforms"]
+    return found
+
+
+def _resolve(run: Run) -> tuple[Platform, ...] | None:
+    r = run.lr.recipe
+    if r.platforms:
+        return tuple(parse_platform(p) for p in r.platforms)
+    if r.build is None:
+        return None
+    refs = run.lr.base_refs()
+    if refs.single is None:
+        return refs.platforms
+    served = index_platforms(run, refs.single)
+    return served if served is not None and len(served) > 1 else None
+
+
+def index_platforms(run: Run, ref_text: str) -> tuple[Platform, ...] | None:
+    """The platforms of the image index ``ref_text`` names (None: it names one image, or a ``dir:``
+    tree). Entries without a real platform (attestations: unknown/unknown) are not platforms."""
+    ref = run.lr.image_ref(ref_text)
+    store: Store
+    if isinstance(ref, LayoutRef):
+        store, desc = open_layout_ref(ref)
+    elif isinstance(ref, RegistryRef) and run.options.registry is not None:
+        store, desc = run.options.registry(ref)
+    else:
+        return None
+    if desc.media_type not in mt.INDEX_TYPES:
+        return None
+    index = Index.parse(store.get_manifest(desc), desc.media_type)
+    out: list[Platform] = []
+    for d in index.manifests:
+        p = d.platform
+        if p is not None and p.os != "unknown" and not any(same_platform(p, q) for q in out):
+            out.append(p)
+    return tuple(out)
+
+
+def platform_image(run: Run, refs: Refs, platform: Platform, where: KeyPath) -> Image:
+    """``platform``'s image of ``refs`` (its own reference, or its manifest of an index). A reference
+    that has no image for the platform is the recipe's fault: a RecipeError naming ``where``."""
+    ref = refs.for_platform(platform)
+    if ref is None:
+        raise run.lr.error(where, f"names no image for {platform}")
+    try:
+        image = run.image(ref, platform=platform)
+    except InvalidDocument as e:
+        if "no manifest for platform" in str(e) or "pick a platform" in str(e):
+            raise run.lr.error(where, f"{ref} has no image for {platform} ({e.reason})") from None
+        raise
+    have = image.config.platform
+    if not same_platform(have, platform) and not have.matches(platform):
+        raise run.lr.error(where, f"{ref} is a {have} image, not {platform}")
+    return image
+
+
+def where_refs(run: Run, channel_or_base: str | None) -> KeyPath:
+    """The recipe key a base or channel is written at (for errors)."""
+    r = run.lr.recipe
+    if channel_or_base is None:
+        return ("build", "base")
+    patch = r.patch
+    if patch is not None and channel_or_base in patch.channels:
+        value = patch.channels[channel_or_base]
+        while isinstance(value, str) and value in patch.channels:
+            channel_or_base, value = value, patch.channels[value]
+        return ("patch", "channels", channel_or_base)
+    return ("build", "base")
+

@@ -1,0 +1,303 @@
+"""Multi-platform recipes (issue 18): one recipe, linux/amd64 and linux/arm64, the build an image index."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import elf_machine, make_busybox_rootfs, need, regfp, regfp_json, run_arm64, run_image
+from gitrepo import GitRepo
+
+from regctl_fp.errors import RecipeError
+from regctl_fp.oci.descriptor import Platform
+from regctl_fp.recipe.load import LoadedRecipe, load_recipe, recipe_schema
+from regctl_fp.recipe.platforms import Refs, same_platform
+
+
+def test_arm64_base_is_aarch64_busybox_that_runs_under_qemu(arm64_rootfs: Path) -> None:
+    assert elf_machine(arm64_rootfs / "bin/busybox") == "aarch64"
+    assert "BusyBox arm64 test base" in run_arm64(arm64_rootfs, "/bin/busybox", "cat", "/etc/os-release")
+    assert run_arm64(arm64_rootfs, "/bin/busybox", "uname", "-m").strip() == "aarch64"
+
+
+# ---- the recipe language ---------------------------------------------------------------------------
+
+MULTI = """\
+regfp: 1
+name: hello
+platforms: [linux/amd64, linux/arm64]
+source: {git: src, ref: main}
+build:
+  base: stable
+  copy: [{from: app, to: /app}]
+patch:
+  channels:
+    stable: {linux/amd64: "dir:amd64-1", linux/arm64: "dir:arm64-1"}
+    next: "oci:bases:os"
+"""
+
+
+def _load(tmp_path: Path, text: str) -> LoadedRecipe:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    return load_recipe(recipe)
+
+
+def test_platforms_and_per_platform_references_load(tmp_path: Path) -> None:
+    lr = _load(tmp_path, MULTI)
+    assert lr.recipe.platforms == ("linux/amd64", "linux/arm64")
+    refs = lr.base_refs()
+    assert refs.single is None
+    assert refs.for_platform(Platform("linux", "arm64", "v8")) == "dir:arm64-1"  # arm64 is arm64/v8
+    assert refs.for_platform(Platform("linux", "amd64")) == "dir:amd64-1"
+    assert refs.for_platform(Platform("linux", "s390x")) is None
+    assert lr.channel_refs("next").for_platform(Platform("linux", "arm64")) == "oci:bases:os"
+    # What keys and labels record: the reference itself, or the mapping as canonical JSON.
+    assert lr.channel_ref("next") == "oci:bases:os"
+    assert lr.base_ref() == '{"linux/amd64":"dir:amd64-1","linux/arm64":"dir:arm64-1"}'
+
+
+def test_variants_are_compared_as_the_image_spec_says() -> None:
+    arm64, arm64_v8 = Platform.parse("linux/arm64"), Platform.parse("linux/arm64/v8")
+    arm_v7, arm_v6 = Platform.parse("linux/arm/v7"), Platform.parse("linux/arm/v6")
+    assert same_platform(arm64, arm64_v8)
+    assert not same_platform(arm_v7, arm_v6)
+    assert not same_platform(arm_v7, Platform.parse("linux/arm"))  # a variant asked for is not "any"
+    refs = Refs.of({"linux/arm/v6": "a", "linux/arm/v7": "b"})
+    assert refs.for_platform(arm_v7) == "b" and refs.for_platform(arm_v6) == "a"
+
+
+BAD_MULTI = [
+    ("misspelt architecture", MULTI.replace("[linux/amd64, linux/arm64]", "[linux/amd64, linux/aarch64]"), 3,
+     "unknown architecture 'aarch64'; did you mean linux/arm64?"),
+    ("not os/arch", MULTI.replace("[linux/amd64, linux/arm64]", "[amd64]"), 3, "is not os/architecture"),
+    ("a platform twice", MULTI.replace("[linux/amd64, linux/arm64]", "[linux/arm64, linux/amd64, linux/arm64/v8]"),
+     3, "linux/arm64/v8 is listed twice"),
+    ("mapping lacks a listed platform", MULTI.replace(', linux/arm64: "dir:arm64-1"', ""), 10,
+     "names no image for linux/arm64 (listed in platforms)"),
+    ("mapping names an unlisted platform", MULTI.replace('linux/arm64: "dir:arm64-1"',
+                                                         'linux/arm64: "dir:a", linux/s390x: "dir:b"'), 10,
+     "linux/s390x is not one of the recipe's platforms"),
+    ("per-platform value not a reference", MULTI.replace('"dir:arm64-1"', "stable"), 10,
+     "unknown channel 'stable'"),
+    ("platform key misspelt in a mapping", MULTI.replace("linux/arm64:", "linux/x86_64:"), 10,
+     "did you mean linux/amd64?"),
+    ("base mapping disagrees with a channel mapping", MULTI.replace("platforms: [linux/amd64, linux/arm64]\n", "")
+     .replace("base: stable", 'base: {linux/amd64: "dir:x"}'), 9, "linux/arm64 is not one of the recipe's"),
+]
+
+
+@pytest.mark.parametrize(("what", "text", "line", "words"), BAD_MULTI, ids=[b[0] for b in BAD_MULTI])
+def test_bad_platforms_fail_with_file_and_line(tmp_path: Path, what: str, text: str, line: int,
+                                               words: str) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe)
+    shown = str(caught.value)
+    assert f"{recipe}:{line}:" in shown and words in shown, shown
+
+
+def test_bad_platform_is_exit_2_from_the_cli(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(BAD_MULTI[0][1])
+    proc = regfp("build", str(recipe), check=False)
+    assert proc.returncode == 2 and f"{recipe}:3:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_schema_describes_platforms_and_per_platform_bases() -> None:
+    import jsonschema
+
+    schema = recipe_schema()
+    props = schema["$defs"]["Recipe"]["properties"]
+    assert "platform" in props["platforms"]["description"]
+    assert props["platforms"]["items"]["pattern"]
+    base = schema["$defs"]["Build"]["properties"]["base"]
+    assert "per-platform" in base["description"] or "platform ->" in base["description"]
+    doc = yaml.safe_load(MULTI)
+    jsonschema.validate(doc, schema)
+    doc["platforms"] = ["linux"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, schema)
+
+
+# ---- build -----------------------------------------------------------------------------------------
+
+PROJECT = """\
+regfp: 1
+name: hello
+platforms: [linux/amd64, linux/arm64]
+source: {git: src, ref: main, subdir: app}
+build:
+  base: stable
+  dependencies: [requirements.lock]
+  copy: [{from: ., to: /app}]
+  entrypoint: [/bin/sh, /app/run.sh]
+  env: {GREETING: hi}
+patch:
+  channels:
+    stable: {linux/amd64: "dir:bases/amd64-1", linux/arm64: "dir:bases/arm64-1"}
+    next: {linux/amd64: "dir:bases/amd64-2", linux/arm64: "dir:bases/arm64-2"}
+output: {layout: out}
+"""
+
+
+def make_multi_project(root: Path, arm64_rootfs: Path) -> str:
+    """A Git app and two OS channels, each an amd64 and an arm64 busybox tree naming itself; the commit."""
+    repo = GitRepo.init(root / "src")
+    repo.write("app/run.sh", "#!/bin/sh\necho \"hello $GREETING on $(head -1 /etc/os-release)\"\n", 0o755)
+    repo.write("app/requirements.lock", "dep==1.0\n")
+    sha = repo.commit("first")
+    for n in (1, 2):
+        make_busybox_rootfs(root / "bases" / f"amd64-{n}")
+        shutil.copytree(arm64_rootfs, root / "bases" / f"arm64-{n}", symlinks=True)
+        for arch in ("amd64", "arm64"):
+            (root / "bases" / f"{arch}-{n}" / "etc" / "os-release").write_text(f"ID=test-os-{n}-{arch}\n")
+    (root / "recipe.yaml").write_text(PROJECT)
+    return sha
+
+
+def index_of(layout: Path, name: str) -> tuple[dict, dict]:
+    """The index entry of ``name`` in the layout, and the image index it points at."""
+    top = json.loads((layout / "index.json").read_text())
+    entry = next(d for d in top["manifests"] if d["annotations"]["org.opencontainers.image.ref.name"] == name)
+    algo, hexd = entry["digest"].split(":")
+    return entry, json.loads((layout / "blobs" / algo / hexd).read_bytes())
+
+
+def manifest_of(layout: Path, desc: dict) -> dict:
+    algo, hexd = desc["digest"].split(":")
+    return json.loads((layout / "blobs" / algo / hexd).read_bytes())
+
+
+def only_arch(layout: Path, name: str, arch: str, dest: Path, env: dict[str, str]) -> None:
+    """skopeo's copy of one platform's image of ``name`` into its own layout (as a user would pull it)."""
+    subprocess.run([need("skopeo"), "copy", "--override-os", "linux", "--override-arch", arch,
+                    f"oci:{layout}:{name}", f"oci:{dest}:img"], check=True, capture_output=True, env=env,
+                   timeout=120)
+
+
+def test_two_platform_build_is_an_index_of_both_sharing_the_app_layer(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    sha = make_multi_project(tmp_path, arm64_rootfs)
+    report = regfp_json("build", str(tmp_path / "recipe.yaml"), "--only", "build")
+    name = f"build/src:{sha}"
+    built = next(i for i in report["images"] if i["name"] == name)
+    layout = tmp_path / "out"
+    entry, index = index_of(layout, name)
+    assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json" and entry["digest"] == built["digest"]
+    platforms = [(d["platform"]["os"], d["platform"]["architecture"]) for d in index["manifests"]]
+    assert platforms == [("linux", "amd64"), ("linux", "arm64")]
+    # The index is what other tools see too.
+    raw = subprocess.run([need("skopeo"), "inspect", "--raw", f"oci:{layout}:{name}"], check=True,
+                         capture_output=True, text=True, env=tool_env).stdout
+    assert [m["platform"]["architecture"] for m in json.loads(raw)["manifests"]] == ["amd64", "arm64"]
+    amd64, arm64 = (manifest_of(layout, d) for d in index["manifests"])
+    # Base layer differs per platform; the Git tree's layers (dependencies, app) are one blob each.
+    assert amd64["layers"][0]["digest"] != arm64["layers"][0]["digest"]
+    assert [la["digest"] for la in amd64["layers"][1:]] == [la["digest"] for la in arm64["layers"][1:]]
+    assert len(amd64["layers"]) == 3
+    for image, arch in ((amd64, "amd64"), (arm64, "arm64")):
+        assert manifest_of(layout, image["config"])["architecture"] == arch
+        assert image["annotations"]["org.opencontainers.image.base.name"] == f"dir:bases/{arch}-1"
+
+    # The arm64 image, as skopeo selects it: an aarch64 busybox that prints its os-release under qemu.
+    only_arch(layout, name, "arm64", tmp_path / "arm64", tool_env)
+    rootfs = tmp_path / "arm64-rootfs"
+    subprocess.run([need("umoci"), "raw", "unpack", "--image", f"{tmp_path / 'arm64'}:img", str(rootfs)],
+                   check=True, capture_output=True, env=tool_env)
+    assert elf_machine(rootfs / "bin/busybox") == "aarch64"
+    assert run_arm64(rootfs, "/bin/busybox", "cat", "/etc/os-release") == "ID=test-os-1-arm64\n"
+    assert (rootfs / "app/run.sh").read_bytes() == (tmp_path / "src/app/run.sh").read_bytes()
+    # The amd64 one runs under runc.
+    only_arch(layout, name, "amd64", tmp_path / "amd64", tool_env)
+    ran = run_image(tmp_path / "amd64", "img", tmp_path / "bundle", tool_env)
+    assert ran.returncode == 0 and ran.stdout == "hello hi on ID=test-os-1-amd64\n", ran.stderr
+
+    # Unchanged inputs: reused, same digest; a second clone of the project builds the same index.
+    again = regfp_json("build", str(tmp_path / "recipe.yaml"), "--only", "build")
+    assert next(i for i in again["images"] if i["name"] == name)["cached"]
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for part in ("src", "bases"):
+        shutil.copytree(tmp_path / part, clone / part, symlinks=True)
+    shutil.copy2(tmp_path / "recipe.yaml", clone / "recipe.yaml")
+    other = regfp_json("build", str(clone / "recipe.yaml"), "--only", "build")
+    assert next(i for i in other["images"] if i["name"] == name)["digest"] == built["digest"]
+
+
+# ---- patch -----------------------------------------------------------------------------------------
+
+def _children(layout: Path, name: str) -> dict[str, dict]:
+    """Each platform's image descriptor of the index ``name``, by architecture."""
+    return {d["platform"]["architecture"]: d for d in index_of(layout, name)[1]["manifests"]}
+
+
+def test_two_platform_patch_rebases_each_platform_and_only_the_moved_one(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    sha = make_multi_project(tmp_path, arm64_rootfs)
+    first = regfp_json("build", str(tmp_path / "recipe.yaml"), "--only", "patch")
+    layout = tmp_path / "out"
+    build = _children(layout, f"build/src:{sha}")
+    stable, nxt = (_children(layout, f"patch/src/{sha}:{c}") for c in ("stable", "next"))
+    assert sorted(nxt) == ["amd64", "arm64"] and all(d.get("platform") for d in nxt.values())
+    assert {i["name"] for i in first["images"]} >= {f"patch/src/{sha}:stable", f"patch/src/{sha}:next"}
+    for arch in ("amd64", "arm64"):
+        built, patched = manifest_of(layout, build[arch]), manifest_of(layout, nxt[arch])
+        assert patched["annotations"]["org.opencontainers.image.base.name"] == f"dir:bases/{arch}-2"
+        assert patched["layers"][1:] == built["layers"][1:]  # the app's layers are not touched by a rebase
+        assert manifest_of(layout, patched["config"])["architecture"] == arch
+    assert manifest_of(layout, nxt["amd64"])["layers"][-1] == manifest_of(layout, nxt["arm64"])["layers"][-1]
+    # The arm64 image on channel next: aarch64 busybox, next's arm64 os-release.
+    only_arch(layout, f"patch/src/{sha}:next", "arm64", tmp_path / "arm64", tool_env)
+    rootfs = tmp_path / "arm64-rootfs"
+    subprocess.run([need("umoci"), "raw", "unpack", "--image", f"{tmp_path / 'arm64'}:img", str(rootfs)],
+                   check=True, capture_output=True, env=tool_env)
+    assert elf_machine(rootfs / "bin/busybox") == "aarch64"
+    assert run_arm64(rootfs, "/bin/busybox", "cat", "/etc/os-release") == "ID=test-os-2-arm64\n"
+
+    # Only next's arm64 base changes: only next is re-patched, and within it only arm64's image moves.
+    (tmp_path / "bases/arm64-2/etc/os-release").write_text("ID=test-os-2-arm64-fixed\n")
+    again = regfp_json("build", str(tmp_path / "recipe.yaml"), "--only", "patch")
+    made = {i["name"]: i for i in again["images"] if not i["cached"]}
+    assert list(made) == [f"patch/src/{sha}:next"], again
+    assert "moved for linux/arm64" in made[f"patch/src/{sha}:next"]["reason"]
+    assert "amd64" not in made[f"patch/src/{sha}:next"]["reason"]
+    after = _children(layout, f"patch/src/{sha}:next")
+    assert after["amd64"]["digest"] == nxt["amd64"]["digest"]
+    assert after["arm64"]["digest"] != nxt["arm64"]["digest"]
+    assert _children(layout, f"patch/src/{sha}:stable") == stable
+
+
+def test_a_channel_without_a_requested_platform_is_a_plan_time_error(tmp_path: Path, arm64_rootfs: Path) -> None:
+    make_multi_project(tmp_path, arm64_rootfs)
+    # An amd64-only image as channel next: one image of one platform.
+    regfp("copy", f"dir:{tmp_path / 'bases/amd64-2'}", f"oci:{tmp_path / 'amd64only'}:os", "--platform",
+          "linux/amd64")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(PROJECT.replace('next: {linux/amd64: "dir:bases/amd64-2", linux/arm64: "dir:bases/arm64-2"}',
+                                      'next: "oci:amd64only:os"'))
+    for command in ("plan", "build"):
+        proc = regfp(command, str(recipe), check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert f"{recipe}:14:" in proc.stderr and "linux/arm64" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_stages_that_do_not_carry_an_index_yet_are_refused_up_front(tmp_path: Path, arm64_rootfs: Path) -> None:
+    """Rollouts, environments and debug images of a multi-platform recipe are not made yet: a clear
+    refusal before anything is written, while build and patch still work."""
+    make_multi_project(tmp_path, arm64_rootfs)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("output:", "rollouts: {channel: stable}\noutput:"))
+    proc = regfp("build", str(recipe), check=False)
+    assert proc.returncode == 2 and "do not yet carry the index into rollout" in proc.stderr, proc.stderr
+    assert "--only patch" in proc.stderr and not (tmp_path / "out").exists()
+    patched = regfp_json("build", str(recipe), "--only", "patch")
+    assert any(i["name"].endswith(":stable") for i in patched["images"])  # type: ignore[index]
