@@ -13,6 +13,10 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tarfile
 
 from .errors import InvalidInput, RegfpError
 from .oci.streams import ByteReader
@@ -196,10 +200,29 @@ class Repository:
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **_GIT_ENV})
         assert archive.stdout is not None
         with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-            tar.extractall(dest, filter="tar")
+            if hasattr(tarfile, "tar_filter"):
+                tar.extractall(dest, filter="tar")
+            else:  # Python before 3.11.4 (Debian 12 ships 3.11.2): the "tar" filter's checks, by hand
+                root = os.path.realpath(dest)
+                for member in tar:
+                    _check_export_member(member, root)
+                    member.mode &= 0o755  # no setuid/setgid/sticky, no group or other write (as the filter)
+                    tar.extract(member, dest)
         err = archive.stderr.read() if archive.stderr else b""
         if archive.wait() != 0:
             raise GitError(f"git archive failed: {err.decode('utf-8', 'replace').strip()}")
+
+
+def _check_export_member(member: tarfile.TarInfo, root: str) -> None:
+    """Refuse what tarfile's "tar" extraction filter refuses: absolute names, names or hard links that
+    leave ``root`` (following the links extracted so far), and device nodes."""
+    name = member.name
+    target = os.path.realpath(os.path.join(root, name))
+    link = member.linkname
+    bad = (os.path.isabs(name) or (target != root and not target.startswith(root + os.sep)) or member.isdev()
+           or (member.islnk() and (os.path.isabs(link) or ".." in link.split("/"))))
+    if bad:
+        raise GitError(f"git archive gave an entry regfp will not extract: {name!r}")
 
 
 class BlobReader:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import need, regfp, regfp_json, run_image
+from gitrepo import GitRepo
 from project import GOLDEN, blob_files, layers, make_project
 from project import build as build_all
 
@@ -238,3 +240,30 @@ def test_dependencies_no_copy_rule_covers_are_refused(tmp_path: Path, deps: str,
     assert f"{recipe}:{line}: {message}" in proc.stderr and "(at build.dependencies[" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_run_step_export_on_a_python_without_extraction_filters(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian 12's Python 3.11.2 has no tarfile extraction filters (3.11.4 added them): the export for a
+    run step checks each entry by hand there, refusing what the "tar" filter refuses."""
+    import tarfile
+
+    from regctl_fp.gitsource import GitError, Repository, _check_export_member
+
+    repo = GitRepo.init(tmp_path / "src")
+    repo.write("app/a.txt", "a\n")
+    repo.write("app/bin/run.sh", "#!/bin/sh\n", 0o755)
+    sha = repo.commit("one")
+    monkeypatch.delattr(tarfile, "tar_filter", raising=False)
+    out = tmp_path / "export"
+    out.mkdir()
+    Repository.open(str(tmp_path / "src"), base=tmp_path).export(sha, out)
+    assert (out / "app/a.txt").read_text() == "a\n" and os.access(out / "app/bin/run.sh", os.X_OK)
+    root = str(out)
+    for name, kind, link in (("/etc/x", tarfile.REGTYPE, ""), ("../x", tarfile.REGTYPE, ""),
+                             ("dev", tarfile.CHRTYPE, ""), ("h", tarfile.LNKTYPE, "../../etc/passwd")):
+        member = tarfile.TarInfo(name)
+        member.type, member.linkname = kind, link
+        with pytest.raises(GitError):
+            _check_export_member(member, root)
+    _check_export_member(tarfile.TarInfo("app/ok.txt"), root)
