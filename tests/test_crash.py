@@ -262,7 +262,8 @@ def test_sigkill_at_random_points_leaves_valid_layout(tmp_path: Path, tool_env: 
         for _ in range(2 if trial % 3 == 1 else 1):
             started_empty = not layout.exists()
             child = Child(_full_write(layout))
-            time.sleep(rng.uniform(0, duration))
+            # The last fifth of a whole run is mostly the interpreter starting and ending, not the write.
+            time.sleep(rng.uniform(0, duration * 0.8))
             child.kill()
             if child.wait() == -signal.SIGKILL:
                 killed_mid_write += 1

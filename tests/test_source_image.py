@@ -50,7 +50,8 @@ def git_archive(repo: Path, sha: str, dest: Path) -> Path:
     data = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", sha], check=True,
                           capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(dest, filter="tar")
+        # tarfile's extraction filters came with Python 3.11.4; Debian 12's 3.11.2 lacks them (our own archive).
+        tar.extractall(dest, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
     return dest
 
 
