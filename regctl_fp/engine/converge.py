@@ -112,9 +112,12 @@ def commit(run: Run, outcomes: list[Outcome]) -> set[str]:
 def same_entry(have: Descriptor | None, want: Descriptor | None) -> bool:
     if have is None or want is None:
         return have is None and want is None
-    plain = {k: v for k, v in have.annotations.items() if k != A.REF_NAME}
+    # The layout sets ref.name itself; a desired entry taken from the index (the ledger) carries it too.
+    def plain(d: Descriptor) -> dict[str, str]:
+        return {k: v for k, v in d.annotations.items() if k != A.REF_NAME}
+
     return (have.digest == want.digest and have.media_type == want.media_type and have.size == want.size
-            and plain == dict(want.annotations))
+            and plain(have) == plain(want))
 
 
 def read_back(run: Run, outcomes: list[Outcome], changed: set[str]) -> Report:
