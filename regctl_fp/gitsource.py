@@ -127,7 +127,9 @@ class Repository:
             close = self._close_refs(ref)
             hint = f"; did you mean {close!r}?" if close else ""
             raise GitError(f"{self.shown}: unknown ref {ref!r} (no such branch, tag or commit){hint}") from None
-        time = int(_git(self.git_dir, "show", "-s", "--format=%ct", sha).decode().strip())
+        # ``git log -1``, not ``git show -s``: the same committer time, ~2 ms instead of ~10 ms (show sets
+        # up its diff machinery even with -s), on every run.
+        time = int(_git(self.git_dir, "log", "-1", "--format=%ct", sha, "--").decode().strip())
         return Commit(sha, time, tag)
 
     def _close_refs(self, ref: str) -> str | None:

@@ -17,10 +17,9 @@ import queue
 import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 from . import tarformat as tf
 from .errors import LayerInputError
@@ -29,6 +28,9 @@ from .oci import mediatypes as mt
 from .oci.compression import BLOCK, BlockCompressor, Buffer, block_compressor
 from .oci.descriptor import Descriptor
 from .oci.digest import Digest
+
+if TYPE_CHECKING:  # futures (and logging with them) only when a layer is written
+    from concurrent.futures import Future
 
 Kind = Literal["file", "dir", "symlink", "hardlink"]
 CHUNK = BLOCK  # the tar stream is cut here; gzip compresses each block on its own
@@ -491,6 +493,8 @@ class _Pipe:
         """Hand over the next block of the tar stream; the caller never writes to it again."""
         if self._error is not None:
             raise self._error
+        from concurrent.futures import Future
+
         job = self._comp.job(block, final)
         result: Future[bytes] = Future()
         if self._jobs is None:

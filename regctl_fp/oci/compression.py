@@ -19,10 +19,12 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-import zstandard
 from isal import igzip, isal_zlib
+
+if TYPE_CHECKING:  # zstandard costs ~25 ms of start-up: imported when a zstd stream is made or read
+    import zstandard
 
 from .errors import InvalidInput
 
@@ -192,6 +194,8 @@ class _ZstdBlocks:
 
 
 def _zstd(level: int) -> zstandard.ZstdCompressionObj:
+    import zstandard
+
     # A fixed job size makes the frame layout (and so the bytes) independent of the thread count,
     # and bounds memory (the level's default job size costs ~90 MB).
     params = zstandard.ZstdCompressionParameters.from_level(level, threads=ZSTD_THREADS, job_size=ZSTD_JOB,
@@ -235,6 +239,8 @@ def decompressed(stream: BinaryIO, compression: str) -> BinaryIO:
     if compression == "gzip":
         return igzip.IGzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
     if compression == "zstd":
+        import zstandard
+
         return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True,
                                                           closefd=False)  # type: ignore[return-value]
     raise InvalidInput(f"unknown compression {compression!r}")
