@@ -78,3 +78,19 @@ def test_a_re_push_imports_no_recipe_or_identity_machinery(registry: Registry, t
     assert stdout.split() == [target, str(digest)]
     assert present(modules, NEVER | {"cryptography", "zstandard", "yaml"}) == []
     assert "regctl_fp.stores.http" in modules  # it did talk to the registry
+
+
+def test_the_process_ends_without_tearing_the_interpreter_down_and_loses_no_output(tmp_path: Path) -> None:
+    """``regfp`` (``cli.run``) flushes its streams and ends the process: no interpreter teardown (~40 ms
+    of garbage collection and exit hooks). Its output and exit code are whole all the same."""
+    script = ("import atexit, sys\n"
+              "atexit.register(lambda: sys.stderr.write('TEARDOWN\\n'))\n"
+              "sys.argv = ['regfp', *sys.argv[1:]]\n"
+              "from regctl_fp.cli import run\n"
+              "run()\n")
+    ok = subprocess.run([sys.executable, "-c", script, "schema"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "TEARDOWN" not in ok.stderr
+    assert json.loads(ok.stdout)["title"]  # the whole document arrived, though nothing tore down
+    bad = subprocess.run([sys.executable, "-c", script, "copy", "oci:/nonexistent:x", f"oci:{tmp_path}/o:x"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "TEARDOWN" not in bad.stderr
