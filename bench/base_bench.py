@@ -2,7 +2,7 @@
 in another layout on the same filesystem, side by side with ``skopeo copy oci:BASES:os:2 oci:NEW:os``
 (the stock way to bring that base in).
 
-    python3 bench/base_bench.py [--runs 5] [--base-mb 1024] [--json FILE]
+    python3 bench/base_bench.py [--runs 5] [--base-mb 1280] [--json FILE]
 
 Rows, interleaved (A B C A B C ...), each into a fresh output layout, dirty pages flushed first:
 - ``regfp rebase`` of an app from the old base (``os:1``, 10 MB) onto ``os:2`` (one gzip layer of
@@ -120,7 +120,8 @@ def report(result: dict[str, object]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--base-mb", type=int, default=1024, help="content of the new base's layer (MiB)")
+    ap.add_argument("--base-mb", type=int, default=1280,
+                    help="content of the new base's layer (MiB; 1280 stores as ~1 GB of gzip)")
     ap.add_argument("--work", type=Path, default=BENCH / "work" / "base")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
