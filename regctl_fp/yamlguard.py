@@ -12,7 +12,7 @@ import re
 import sys
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # PyYAML's pure-Python reader compiles this at import: a character class over all of Unicode, ~9 ms,
 # the costliest line of regfp's start-up after typer. regfp parses with libyaml (CSafeLoader), which
@@ -41,7 +41,7 @@ def _import_yaml() -> ModuleType:
     def compile_(pattern: Any, flags: int = 0) -> Any:
         return _LazyPattern(pattern, flags) if pattern == _NON_PRINTABLE else real(pattern, flags)
 
-    re.compile = compile_  # type: ignore[assignment]
+    re.compile = compile_
     try:
         import yaml
     finally:
@@ -49,7 +49,10 @@ def _import_yaml() -> ModuleType:
     return yaml
 
 
-yaml = _import_yaml()
+if TYPE_CHECKING:
+    import yaml as yaml  # re-exported for regfp's YAML readers
+else:
+    yaml = _import_yaml()
 
 MAX_DEPTH = 64  # nested mappings and sequences; recipes use about 6, Helm's Chart.yaml about 4
 
