@@ -14,7 +14,7 @@ from ..errors import DigestMismatch, NotFound, RegistryError, SizeMismatch
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.verify import VerifyingReader
-from . import http
+from ._httpx import httpx
 from .auth import PULL, PUSH, repo_scope
 from .transport import RETRY_STATUS, RegistryClient, _describe, _retry_after
 
@@ -46,7 +46,7 @@ class RemoteBlobReader:
         self._path = f"/v2/{repository}/blobs/{desc.digest}"
         self._offset = 0
         self._failures = 0
-        self._resp: http.Response | None = None
+        self._resp: httpx.Response | None = None
         self._chunks: Iterator[bytes] | None = None
         self._pending = b""
         self._open()
@@ -95,7 +95,7 @@ class RemoteBlobReader:
         while True:
             try:
                 chunk = next(self._chunks, b"")
-            except (http.TransportError, http.StreamError) as e:
+            except (httpx.TransportError, httpx.StreamError) as e:
                 self._reopen_after(e)
                 continue
             self._offset += len(chunk)
@@ -109,7 +109,7 @@ class RemoteBlobReader:
         self._failures += 1
         policy = self._client.options.retry
         if self._failures >= policy.attempts:
-            why = _describe(e, self._failures) if isinstance(e, http.TransportError) else str(e)
+            why = _describe(e, self._failures) if isinstance(e, httpx.TransportError) else str(e)
             raise RegistryError("GET", self._client.url(self._path), None, None,
                                 f"{why}; got {self._offset} of {self._desc.size} bytes") from None
         self._client.stats.add("retries")
@@ -237,7 +237,7 @@ def _start(client: RegistryClient, repository: str) -> str:
     raise _classify(client, resp, "POST")
 
 
-def _classify(client: RegistryClient, resp: http.Response, method: str) -> Exception:
+def _classify(client: RegistryClient, resp: httpx.Response, method: str) -> Exception:
     wait = _retry_after(resp, client.options.timing.wall()) if resp.status_code == 429 else None
     err = client.fail(resp, method)
     if resp.status_code in RETRY_STATUS or err.code in RESTARTABLE_CODES:
@@ -248,7 +248,7 @@ def _classify(client: RegistryClient, resp: http.Response, method: str) -> Excep
 
 
 def _with_digest(client: RegistryClient, location: str, digest: Digest) -> str:
-    return http.add_params(client.url(location), [("digest", digest.text)])
+    return str(httpx.URL(client.url(location)).copy_add_param("digest", digest.text))
 
 
 def _put_monolithic(client: RegistryClient, repository: str, location: str, desc: Descriptor,
@@ -324,7 +324,7 @@ def _read_up_to(stream: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _check_digest_header(resp: http.Response, digest: Digest, method: str) -> None:
+def _check_digest_header(resp: httpx.Response, digest: Digest, method: str) -> None:
     said = resp.headers.get("docker-content-digest")
     if said and said != digest.text:
         raise RegistryError(method, str(resp.request.url), resp.status_code, "DIGEST_INVALID",

@@ -28,7 +28,7 @@ from .blobio import OnBytes, Opener, pull_scope, push_scope
 from .transport import RegistryClient
 
 if TYPE_CHECKING:
-    from .http import Response
+    from ._httpx import httpx
 
 ACCEPT = ", ".join((mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_LIST))
 TAG_PAGE = 1000
@@ -329,7 +329,7 @@ class RegistryStore:
             data = self._manifests.get(desc.digest) or self._fetch_manifest(repo, desc)
             self._put_manifest(repo, tag, data, desc.media_type)
 
-    def _put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> Response:
+    def _put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> httpx.Response:
         """PUT a manifest's exact bytes (which hash to the digest regfp holds them under).
 
         A DIGEST_INVALID answer to such bytes is the registry misreading its own storage: distribution
