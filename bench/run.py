@@ -31,9 +31,10 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 GNU_TIME = "/usr/bin/time"
 
-SECTIONS = ("layer", "big", "stages", "build", "patch", "registry", "data", "scale")
+SECTIONS = ("layer", "big", "stages", "startup", "build", "patch", "base", "registry", "zstd", "data", "scale")
 # Sections with a script of their own: run as `python3 bench/<name>_bench.py --json FILE`.
-EXTERNAL = {"build": "build_bench.py", "patch": "patch_bench.py", "registry": "registry_bench.py",
+EXTERNAL = {"startup": "startup_bench.py", "build": "build_bench.py", "patch": "patch_bench.py",
+            "base": "base_bench.py", "registry": "registry_bench.py", "zstd": "compress_bench.py",
             "data": "data_bench.py", "scale": "scale_bench.py"}
 MB = 1e6
 
@@ -374,6 +375,54 @@ def print_targets(rows: list[dict[str, object]]) -> None:
               f"{'met' if r['met'] else 'NOT MET'}")
 
 
+def print_issue_table(external: dict[str, object]) -> None:
+    """The start-up and transfer targets side by side with their anchors (medians; min in brackets)."""
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def ok(flag: bool) -> str:
+        return "met" if flag else "NOT MET"
+
+    build = external.get("build")
+    if isinstance(build, dict) and "build" in build:
+        b = build["build"]
+        rows.append(("warm no-op build recipes/app.yaml", f"{b['warm_build_s']:.3f} s ({b['warm_build_min_s']:.3f})",
+                     f"python -c pass {b['python_pass_s']:.3f} s; import typer {b['import_typer_s']:.3f} s",
+                     "<= 0.25 s", ok(b["warm_build_s"] <= 0.25)))
+    reg = external.get("registry")
+    if isinstance(reg, dict) and "median_s" in reg:
+        m, lo = reg["median_s"], reg["min_s"]
+        rows.append(("re-push of an unchanged image (CLI)",
+                     f"{m['regfp_repush_cli']:.3f} s ({lo['regfp_repush_cli']:.3f})",
+                     f"skopeo {m['skopeo_repush']:.3f} s", "<= 0.2 s", ok(m["regfp_repush_cli"] <= 0.2)))
+        ratio = m["regfp_push_single"] / m["skopeo_push_single"]
+        rows.append((f"push {reg['single_mb']:.0f} MB single layer, fresh registry",
+                     f"{m['regfp_push_single']:.3f} s ({lo['regfp_push_single']:.3f})",
+                     f"skopeo {m['skopeo_push_single']:.3f} s; ratio {ratio:.2f}", "<= 0.8x", ok(ratio <= 0.8)))
+        ratio = m["regfp_pull"] / m["skopeo_pull"]
+        rows.append((f"pull {reg['image_mb']:.0f} MiB, {reg['layers']} layers",
+                     f"{m['regfp_pull']:.3f} s ({lo['regfp_pull']:.3f})",
+                     f"skopeo {m['skopeo_pull']:.3f} s; ratio {ratio:.2f}", "<= 0.9x", ok(ratio <= 0.9)))
+    base = external.get("base")
+    if isinstance(base, dict) and "median_s" in base and "skopeo copy oci->oci" in base["median_s"]:
+        m, lo = base["median_s"], base["min_s"]
+        key = "regfp rebase (patch onto os:2)"
+        ratio = m[key] / m["skopeo copy oci->oci"]
+        rows.append(("a new 1 GB base into the output layout", f"{m[key]:.3f} s ({lo[key]:.3f})",
+                     f"skopeo copy oci->oci {m['skopeo copy oci->oci']:.3f} s; ratio {ratio:.2f}", "<= 0.25x",
+                     ok(ratio <= 0.25)))
+    zstd = external.get("zstd")
+    if isinstance(zstd, dict) and "size" in zstd:
+        m, size = zstd["median_s"], zstd["size"]
+        rows.append(("zstd vs gzip (no target)", f"size {size['zstd'] / size['gzip']:.2f}x of gzip",
+                     f"pull {m.get('pull zstd', 0):.3f} vs {m.get('pull gzip', 0):.3f} s; unpack "
+                     f"{m.get('unpack zstd', 0):.3f} vs {m.get('unpack gzip', 0):.3f} s", "-", "-"))
+    if not rows:
+        return
+    print("\n== issue 17: regfp side by side with its anchor (median of the runs, min in brackets) ==")
+    for work, mine, anchor, goal, met in rows:
+        print(f"{work:42} {mine:22} {anchor:54} {goal:9} {met}")
+
+
 def environment() -> dict[str, object]:
     def version(argv: list[str]) -> str:
         try:
@@ -416,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     env = tool_env(work)
+    print(f"load average at the start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)", flush=True)
     results: list[dict[str, object]] = []
     if "layer" in sections:
         results.append(section_tools("layer", ensure_tree(work, args.scale, log), work, runs, env, log))
@@ -438,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             "error": f"exit {proc.returncode}"}
     goals = targets(results)
     print_targets(goals)
+    print_issue_table(external)
     env_info = environment()
     print(f"\nmachine: {env_info['cpus']} CPUs, load average at the end {env_info['load_avg'][0]:.2f} "  # type: ignore[index]
           f"(other work on the machine slows every row alike but adds noise)")

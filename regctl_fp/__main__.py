@@ -1,3 +1,3 @@
-from regctl_fp.cli import main
+from regctl_fp.cli import run
 
-main()
+run()

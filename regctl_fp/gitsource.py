@@ -113,7 +113,7 @@ class Repository:
 
     def resolve(self, ref: str) -> Commit:
         """A branch, tag or full commit id -> the commit. Short ids are refused (they can become ambiguous)."""
-        if not ref or ref.startswith("-") or any(c in ref for c in " ~^:?*[\\\0"):
+        if not ref or ref.startswith("-") or ".." in ref or any(c in ref for c in " ~^:?*[\\\0"):
             raise GitError(f"{self.shown}: {ref!r} is not a branch, tag or full commit id")
         tag = None
         if ref.startswith("refs/tags/"):
@@ -126,13 +126,16 @@ class Repository:
             more = f" (it matches {len(count)} objects)" if len(count) > 1 else ""
             raise GitError(f"{self.shown}: short commit id {ref!r} is not accepted{more}; use the full 40-character id")
         try:
-            sha = _git(self.git_dir, "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}").decode().strip()
+            # The commit and its committer time in one process (this runs on every build): ``git log``,
+            # not ``git show -s`` (~10 ms: it sets up its diff machinery even with -s). A range cannot
+            # get here (``..`` is refused above), so the one line is the commit ``ref`` names.
+            sha, _, time = _git(self.git_dir, "log", "-1", "--no-walk", "--format=%H %ct", "--end-of-options",
+                                f"{ref}^{{commit}}", "--").decode().strip().partition(" ")
         except GitError:
             close = self._close_refs(ref)
             hint = f"; did you mean {close!r}?" if close else ""
             raise GitError(f"{self.shown}: unknown ref {ref!r} (no such branch, tag or commit){hint}") from None
-        time = int(_git(self.git_dir, "show", "-s", "--format=%ct", sha).decode().strip())
-        return Commit(sha, time, tag)
+        return Commit(sha, int(time), tag)
 
     def _close_refs(self, ref: str) -> str | None:
         """The branch or tag whose name is closest to ``ref`` (a typo's likely meaning), if any is close."""

@@ -17,10 +17,9 @@ import queue
 import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from . import tarformat as tf
 from .errors import LayerInputError
@@ -31,6 +30,9 @@ from .oci.descriptor import Descriptor
 from .oci.digest import Digest
 from .oci.streams import ByteStream, Opener
 from .regularfile import describe_mode
+
+if TYPE_CHECKING:  # futures (and logging with them) only when a layer is written
+    from concurrent.futures import Future
 
 Kind = Literal["file", "dir", "symlink", "hardlink"]
 CHUNK = BLOCK  # the tar stream is cut here; gzip compresses each block on its own
@@ -502,6 +504,8 @@ class _Pipe:
             return
         if self._error is not None:
             raise self._error
+        from concurrent.futures import Future
+
         job = self._comp.job(block, final)
         result: Future[Buffer] = Future()
         if self._jobs is None:

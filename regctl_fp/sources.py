@@ -94,8 +94,6 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
         raise NotFound(f"directory {path}", "the filesystem")
     if not path.is_dir():
         raise LayerInputError(str(path), "dir: needs a directory")
-    from .layers import collect_tree, total_size, write_layer  # only for trees: keeps other commands lean
-
     key = ""
     print_ = None
     if options.cache is not None:
@@ -108,6 +106,7 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
             cached = _from_record(record, work)
             if cached is not None:
                 return cached
+    from .layers import collect_tree, total_size, write_layer  # only to tar a tree: a cache hit needs none
     with progress.scanning(f"scanning {path}") as on_found:
         entries = collect_tree(path, on_found=on_found)
     identity = None

@@ -8,10 +8,51 @@ stand for a huge one. The event stream is flat, so one pass over it measures bot
 
 from __future__ import annotations
 
+import re
+import sys
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import yaml
+# PyYAML's pure-Python reader compiles this at import: a character class over all of Unicode, ~9 ms,
+# the costliest line of regfp's start-up after typer. regfp parses with libyaml (CSafeLoader), which
+# never runs it, so it is compiled on first use instead (see ``_import_yaml``).
+_NON_PRINTABLE = "[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010ffff]"
+
+
+class _LazyPattern:
+    def __init__(self, pattern: str, flags: int) -> None:
+        self._args = (pattern, flags)
+        self._compiled: re.Pattern[str] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._compiled is None:
+            self._compiled = re.compile(*self._args)
+        return getattr(self._compiled, name)
+
+
+def _import_yaml() -> ModuleType:
+    """``yaml``, imported with that one pattern left uncompiled until something uses it. (If a PyYAML
+    release spells the pattern differently, nothing matches and it is compiled as usual.)"""
+    if "yaml" in sys.modules:
+        return sys.modules["yaml"]
+    real = re.compile
+
+    def compile_(pattern: Any, flags: int = 0) -> Any:
+        return _LazyPattern(pattern, flags) if pattern == _NON_PRINTABLE else real(pattern, flags)
+
+    re.compile = compile_
+    try:
+        import yaml
+    finally:
+        re.compile = real
+    return yaml
+
+
+if TYPE_CHECKING:
+    import yaml as yaml  # re-exported for regfp's YAML readers
+else:
+    yaml = _import_yaml()
 
 MAX_DEPTH = 64  # nested mappings and sequences; recipes use about 6, Helm's Chart.yaml about 4
 

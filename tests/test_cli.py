@@ -206,7 +206,11 @@ def test_verify_failure_names_the_bad_blob(world: dict, tmp_path: Path) -> None:
     blob = layout / "blobs" / "sha256" / layer.split(":", 1)[1]
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, different bytes
-    blob.write_bytes(bytes(data))
+    # A new file in its place: the copy hard-linked the blob, so writing into it would damage the
+    # shared fixture's layout too (README: never edit a layout's blobs in place).
+    damaged = blob.with_name("damaged")
+    damaged.write_bytes(bytes(data))
+    damaged.replace(blob)
     proc = clean_run("verify", f"oci:{layout}:{NAME}", code=1)
     assert layer in proc.stderr and "digest mismatch" in proc.stderr
     proc = clean_run("verify", str(layout), "--json", code=1)

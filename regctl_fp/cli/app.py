@@ -1,6 +1,8 @@
-"""The typer application. Commands import the library lazily so start-up stays fast."""
+"""The typer application. Commands import the library lazily so start-up stays fast.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: typer reads every parameter's annotation, and string
+annotations would cost an ``eval`` each on every run (~10 ms).
+"""
 
 from pathlib import Path
 from typing import Annotated

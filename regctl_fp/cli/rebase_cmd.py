@@ -60,4 +60,4 @@ def rebase(src_text: str, new_text: str, dst_text: str, from_text: str | None, c
         if matched == "diff_id":
             output.note(f"{platform}: the image holds its old base's layers re-encoded (same diff_ids, other "
                         "digests, as buildah and podman commit them); matched by diff_id and history\n")
-    output.out_console().print(f"{dst_text} {written.digest}", soft_wrap=True)
+    output.line(f"{dst_text} {written.digest}")

@@ -80,15 +80,15 @@ def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None,
     from ..engine.converge import converge
     from ..engine.kinds import STAGES
     from ..engine.run import Run
-    from ..recipe.load import load_recipe
     from . import registry_session
+    from .recipe_file import load
 
     now = parse_now(now_text)
     for stage in only:
         if stage not in STAGES:
             raise InvalidInput(f"--only {stage!r}: stages are {', '.join(sorted(STAGES))}")
     shard = parse_shard(shard_text)
-    lr = load_recipe(recipe)
+    lr = load(recipe)
     if push and lr.recipe.push is None and not any(e.push for e in lr.recipe.environments):
         raise InvalidInput(f"{lr.path}: --push needs push.prefix in the recipe")
     layout = out.resolve() if out else lr.output_layout
@@ -107,14 +107,13 @@ def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None,
             doc["pushed"] = pushed
         output.print_json(doc)
         return
-    con = output.out_console()
     for img in report.images:
         mark = "cached" if img.cached else ("built " if img.stage == "build" else "made  ")
-        con.print(f"{mark}  {img.name}  {img.digest}", markup=False, soft_wrap=True)
+        output.line(f"{mark}  {img.name}  {img.digest}")
     for name in report.removed:
-        con.print(f"removed {name}", markup=False, soft_wrap=True)
+        output.line(f"removed {name}")
     for ref in pushed:
-        con.print(f"pushed  {ref}", markup=False, soft_wrap=True)
+        output.line(f"pushed  {ref}")
     for note in report.notes:
         output.note(note)
     output.note(f"layout {layout}")
@@ -137,11 +136,11 @@ def _push(lr: LoadedRecipe, layout: Path, names: list[str], session: Session, pr
 def plan(recipe: Path, out: Path | None, now_text: str | None, fmt: str) -> None:
     from ..engine.converge import plan as make_plan
     from ..engine.run import Run
-    from ..recipe.load import load_recipe
     from . import plan_render
+    from .recipe_file import load
 
     now = parse_now(now_text)
-    lr = load_recipe(recipe)
+    lr = load(recipe)
     layout = out.resolve() if out else lr.output_layout
     run = Run(lr, layout, now, _options(), dry=True, git_cache=_git_cache())
     outcomes = make_plan(run)

@@ -8,9 +8,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
 from . import output
+
+if TYPE_CHECKING:
+    from ..recipe.load import LoadedRecipe
 
 ENV_VAR = "REGFP_RECIPE"
 DEFAULT_NAME = "regfp.yaml"
@@ -48,3 +52,17 @@ def discover(cwd: Path, environ: Mapping[str, str]) -> tuple[Path, str]:
                            f"(or set {ENV_VAR})")
     raise InvalidInput(f"no recipe given and none found: pass RECIPE or -f FILE, set {ENV_VAR}, or run where "
                        f"{DEFAULT_NAME} or a single {RECIPES_DIR}/*.yaml is")
+
+
+_loaded: dict[Path, LoadedRecipe] = {}
+
+
+def load(path: Path) -> LoadedRecipe:
+    """The recipe at ``path``, loaded once per process: the dirty-source note and the command both read
+    it, and parsing and checking it twice would cost start-up (a CLI process runs one command)."""
+    from ..recipe.load import load_recipe
+
+    key = Path(path).absolute()
+    if key not in _loaded:
+        _loaded[key] = load_recipe(path)
+    return _loaded[key]

@@ -20,10 +20,10 @@ def note_if_dirty(recipe: Path) -> None:
     the command itself reports a bad recipe or repository."""
     from ..errors import RegfpError
     from ..gitsource import is_url
-    from ..recipe.load import load_recipe
+    from .recipe_file import load
 
     try:
-        lr = load_recipe(recipe)
+        lr = load(recipe)
     except RegfpError:
         return
     source = lr.recipe.source

@@ -8,10 +8,11 @@ entry (``dev.regfp.built-at``), never in the image.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..oci import annotation_keys as A
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.image import Image
-from ..stages.build import SourceInputs, run_outputs
 from ..stores.base import read_image, write_image, write_index
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
 from .graph import Node, NodeId, Outcome
@@ -19,6 +20,9 @@ from .platforms import platform_image, run_platforms, where_refs
 from .reuse import reuse_or_make
 from .run import Run
 from .source import Source
+
+if TYPE_CHECKING:  # the build stage (and the layer writer) is imported when a build is made
+    from ..stages.build import SourceInputs
 
 SOURCE = NodeId("input", "source")
 BUILD = NodeId("build")
@@ -217,10 +221,15 @@ def check_build(run: Run) -> None:
     r = run.lr.recipe
     if run.dry or src is None or src.repo is None or r.build is None or isinstance(_reusable(run, src), tuple):
         return
+    from ..stages.build import run_outputs
+
+
     run.memo["run-step"] = run.hold_context(run_outputs(source_inputs(run, src)))
 
 
 def source_inputs(run: Run, src: Source) -> SourceInputs:
+    from ..stages.build import SourceInputs
+
     r = run.lr.recipe
     assert r.build is not None and r.source is not None and src.repo is not None
     return SourceInputs(spec=r.build, repo=src.repo, commit=src.commit, subdir=r.source.subdir)

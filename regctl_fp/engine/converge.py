@@ -10,6 +10,7 @@ read back from the layout afterwards.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterable, Mapping
 
 from ..errors import InvalidInput
@@ -116,9 +117,8 @@ def converge(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | 
         run.close()
     report = read_back(run, outcomes, changed)
     report.rollout = run.memo.get("rollout")
-    from ..layers import Counters
-
-    report.layers_compressed = Counters.compressed
+    layers = sys.modules.get("regctl_fp.layers")  # never imported: nothing was compressed
+    report.layers_compressed = layers.Counters.compressed if layers is not None else 0
     return report
 
 
@@ -145,9 +145,12 @@ def commit(run: Run, outcomes: list[Outcome]) -> set[str]:
 def same_entry(have: Descriptor | None, want: Descriptor | None) -> bool:
     if have is None or want is None:
         return have is None and want is None
-    plain = {k: v for k, v in have.annotations.items() if k != A.REF_NAME}
+    # The layout sets ref.name itself; a desired entry taken from the index (the ledger) carries it too.
+    def plain(d: Descriptor) -> dict[str, str]:
+        return {k: v for k, v in d.annotations.items() if k != A.REF_NAME}
+
     return (have.digest == want.digest and have.media_type == want.media_type and have.size == want.size
-            and plain == dict(want.annotations))
+            and plain(have) == plain(want))
 
 
 def read_back(run: Run, outcomes: list[Outcome], changed: set[str]) -> Report:

@@ -21,7 +21,7 @@ from ..oci.descriptor import Descriptor
 from ..recipe.load import LoadedRecipe
 from ..recipe.model import Environment, FileSource, fragment
 from ..regularfile import PEM_LIMIT, SMALL_FILE_LIMIT, read_regular
-from ..stages.environment import FileSpec, check_ca_pem, pem_blocks
+from ..stages.environment import FileSpec, ca_pem_certificates, check_ca_pem, pem_blocks
 from ..stages.validity import window
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
 from .graph import Node, NodeId, Outcome
@@ -81,8 +81,8 @@ def prepare(lr: LoadedRecipe, *, full: bool) -> list[PreparedEnv]:
         certs = []
         for j, rel in enumerate(env.ca_certs):
             data = _read(lr, rel, (*kp, "caCerts", j))
-            try:  # fully parsed when executing; planning only needs the bytes
-                certs.append(check_ca_pem(data, str(lr.resolve(rel))) if full else
+            try:  # checked when executing (parsed before the first write); planning only needs the bytes
+                certs.append(ca_pem_certificates(data, str(lr.resolve(rel))) if full else
                              b"".join(block for kind, block in pem_blocks(data) if kind == "CERTIFICATE"))
             except InvalidInput as e:
                 raise lr.error((*kp, "caCerts", j), e.message) from None
@@ -186,6 +186,12 @@ def check_inputs(run: Run) -> None:
 
     def load_authorities() -> None:
         for env in envs:
+            for j, data in enumerate(env.ca_certs):  # parsed (cryptography) only when something is written
+                rel = env.spec.ca_certs[j]
+                try:
+                    check_ca_pem(data, str(run.lr.resolve(rel)))
+                except InvalidInput as e:
+                    raise run.lr.error(("environments", env.index, "caCerts", j), e.message) from None
             if env.spec.identity is not None:
                 authority(run, env)
 

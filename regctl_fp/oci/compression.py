@@ -21,8 +21,10 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
-import zstandard
 from isal import igzip, isal_zlib
+
+if TYPE_CHECKING:  # zstandard costs ~25 ms of start-up: imported when a zstd stream is made or read
+    import zstandard
 
 from .errors import InvalidInput
 from .mediatypes import COMPRESSIONS, Compression
@@ -197,6 +199,8 @@ class _ZstdBlocks:
 
 
 def _zstd(level: int) -> zstandard.ZstdCompressionObj:
+    import zstandard
+
     # A fixed job size makes the frame layout (and so the bytes) independent of the thread count,
     # and bounds memory (the level's default job size costs ~90 MB).
     params = zstandard.ZstdCompressionParameters.from_level(level, threads=ZSTD_THREADS, job_size=ZSTD_JOB,
@@ -248,6 +252,8 @@ def decompressed(stream: ByteStream, compression: Compression) -> ByteStream:
     if compression == "gzip":
         return _gunzipped(stream)
     if compression == "zstd":
+        import zstandard
+
         # zstandard's stubs ask for a whole file object; stream_reader only ever calls read() on it.
         source = cast("IO[bytes]", stream)
         return zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True, closefd=False)

@@ -11,10 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from ..errors import RecipeError
-from ..yamlguard import YamlTooLarge, check_bounds
+from ..yamlguard import YamlTooLarge, check_bounds, yaml
 
 KeyPath = tuple[str | int, ...]
 MAX_NODES = 50_000

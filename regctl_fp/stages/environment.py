@@ -15,16 +15,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
-from ..imagefs import read_file
-from ..layers import Entry, dir_entry, file_entry, write_layer
-from ..oci.canonical import canonical_json
-from ..oci.config import History
-from ..oci.image import Image, Layer
 from ..progress import SILENT, Progress
-from ..stores.base import Store
 from .validity import IDENTITY_DIR
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the layer machinery is imported when an image is made: a warm run only reads inputs
+    from ..layers import Entry
+    from ..oci.config import History
+    from ..oci.image import Image
+    from ..stores.base import Store
     from .identity import Issued
 
 PATH_LIKE = frozenset({"PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "CLASSPATH", "NODE_PATH", "MANPATH",
@@ -61,16 +59,25 @@ class EnvironmentInputs:
     identity: Issued | None = None
 
 
-def check_ca_pem(data: bytes, shown: str) -> bytes:
-    """``data`` if it holds only PEM certificates of CAs; a clear error for anything else (keys above all)."""
-    from cryptography import x509
-
+def ca_pem_certificates(data: bytes, shown: str) -> bytes:
+    """The CERTIFICATE blocks of ``data``; a clear error if there are none or it holds anything else (a
+    key above all). Structure only: ``check_ca_pem`` also parses each certificate."""
     blocks = pem_blocks(data)
     if not blocks:
         raise InvalidInput(f"{shown}: no PEM certificate found")
-    for kind, block in blocks:
+    for kind, _ in blocks:
         if kind != "CERTIFICATE":
             raise InvalidInput(f"{shown}: holds a PEM '{kind}' block; only CERTIFICATE blocks belong in a CA bundle")
+    return b"".join(block for _, block in blocks)
+
+
+def check_ca_pem(data: bytes, shown: str) -> bytes:
+    """``data`` if it holds only PEM certificates of CAs; a clear error for anything else (keys above all)."""
+    from cryptography import x509  # ~0.1 s of start-up: only when an image is made from it
+
+    ca_pem_certificates(data, shown)
+    blocks = pem_blocks(data)
+    for _, block in blocks:
         try:
             cert = x509.load_pem_x509_certificate(block)
         except ValueError:
@@ -116,6 +123,10 @@ def merge_polyfill_env(image_env: Mapping[str, str], polyfill_env: Mapping[str, 
 def environment_image(inputs: EnvironmentInputs, store: Store, annotations: dict[str, str],
                       progress: Progress = SILENT) -> Image:
     """The environment's image; its generated layer is written to ``store`` (names are not moved)."""
+    from ..layers import write_layer
+    from ..oci.config import History
+    from ..oci.image import Layer
+
     image = inputs.release
     env = image.config.env_map
     for poly in inputs.polyfills:
@@ -149,11 +160,16 @@ def _ordered(before: tuple[str, ...], env: Mapping[str, str]) -> list[tuple[str,
 
 
 def _layer_history(image: Image) -> list[History]:
+    from ..oci.config import History
+
     hist = [h for h in image.config.history if not h.empty_layer]
     return hist if len(hist) == len(image.layers) else [History() for _ in image.layers]
 
 
 def _entries(inputs: EnvironmentInputs, image: Image) -> list[Entry]:
+    from ..layers import dir_entry, file_entry
+    from ..oci.canonical import canonical_json
+
     entries: list[Entry] = []
     for f in inputs.files:
         entries.append(file_entry(f.path.lstrip("/"), f.data, f.mode, f.uid, f.gid))
@@ -180,6 +196,8 @@ def _entries(inputs: EnvironmentInputs, image: Image) -> list[Entry]:
 
 
 def _find_bundle(image: Image) -> tuple[str, bytes]:
+    from ..imagefs import read_file
+
     for path in CA_BUNDLES:
         found = read_file(image, path)
         if found is not None:
@@ -197,6 +215,8 @@ def _image_user(image: Image) -> tuple[int, int]:
 
 
 def _resolve_id(image: Image, value: str, table: str) -> int:
+    from ..imagefs import read_file
+
     if value.isdigit():
         return int(value)
     if value in ("", "root"):
@@ -210,6 +230,8 @@ def _resolve_id(image: Image, value: str, table: str) -> int:
 
 
 def _primary_gid(image: Image, name: str, uid: int) -> int:
+    from ..imagefs import read_file
+
     if name.isdigit() or name in ("", "root"):
         return uid if name.isdigit() else 0
     found = read_file(image, "etc/passwd")

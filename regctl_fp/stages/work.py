@@ -23,13 +23,16 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..layers import Entry, dir_entry, file_entry, write_layer
 from ..oci.canonical import canonical_json
 from ..oci.config import History, ImageConfig
 from ..oci.image import Image, Layer
 from ..regularfile import open_regular
 from ..stores.base import Store
+
+if TYPE_CHECKING:  # the layer writer is imported when a chunk image is made
+    from ..layers import Entry
 
 INPUT = "work/input"
 SLACK = 1.25  # the largest chunk holds at most this times the mean (rounded up)
@@ -98,6 +101,8 @@ class WorkItem:
 
 def chunk_image(base: Image | None, items: Sequence[WorkItem], *, index: int, chunks: int, name: str, user: str,
                 mtime: int, store: Store) -> Image:
+    from ..layers import Entry, dir_entry, file_entry, write_layer
+
     listing = [{"item": it.name, "size": it.path.stat().st_size, "sha256": it.digest()} for it in items]
     entries: list[Entry] = [dir_entry("work", 0o755), dir_entry(INPUT, 0o555)]
     dirs: set[str] = set()

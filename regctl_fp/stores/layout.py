@@ -47,6 +47,7 @@ from ..oci.streams import ByteReader
 from ..oci.verify import VerifyingReader, read_verified
 from ..regularfile import open_regular, read_regular
 from .base import MANIFEST_LIMIT, check_size, closure
+from .localblob import LocalBlobReader, link_verified
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
@@ -180,7 +181,7 @@ class LayoutStore:
             raise NotFound(f"blob {desc.digest}", self.location) from None
         except InputFileError as e:
             raise LayoutError(str(self.path), f"blob {desc.digest} {e.reason}") from None
-        return VerifyingReader(raw, desc.digest, desc.size, f"blob {desc.digest} in {self.path}")
+        return LocalBlobReader(raw, path, desc.digest, desc.size, f"blob {desc.digest} in {self.path}")
 
     def read_blob(self, desc: Descriptor, limit: int) -> bytes:
         with self.open_blob(desc) as f:
@@ -191,9 +192,14 @@ class LayoutStore:
         return _FileSink(self, private=private)
 
     def put_blob(self, stream: ByteReader, desc: Descriptor, *, private: bool = False) -> None:
+        self._enter_session()
+        # A blob that is a file on this filesystem (another layout, a skopeo dir:) is hard-linked, its
+        # content verified through the link before it is named (localblob's policy); else copied.
+        local = getattr(stream, "local_file", None)
+        if local is not None and self._link(local, desc, private):
+            return
         # A stream that verifies itself against this very digest (every store's open_blob does) is
         # checked when it is read to the end, below: hashing it a second time here would be wasted.
-        self._enter_session()
         sink = _FileSink(self, hashing=getattr(stream, "verifies", None) != desc.digest, private=private)
         try:
             while chunk := stream.read(1 << 20):
@@ -202,6 +208,18 @@ class LayoutStore:
         except BaseException:
             sink.abort()
             raise
+
+    def _link(self, source: tuple[BinaryIO, Path], desc: Descriptor, private: bool) -> bool:
+        tmp = link_verified(source, desc, self._private() / "tmp", 0o600 if private else 0o644)
+        if tmp is None:
+            return False
+        final = self.blob_path(desc.digest)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)  # left when ``final`` was already a link to the same inode
+        return True
 
     def get_manifest(self, desc: Descriptor) -> bytes:
         return self.read_blob(desc, MANIFEST_LIMIT)

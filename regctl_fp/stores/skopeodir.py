@@ -20,6 +20,7 @@ from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.verify import VerifyingReader, read_verified
 from .base import MANIFEST_LIMIT
+from .localblob import LocalBlobReader
 
 VERSION_FILE = "version"
 VERSION_PREFIX = b"Directory Transport Version: "
@@ -112,7 +113,7 @@ class SkopeoDirStore:
             raise NotFound(f"blob {desc.digest}", self.location) from None
         except OSError as e:
             raise InvalidInput(f"{path}: cannot read ({e.strerror or e})") from None
-        return VerifyingReader(raw, desc.digest, desc.size, f"blob {desc.digest} in {self.path}")
+        return LocalBlobReader(raw, path, desc.digest, desc.size, f"blob {desc.digest} in {self.path}")
 
     def read_blob(self, desc: Descriptor, limit: int) -> bytes:
         with self.open_blob(desc) as f:

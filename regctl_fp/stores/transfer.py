@@ -160,6 +160,10 @@ class _Counting:
     def verifies(self) -> object:
         return getattr(self._stream, "verifies", None)
 
+    @property
+    def local_file(self) -> object:
+        return getattr(self._stream, "local_file", None)
+
     def read(self, n: int = -1) -> bytes:
         chunk = self._stream.read(n)
         self._on_bytes(len(chunk))
