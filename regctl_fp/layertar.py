@@ -11,13 +11,13 @@ blob so that a blob that does not match its digest is reported as that instead.
 from __future__ import annotations
 
 import gzip
+import sys
 import tarfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, cast
 
-import zstandard
 from isal import isal_zlib
 
 from .errors import CorruptLayer
@@ -29,7 +29,14 @@ CHUNK = 1 << 20
 BLOCK = 512
 # What a damaged tar or compression stream raises while it is read.
 BROKEN: tuple[type[BaseException], ...] = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile,
-                                           cast("type[BaseException]", isal_zlib.error), zstandard.ZstdError)
+                                           cast("type[BaseException]", isal_zlib.error))
+
+
+def is_broken(e: BaseException) -> bool:
+    """Whether ``e`` is a damaged stream's error. zstandard's is looked up only if zstandard was loaded
+    (it is whenever a zstd stream was read): a run with no zstd layer never pays its import."""
+    zstd = sys.modules.get("zstandard")
+    return isinstance(e, BROKEN) or (zstd is not None and isinstance(e, zstd.ZstdError))
 
 
 def describe(e: BaseException) -> str:
@@ -54,7 +61,9 @@ def broken_as_corrupt(layer: Layer, raw: ByteReader) -> Iterator[None]:
     (the stored blob, verifying itself) is read first: a digest mismatch is the better explanation."""
     try:
         yield
-    except BROKEN as e:
+    except Exception as e:
+        if not is_broken(e):
+            raise
         _drain(raw)
         raise CorruptLayer(layer.digest.text, describe(e)) from None
 
