@@ -15,7 +15,6 @@ Inputs are made once, deterministically, in bench/work/base/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -127,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     result = run(args.runs, args.base_mb, args.work)
     report(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    interp.write_json(args.json, result)
     return 0
 
 

@@ -13,7 +13,6 @@ regfp's own decompression of each blob to its end (in a fresh interpreter, timed
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -154,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     result = run(args.runs, args.scale, args.work)
     report(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    interp.write_json(args.json, result)
     return 0
 
 

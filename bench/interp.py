@@ -52,3 +52,12 @@ def env(base: dict[str, str] | None = None) -> dict[str, str]:
     out = dict(os.environ if base is None else base)
     out["PYTHONPATH"] = str(REPO)
     return out
+
+
+def write_json(path: Path | None, result: object) -> None:
+    """A section's result as JSON at ``path`` (``--json``), if one was given."""
+    if path is not None:
+        import json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")

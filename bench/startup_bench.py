@@ -14,7 +14,6 @@ heavy libraries (cryptography, rich, httpx, zstandard, yaml) it loaded.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -132,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     result = run(args.runs)
     report(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    interp.write_json(args.json, result)
     return 0
 
 
