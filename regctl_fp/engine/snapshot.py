@@ -46,16 +46,6 @@ class Snapshot:
         found = self.names[holder]
         return found if self.store.has_blob(found.digest) else None
 
-    def key_of(self, name: str) -> str | None:
-        """The stage key of the image under ``name``: from its index entry, else from its manifest."""
-        desc = self.names.get(name)
-        if desc is None:
-            return None
-        key = desc.annotations.get(A.KEY)
-        if key is not None:
-            return key
-        return self.manifest_annotations(name).get(A.KEY)
-
     def manifest_annotations(self, name: str) -> dict[str, str]:
         """The manifest (or, for a multi-platform stage, index) annotations of the image under ``name`` ({}
         when absent or unreadable)."""

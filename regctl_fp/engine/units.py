@@ -125,7 +125,7 @@ def evaluate_chunk(run: Run, node: Node) -> Outcome:
     digests = {it.name: it.digest() for it in chunk.items}
     key = chunk.key(run.image(base).digest.text if base else None, digests)
     detail = f"; {len(chunk.items)} items"
-    return reuse_or_make(run, node, key, node.names, lambda: _make_chunk(run, chunk, key, base),
+    return reuse_or_make(run, node, key, node.names, lambda: _make_chunk(run, chunk, key, base, digests),
                          cached_reason="up to date" + detail, make_reason=_why(run, node) + detail)
 
 
@@ -151,9 +151,10 @@ def _make_cell(run: Run, cell: Cell, key: str) -> Descriptor:
     return write_image(run.store, image)
 
 
-def _make_chunk(run: Run, chunk: Chunk, key: str, base: str | None) -> Descriptor:
+def _make_chunk(run: Run, chunk: Chunk, key: str, base: str | None, digests: dict[str, str]) -> Descriptor:
     from ..stages.work import chunk_image
 
     img = chunk_image(run.image(base) if base else None, chunk.items, index=chunk.index, chunks=chunk.work.chunks,
-                      name=chunk.work.name, user=chunk.work.user, mtime=run.options.epoch, store=run.store)
+                      name=chunk.work.name, user=chunk.work.user, mtime=run.options.epoch, store=run.store,
+                      digests=digests)
     return write_image(run.store, img.with_annotations({A.STAGE: "work", A.KEY: key}))

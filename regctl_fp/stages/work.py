@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,10 +100,13 @@ class WorkItem:
 
 
 def chunk_image(base: Image | None, items: Sequence[WorkItem], *, index: int, chunks: int, name: str, user: str,
-                mtime: int, store: Store) -> Image:
+                mtime: int, store: Store, digests: Mapping[str, str] | None = None) -> Image:
+    """The chunk's image; ``digests`` (item name -> sha256 hex) saves hashing items the caller hashed."""
     from ..layers import Entry, dir_entry, file_entry, write_layer
 
-    listing = [{"item": it.name, "size": it.path.stat().st_size, "sha256": it.digest()} for it in items]
+    known = digests or {}
+    listing = [{"item": it.name, "size": it.path.stat().st_size, "sha256": known.get(it.name) or it.digest()}
+               for it in items]
     entries: list[Entry] = [dir_entry("work", 0o755), dir_entry(INPUT, 0o555)]
     dirs: set[str] = set()
     for it in items:
