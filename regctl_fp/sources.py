@@ -27,6 +27,7 @@ from .stores.remote_cache import RemoteCache, dir_tag
 from .timeutil import rfc3339
 
 if TYPE_CHECKING:
+    from .filedigests import FileDigests
     from .layers import Entry
 
 LINUX_AMD64 = Platform("linux", "amd64")
@@ -44,6 +45,8 @@ class BuildOptions:
     remote: RemoteCache | None = field(default=None, compare=False)  # a registry stage cache, shared by CI
     # Opens registry references (the CLI supplies one with its flags and credentials).
     registry: Callable[[RegistryRef], tuple[Store, Descriptor]] | None = field(default=None, compare=False)
+    # The digest cache of the files under a directory (work items), dated by the CLI's clock.
+    file_digests: Callable[[str], FileDigests] | None = field(default=None, compare=False)
 
 
 def open_layout_ref(ref: LayoutRef) -> tuple[LayoutStore, Descriptor]:

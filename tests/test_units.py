@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import stat
+import time
 import math
 import random
 import subprocess
@@ -153,3 +157,75 @@ def test_work_demo_items_are_balanced() -> None:
     items = [p.name for p in (ROOT / "testdata/work/items").glob("*.txt")]
     sizes = sorted(len(c) for c in assign(items, 3))
     assert len(items) == 12 and sizes[0] >= 1 and sizes[-1] <= 5, sizes
+
+
+def _clock_after(path: Path, seconds: float) -> int:
+    """A run start ``seconds`` after ``path``'s last change (the clock file timestamps use)."""
+    st = os.lstat(path)
+    return max(st.st_mtime_ns, st.st_ctime_ns) + int(seconds * 1e9)
+
+
+def test_work_item_digests_cached_by_stat_and_never_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work items are hashed once: a later run takes the digest of an unchanged file from the cache (the
+    file is not read), an edited file is read again (its ctime moved), and a file changed within the racy
+    margin of the run's start is never recorded (a second write in the same tick could hide behind it)."""
+    import regctl_fp.filedigests as fdmod
+    from regctl_fp.filedigests import FileDigests
+
+    root = tmp_path / "items"
+    root.mkdir()
+    item = root / "a.txt"
+    item.write_text("one\n")
+    reads: list[str] = []
+    real = fdmod.hash_file
+
+    def counting(path: str) -> tuple[str, os.stat_result]:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(fdmod, "hash_file", counting)
+    cache = tmp_path / "cache"
+    want = hashlib.sha256(b"one\n").hexdigest()
+
+    racy = FileDigests(cache, str(root), clock=lambda: _clock_after(item, 0.5))  # changed 0.5 s before start
+    assert racy.digest("a.txt", str(item), os.lstat(item)) == want
+    racy.save()
+    assert not list(cache.glob("*.json")), "a racily clean file was recorded"
+
+    aged = FileDigests(cache, str(root), clock=lambda: _clock_after(item, 5))
+    assert aged.digest("a.txt", str(item), os.lstat(item)) == want
+    aged.save()
+    [written] = list(cache.glob("*.json"))
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    reads.clear()
+    again = FileDigests(cache, str(root), clock=lambda: _clock_after(item, 5))
+    assert again.digest("a.txt", str(item), os.lstat(item)) == want
+    assert reads == [], "an unchanged item was read again"
+
+    item.write_text("two\n")  # same size: only the times (and the content) tell
+    edited = FileDigests(cache, str(root), clock=lambda: _clock_after(item, 5))
+    assert edited.digest("a.txt", str(item), os.lstat(item)) == hashlib.sha256(b"two\n").hexdigest()
+    assert reads == [str(item)]
+
+    written.write_text('{"a.txt": [1, 2, 3')  # a damaged cache is a cache that misses
+    damaged = FileDigests(cache, str(root), clock=lambda: _clock_after(item, 5))
+    assert damaged.digest("a.txt", str(item), os.lstat(item)) == hashlib.sha256(b"two\n").hexdigest()
+
+
+def test_work_item_edit_reaches_the_chunk_through_the_cache(tmp_path: Path, tool_env: dict[str, str]) -> None:
+    """Through the CLI: after a cached run, an item rewritten with bytes of the same size changes its
+    chunk's image (the digest cache sees the new ctime)."""
+    items = tmp_path / "items"
+    items.mkdir()
+    for i in range(6):
+        (items / f"i{i}.txt").write_text(f"item {i}\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text('regfp: 1\nname: w\nwork:\n  - {name: jobs, root: items, items: ["*.txt"], chunks: 2}\n'
+                      "output: {layout: out}\n")
+    time.sleep(2.1)  # older than the racy margin: the digests are recorded
+    first = {i["name"]: i["digest"] for i in regfp_json("build", str(recipe), env=tool_env)["images"]}
+    assert list((Path(tool_env["XDG_CACHE_HOME"]) / "regfp" / "file-digests").glob("*.json"))
+    (items / "i3.txt").write_text("ITEM 3\n")
+    second = {i["name"]: i["digest"] for i in regfp_json("build", str(recipe), env=tool_env)["images"]}
+    changed = [n for n in first if first[n] != second[n]]
+    assert len(changed) == 1, (first, second)

@@ -13,13 +13,16 @@ if TYPE_CHECKING:
 
 
 def build_options(platform: Platform | None = None) -> BuildOptions:
-    """This machine's platform, SOURCE_DATE_EPOCH, the dir: cache (dated by the real clock, read here at
+    """This machine's platform, SOURCE_DATE_EPOCH, the dir: and work-item caches (dated by the real clock, read here at
     the edge) and registry references opened with the command's flags."""
+    import functools
     import time
 
     from ..dircache import DirCache
+    from ..filedigests import FileDigests
     from ..sources import BuildOptions
     from .registry_session import open_for_sources
 
     return BuildOptions(epoch=source_date_epoch(), platform=platform or host_platform(),
-                        cache=DirCache(cache_dir() / "dir-images.json", clock=time.time_ns), registry=open_for_sources)
+                        cache=DirCache(cache_dir() / "dir-images.json", clock=time.time_ns), registry=open_for_sources,
+                        file_digests=functools.partial(FileDigests, cache_dir() / "file-digests", clock=time.time_ns))

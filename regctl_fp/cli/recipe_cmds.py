@@ -39,9 +39,7 @@ def secrets(lr: LoadedRecipe) -> dict[str, str]:
     edge; never printed)."""
     import os
 
-    from ..engine.environment import password_vars
-
-    return {name: os.environ[name] for name in password_vars(lr) if name in os.environ}
+    return {name: os.environ[name] for name in lr.password_vars() if name in os.environ}
 
 
 def _git_cache() -> Path:

@@ -160,11 +160,6 @@ def identity_annotations(spiffe: str, win: tuple[int, int]) -> dict[str, str]:
             A.CONTAINS_SECRET: "true"}
 
 
-def password_vars(lr: LoadedRecipe) -> list[str]:
-    return sorted({e.identity.key_password_env for e in lr.recipe.environments
-                   if e.identity is not None and e.identity.key_password_env})
-
-
 # ---- the stage kind -----------------------------------------------------------------------------------
 
 def prepared(run: Run) -> list[PreparedEnv]:

@@ -139,6 +139,10 @@ class Run:
         """Enter ``context`` until the run ends."""
         return self._held.enter_context(context)
 
+    def at_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the run ends (e.g. to save a cache once, not per node)."""
+        self._held.callback(callback)
+
     def outcome(self, node: NodeId) -> Outcome:
         return self.outcomes[node]
 

@@ -12,8 +12,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..oci import annotation_keys as A
 from ..oci.descriptor import Descriptor
@@ -27,6 +26,9 @@ from .graph import Node, NodeId, Outcome
 from .keys import stage_key
 from .reuse import reuse_or_make
 from .run import Run
+
+if TYPE_CHECKING:
+    from ..filedigests import FileDigests
 
 
 @dataclass(frozen=True)
@@ -72,16 +74,18 @@ def chunks(lr: LoadedRecipe) -> Iterator[Chunk]:
         root = lr.resolve(w.root)
         if not root.is_dir():
             raise lr.error(("work", i, "root"), f"{root} is not a directory")
+        base = str(root)
         found: dict[str, WorkItem] = {}
-        for pattern in w.items:
-            for name in sorted(glob.glob(pattern, root_dir=root, recursive=True, include_hidden=True)):
-                path = root / name
+        for pattern in w.items:  # plain strings, not Paths: this loop runs over every item on every run
+            for name in sorted(glob.glob(pattern, root_dir=base, recursive=True, include_hidden=True)):
+                path = os.path.join(base, name)
                 try:
-                    regular = stat.S_ISREG(os.lstat(path).st_mode)  # symlinks and the like are not items
+                    st = os.lstat(path)
                 except OSError:
                     continue
-                if regular:
-                    found[PurePath(name).as_posix()] = WorkItem(PurePath(name).as_posix(), path)
+                if stat.S_ISREG(st.st_mode):  # symlinks and the like are not items
+                    posix = name.replace(os.sep, "/")
+                    found[posix] = WorkItem(posix, path, st)
         if not found:
             raise lr.error(("work", i, "items"), f"no files under {root} match {', '.join(w.items)}")
         frag = {k: v for k, v in fragment(w).items() if k not in ("root", "items")}
@@ -122,11 +126,23 @@ def evaluate_cell(run: Run, node: Node) -> Outcome:
 def evaluate_chunk(run: Run, node: Node) -> Outcome:
     chunk: Chunk = run.memo["chunks"][node.id.part]
     base = run.lr.channel_ref(chunk.work.base) if chunk.work.base is not None else None
-    digests = {it.name: it.digest() for it in chunk.items}
+    digests = {it.name: _digest(run, chunk.work, it) for it in chunk.items}
     key = chunk.key(run.image(base).digest.text if base else None, digests)
     detail = f"; {len(chunk.items)} items"
     return reuse_or_make(run, node, key, node.names, lambda: _make_chunk(run, chunk, key, base, digests),
                          cached_reason="up to date" + detail, make_reason=_why(run, node) + detail)
+
+
+def _digest(run: Run, work: Work, item: WorkItem) -> str:
+    """The item's sha256, from the run's digest cache of its work root when the CLI gave one."""
+    if run.options.file_digests is None or item.listed is None:
+        return item.digest()
+    caches: dict[str, FileDigests] = run.memo.setdefault("file_digests", {})
+    cache = caches.get(work.name)
+    if cache is None:
+        cache = caches[work.name] = run.options.file_digests(str(run.lr.resolve(work.root)))
+        run.at_end(cache.save)
+    return cache.digest(item.name, item.path, item.listed)
 
 
 def _why(run: Run, node: Node) -> str:

@@ -33,6 +33,11 @@ class LoadedRecipe:
     def directory(self) -> Path:
         return self.path.parent
 
+    def password_vars(self) -> list[str]:
+        """The environment variables the recipe names for its keys' passwords (read at the CLI edge)."""
+        return sorted({e.identity.key_password_env for e in self.recipe.environments
+                       if e.identity is not None and e.identity.key_password_env})
+
     def resolve(self, relative: str) -> Path:
         """A recipe-relative path made absolute (``..`` allowed: recipes often point at their repo)."""
         return (self.directory / relative).resolve() if not Path(relative).is_absolute() else Path(relative)

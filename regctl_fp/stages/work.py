@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..filedigests import hash_file
 from ..oci.canonical import canonical_json
 from ..oci.config import History, ImageConfig
 from ..oci.image import Image, Layer
@@ -89,14 +90,11 @@ def chunk_of(item: str, items: Sequence[str], chunks: int) -> int:
 @dataclass(frozen=True)
 class WorkItem:
     name: str  # path relative to the work root, '/'-separated
-    path: Path
+    path: str
+    listed: os.stat_result | None = field(default=None, compare=False)  # its lstat when it was listed
 
     def digest(self) -> str:
-        h = hashlib.sha256()
-        with open_regular(self.path, follow=False) as f:  # listed as a file; refuse if it changed since
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest()
+        return hash_file(self.path)[0]  # listed as a file; refused if it is no longer one
 
 
 def chunk_image(base: Image | None, items: Sequence[WorkItem], *, index: int, chunks: int, name: str, user: str,
@@ -105,16 +103,16 @@ def chunk_image(base: Image | None, items: Sequence[WorkItem], *, index: int, ch
     from ..layers import Entry, dir_entry, file_entry, write_layer
 
     known = digests or {}
-    listing = [{"item": it.name, "size": it.path.stat().st_size, "sha256": known.get(it.name) or it.digest()}
-               for it in items]
+    sizes = {it.name: os.lstat(it.path).st_size for it in items}
+    listing = [{"item": it.name, "size": sizes[it.name], "sha256": known.get(it.name) or it.digest()} for it in items]
     entries: list[Entry] = [dir_entry("work", 0o755), dir_entry(INPUT, 0o555)]
     dirs: set[str] = set()
     for it in items:
         parts = it.name.split("/")[:-1]
         for depth in range(1, len(parts) + 1):
             dirs.add("/".join(parts[:depth]))
-        entries.append(Entry(f"{INPUT}/{it.name}".encode(), "file", 0o444, size=it.path.stat().st_size,
-                             opener=functools.partial(open_regular, it.path, follow=False), origin=str(it.path)))
+        entries.append(Entry(f"{INPUT}/{it.name}".encode(), "file", 0o444, size=sizes[it.name],
+                             opener=functools.partial(open_regular, it.path, follow=False), origin=it.path))
     entries += [dir_entry(f"{INPUT}/{d}", 0o555) for d in sorted(dirs)]
     doc = {"work": name, "chunk": index, "chunks": chunks, "items": listing}
     entries.append(file_entry("work/index.json", canonical_json(doc) + b"\n", 0o444))
