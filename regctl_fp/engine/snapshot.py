@@ -15,7 +15,8 @@ from ..oci import annotation_keys as A
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
 from ..oci.manifest import Index, Manifest
-from ..stores.layout import LayoutStore, Names
+from ..stores.indexfile import Names
+from ..stores.layout import LayoutStore
 
 
 class Snapshot:

@@ -39,17 +39,16 @@ from ..errors import (
     SizeMismatch,
 )
 from ..oci import mediatypes as mt
-from ..oci.canonical import canonical_json
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
-from ..oci.manifest import Index, parse_json
+from ..oci.manifest import Index
 from ..oci.streams import ByteReader
 from ..oci.verify import VerifyingReader, read_verified
 from ..regularfile import open_regular, read_regular
 from .base import MANIFEST_LIMIT, check_size, closure
+from .indexfile import REF_NAME, IndexText, Names, decode, encode, merged
 from .localblob import LocalBlobReader, link_verified
 
-REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
 LOCK_WAIT = 120.0  # seconds a writer waits for another before giving up
 # index.json is read whole: about 100,000 names fit, and a bigger one is damage, not a layout.
@@ -64,7 +63,7 @@ class LayoutStore:
         self._swept = 0  # abandoned temp files this store removed when its writer session began
         # index.json parsed, with the (inode, size, mtime) it was read at: it is only ever replaced by
         # rename, so an unchanged stat means unchanged content and the parse can be reused.
-        self._doc: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+        self._doc: tuple[tuple[int, int, int], IndexText] | None = None
         self._index: Index | None = None  # the parsed forms of _doc, made when first asked for
         self._names: Names | None = None
         # Blobs this writer has stored but not yet made durable: their temp files, by digest. They are
@@ -240,7 +239,7 @@ class LayoutStore:
                 st = os.fstat(f.fileno())
                 key = (st.st_ino, st.st_size, st.st_mtime_ns)
                 if self._doc is not None and self._doc[0] == key:
-                    return self._doc[1]
+                    return self._doc[1].doc
                 if st.st_size > INDEX_LIMIT:
                     raise LayoutError(str(self.path), f"index.json is {st.st_size} bytes, over the limit of "
                                                       f"{INDEX_LIMIT >> 20} MiB for a layout's index")
@@ -253,12 +252,13 @@ class LayoutStore:
             raise LayoutError(str(self.path), f"index.json grew over the limit of {INDEX_LIMIT >> 20} MiB "
                                               "while it was read")
         try:
-            doc = dict(parse_json(data, "index.json"))
+            text = decode(data)
         except InvalidDocument as e:
             raise LayoutError(str(self.path), f"{e.what}: {e.reason}") from None
+        doc = text.doc
         if doc.get("schemaVersion") != 2 or not isinstance(doc.get("manifests"), list):
             raise LayoutError(str(self.path), "index.json: not an OCI image index (schemaVersion 2, manifests)")
-        self._doc = (key, doc)
+        self._doc = (key, text)
         self._index = None
         self._names = None
         return doc
@@ -349,24 +349,18 @@ class LayoutStore:
                 closure(self, [desc])  # raises NotFound before any name moves
         with self._lock("index"):
             doc = self._document()  # read again if another writer replaced it meanwhile
-            entries = doc["manifests"]
             names = self.names()
-            if names.repeated & set(updates):  # a name on two entries (another tool wrote it): drop them all
-                kept = [e for e in entries if _ref_of(e) not in updates]
-            else:
-                dropped = {names.position(n) for n in updates if n in names}
-                kept = [e for i, e in enumerate(entries) if i not in dropped] if dropped else list(entries)
-            for name, desc in updates.items():
-                if desc is not None:
-                    kept.append(desc.with_annotations({**desc.annotations, REF_NAME: name}).to_dict())
-            kept.sort(key=_entry_order)
-            new = {**doc, "manifests": kept}
-            self._replace_file("index.json", canonical_json(new))
+            assert self._doc is not None
+            wanted = {name: desc.with_annotations({**desc.annotations, REF_NAME: name}).to_dict()
+                      if desc is not None else None for name, desc in updates.items()}
+            entries, raws, added = merged(doc["manifests"], self._doc[1].raws, names, wanted)
+            new = {**doc, "manifests": entries}
+            self._replace_file("index.json", encode(new, raws))
             # What we wrote is what the names hold until someone else replaces the file (its stat changes).
             st = os.stat(self.path / "index.json")
-            self._doc = ((st.st_ino, st.st_size, st.st_mtime_ns), new)
+            self._doc = ((st.st_ino, st.st_size, st.st_mtime_ns), IndexText(new, raws))
             self._index = None
-            self._names = None
+            self._names = names.updated(entries, set(updates), added, ordered=True)
 
     @contextmanager
     def exclusive(self, purpose: str) -> Iterator[None]:
@@ -612,71 +606,6 @@ class _FileSink:
             self._file.close()
 
 
-def _entry_order(entry: Any) -> tuple[str, str]:
-    """index.json entries sort by name, then digest (unnamed first)."""
-    annotations = entry.get("annotations") if isinstance(entry, dict) else None
-    name = annotations.get(REF_NAME) if isinstance(annotations, dict) else None
-    return (name if isinstance(name, str) else "", str(entry.get("digest", "")) if isinstance(entry, dict) else "")
-
-
-def _ref_of(entry: object) -> str | None:
-    if isinstance(entry, dict):
-        annotations = entry.get("annotations")
-        if isinstance(annotations, dict):
-            name = annotations.get(REF_NAME)
-            return name if isinstance(name, str) else None
-    return None
-
-
-class Names(Mapping[str, Descriptor]):
-    """A layout's names from one read of index.json. Looking a name up costs O(1) and parses only that
-    entry, so a run that needs a few names of a layout holding thousands never parses them all."""
-
-    def __init__(self, entries: list[Any], where: str) -> None:
-        raw: dict[str, tuple[int, dict[str, Any]]] = {}
-        self.repeated: set[str] = set()  # names on more than one entry (resolve says so)
-        for i, entry in enumerate(entries):  # tight: this loop runs over every name on every run
-            annotations = entry.get("annotations") if entry.__class__ is dict else None
-            name = annotations.get(REF_NAME) if annotations.__class__ is dict else None
-            if name.__class__ is str:
-                if name in raw:
-                    self.repeated.add(name)
-                raw[name] = (i, entry)
-        self._raw = raw
-        self._built: dict[str, Descriptor] = {}
-        self._where = where
-
-    def __getitem__(self, name: str) -> Descriptor:
-        found = self._built.get(name)
-        if found is None:
-            i, entry = self._raw[name]
-            try:
-                found = Descriptor.from_dict(entry, f"index.json entry {i}")
-            except InvalidDocument as e:
-                raise LayoutError(self._where, f"{e.what}: {e.reason}") from None
-            self._built[name] = found
-        return found
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._raw
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._raw)
-
-    def __len__(self) -> int:
-        return len(self._raw)
-
-    def position(self, name: str) -> int:
-        """The entry's place in index.json."""
-        return self._raw[name][0]
-
-    def annotation(self, name: str, key: str) -> str | None:
-        """One annotation of a name's entry, without parsing the entry."""
-        annotations = self._raw[name][1].get("annotations")
-        value = annotations.get(key) if isinstance(annotations, dict) else None
-        return value if isinstance(value, str) else None
-
-
 _SYNCFS_FROM = 8  # pending blobs from which one syncfs of the filesystem beats an fsync of each
 _PENDING_MAX = 256  # pending blobs at most: each keeps its temp file open
 
@@ -706,7 +635,7 @@ def _populate(directory: Path) -> None:
     (directory / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     tmp_dir = directory / ".regfp" / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    empty_index = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []})
+    empty_index = encode({"schemaVersion": 2, "mediaType": mt.OCI_INDEX}, [])
     for name, data in (("index.json", empty_index), ("oci-layout", LAYOUT_FILE)):
         target = directory / name
         if target.exists():
