@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import stat
-import time
 import math
+import os
 import random
+import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest

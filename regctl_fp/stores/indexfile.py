@@ -158,9 +158,9 @@ class Names(Mapping[str, Descriptor]):
         if found is None:
             entry = self._raw[name]
             try:
-                found = Descriptor.from_dict(entry, f"index.json entry {self._position(entry)}")
-            except InvalidDocument as e:
-                raise LayoutError(self._where, f"{e.what}: {e.reason}") from None
+                found = Descriptor.from_dict(entry, "index.json entry")
+            except InvalidDocument as e:  # where it is, counted only now: a pass over every entry
+                raise LayoutError(self._where, f"index.json entry {self._position(entry)}: {e.reason}") from None
             self._built[name] = found
         return found
 
