@@ -11,6 +11,7 @@ import pytest
 import yaml
 from conftest import elf_machine, make_busybox_rootfs, need, regfp, regfp_json, run_arm64, run_image
 from gitrepo import GitRepo
+from pki import make_ca
 
 from regctl_fp.errors import RecipeError
 from regctl_fp.oci.descriptor import Platform
@@ -290,14 +291,126 @@ def test_a_channel_without_a_requested_platform_is_a_plan_time_error(tmp_path: P
     assert not (tmp_path / "out").exists()
 
 
-def test_stages_that_do_not_carry_an_index_yet_are_refused_up_front(tmp_path: Path, arm64_rootfs: Path) -> None:
-    """Rollouts, environments and debug images of a multi-platform recipe are not made yet: a clear
-    refusal before anything is written, while build and patch still work."""
-    make_multi_project(tmp_path, arm64_rootfs)
+# ---- rollout, environments, debug -----------------------------------------------------------------
+
+STAGES = """\
+rollouts: {channel: stable, keep: 3, cohorts: {buckets: 4, canary: 50%}}
+environments:
+  - location: us-east
+    environment: prod
+    delta: 0
+    env: {LOG_LEVEL: info}
+    files: {/etc/hello/config.yaml: files/prod.yaml}
+    caCerts: [pki/corp-root.pem]
+    polyfills: ["dir:apm"]
+    identity: {ca: pki/id-ca.pem, key: pki/id-ca.key, ttl: 30d, trustDomain: test.example}
+  - {location: eu-west, environment: dev, delta: 1}
+"""
+NOW = "2026-06-10T12:00:00Z"
+
+
+def make_stages_project(root: Path, arm64_rootfs: Path) -> tuple[GitRepo, str]:
+    """The two-platform project with a rollout, an environment carrying files, a CA bundle, a polyfill
+    and an identity, and a second environment one release behind; its Git repository and commit."""
+    sha = make_multi_project(root, arm64_rootfs)
+    make_ca(root / "pki", "id-ca")
+    make_ca(root / "pki", "corp-root")
+    (root / "files").mkdir()
+    (root / "files/prod.yaml").write_text("greeting: hello prod\n")
+    (root / "apm/opt/apm").mkdir(parents=True)
+    (root / "apm/opt/apm/agent.sh").write_text("#!/bin/sh\necho apm\n")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("output:", STAGES + "output:"))
+    return GitRepo(root / "src"), sha
+
+
+def names_in(layout: Path) -> dict[str, str]:
+    top = json.loads((layout / "index.json").read_text())
+    return {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"] for m in top["manifests"]}
+
+
+def skopeo_raw(layout: Path, name: str, env: dict[str, str]) -> dict:
+    raw = subprocess.run([need("skopeo"), "inspect", "--raw", f"oci:{layout}:{name}"], check=True,
+                         capture_output=True, text=True, env=env).stdout
+    return json.loads(raw)  # type: ignore[no-any-return]
+
+
+def unpack_arch(layout: Path, name: str, arch: str, work: Path, env: dict[str, str]) -> Path:
+    """The rootfs of ``arch``'s image of ``name``, as skopeo selects it and umoci unpacks it."""
+    work.mkdir(exist_ok=True)
+    only_arch(layout, name, arch, work / f"{arch}-layout", env)
+    rootfs = work / f"{arch}-rootfs"
+    subprocess.run([need("umoci"), "raw", "unpack", "--image", f"{work / f'{arch}-layout'}:img", str(rootfs)],
+                   check=True, capture_output=True, env=env)
+    return rootfs
+
+
+def test_two_platform_recipe_rolls_out_and_makes_environments_as_indexes(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    repo, sha = make_stages_project(tmp_path, arm64_rootfs)
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(recipe.read_text().replace("output:", "rollouts: {channel: stable}\noutput:"))
-    proc = regfp("build", str(recipe), check=False)
-    assert proc.returncode == 2 and "do not yet carry the index into rollout" in proc.stderr, proc.stderr
-    assert "--only patch" in proc.stderr and not (tmp_path / "out").exists()
-    patched = regfp_json("build", str(recipe), "--only", "patch")
-    assert any(i["name"].endswith(":stable") for i in patched["images"])  # type: ignore[index]
+    regfp_json("build", str(recipe), "--now", NOW)
+    layout = tmp_path / "out"
+    prod, dev = "us-east.prod/app/hello", "eu-west.dev/app/hello"
+    named = names_in(layout)
+    # The release is the stable channel's patch index; n-0, the cohorts and :live point at indexes.
+    assert named["rollouts/hello:r1"] == named[f"patch/src/{sha}:stable"]
+    for name in (f"build/src:{sha}", f"patch/src/{sha}:stable", "rollouts/hello:r1", "rollouts/hello:n-0",
+                 "rollouts/hello:cohort-0", "rollouts/hello:cohort-3", f"{prod}:live", f"{prod}:r1"):
+        assert index_of(layout, name)[0]["mediaType"] == "application/vnd.oci.image.index.v1+json", name
+        assert sorted(_children(layout, name)) == ["amd64", "arm64"], name
+        raw = skopeo_raw(layout, name, tool_env)
+        assert [m["platform"]["architecture"] for m in raw["manifests"]] == ["amd64", "arm64"], name
+    assert f"{dev}:live" not in named  # one release behind: nothing yet
+
+    # Environment layers are the same blobs on both platforms: the polyfill's and the generated one
+    # (files, CA bundle, identity: one certificate for the environment, not one per platform).
+    env_images = {arch: manifest_of(layout, d) for arch, d in _children(layout, f"{prod}:live").items()}
+    release = {arch: manifest_of(layout, d) for arch, d in _children(layout, "rollouts/hello:r1").items()}
+    for arch in ("amd64", "arm64"):
+        assert env_images[arch]["layers"][:-2] == release[arch]["layers"]
+        assert env_images[arch]["annotations"]["dev.regfp.stage"] == "environment"
+        assert manifest_of(layout, env_images[arch]["config"])["architecture"] == arch
+    assert env_images["amd64"]["layers"][-2:] == env_images["arm64"]["layers"][-2:]
+    assert env_images["amd64"]["layers"][0] != env_images["arm64"]["layers"][0]
+
+    # The arm64 environment image: an aarch64 busybox printing its os-release under qemu, with the files.
+    arm = unpack_arch(layout, f"{prod}:live", "arm64", tmp_path / "x", tool_env)
+    assert elf_machine(arm / "bin/busybox") == "aarch64"
+    assert run_arm64(arm, "/bin/busybox", "cat", "/etc/os-release") == "ID=test-os-1-arm64\n"
+    assert (arm / "etc/hello/config.yaml").read_text() == "greeting: hello prod\n"
+    amd = unpack_arch(layout, f"{prod}:live", "amd64", tmp_path / "x", tool_env)
+    for name in ("tls.crt", "ca.crt"):
+        path = f"var/run/secrets/regfp/identity/{name}"
+        assert (arm / path).read_bytes() == (amd / path).read_bytes()
+    # The amd64 one runs under runc, with the environment's variables.
+    only_arch(layout, f"{prod}:live", "amd64", tmp_path / "amd64-env", tool_env)
+    ran = run_image(tmp_path / "amd64-env", "img", tmp_path / "bundle", tool_env,
+                    args=["/bin/sh", "-c", "/app/run.sh; echo LOG_LEVEL=$LOG_LEVEL"])
+    assert ran.returncode == 0 and ran.stdout == "hello hi on ID=test-os-1-amd64\nLOG_LEVEL=info\n", ran.stderr
+
+    # A second clone of the project builds the same digest for every name.
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for part in ("src", "bases", "pki", "files", "apm"):
+        shutil.copytree(tmp_path / part, clone / part, symlinks=True)
+    shutil.copy2(recipe, clone / "recipe.yaml")
+    regfp_json("build", str(clone / "recipe.yaml"), "--now", NOW)
+    assert names_in(clone / "out") == named
+
+    # A second commit cuts r2; the environment one behind gets r1; a yank of r2 moves n-0 back to r1.
+    repo.write("app/run.sh", "#!/bin/sh\necho \"v2 $GREETING on $(head -1 /etc/os-release)\"\n", 0o755)
+    repo.commit("v2")
+    regfp_json("build", str(recipe), "--now", NOW)
+    named = names_in(layout)
+    assert named["rollouts/hello:n-0"] == named["rollouts/hello:r2"] != named["rollouts/hello:r1"]
+    assert sorted(_children(layout, f"{dev}:live")) == ["amd64", "arm64"]
+    assert index_of(layout, f"{dev}:live")[1]["annotations"]["dev.regfp.release"] == "r1"
+    yanked = regfp_json("rollout", str(recipe), "--yank", "r2", "--now", NOW)
+    assert [r["yanked"] for r in yanked["releases"]] == [True, False]  # type: ignore[index]
+    after = names_in(layout)
+    assert after["rollouts/hello:n-0"] == named["rollouts/hello:r1"] and "rollouts/hello:n-1" not in after
+    assert after[f"{prod}:live"] == named[f"{prod}:r1"]
+    ledger = index_of(layout, "rollouts/hello:ledger")[1]
+    assert [m["mediaType"] for m in ledger["manifests"]] == ["application/vnd.oci.image.index.v1+json"] * 2
+
