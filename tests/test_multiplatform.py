@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import elf_machine, make_busybox_rootfs, need, regfp, regfp_json, run_arm64, run_image
+from conftest import ROOT, TOOLS_CACHE, elf_machine, make_busybox_rootfs, need, regfp, regfp_json, run_arm64, run_image
 from gitrepo import GitRepo
 from pki import make_ca
 
@@ -414,3 +415,59 @@ def test_two_platform_recipe_rolls_out_and_makes_environments_as_indexes(
     ledger = index_of(layout, "rollouts/hello:ledger")[1]
     assert [m["mediaType"] for m in ledger["manifests"]] == ["application/vnd.oci.image.index.v1+json"] * 2
 
+
+
+def test_debug_image_takes_one_platform_of_a_multi_platform_release(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    from test_debug import keypair, make_tools
+
+    _repo, sha = make_stages_project(tmp_path, arm64_rootfs)
+    make_tools(tmp_path / "tools")  # this machine's busybox and dropbear: amd64 programs
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("output:", 'debug: {tools: "dir:tools", environment: dev}\noutput:'))
+    regfp_json("build", str(recipe), "--now", NOW)
+    _, pub = keypair(tmp_path, "dev")
+    layout = tmp_path / "out"
+    patched = _children(layout, f"patch/src/{sha}:stable")
+    # Default: the host's platform (amd64 here), as one image, on the amd64 image of the patch index.
+    host = regfp_json("debug-image", str(recipe), "--ssh-key", str(pub), "--now", NOW)
+    assert host["platform"] == "linux/amd64" and host["parent"] == patched["amd64"]["digest"]  # type: ignore[index]
+    entry, image = index_of(layout, host["name"])  # type: ignore[index]
+    assert entry["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest_of(layout, image["config"])["architecture"] == "amd64"
+
+    # arm64 with tools built for amd64: a clear error, nothing moved.
+    before = names_in(layout)
+    refused = regfp("debug-image", str(recipe), "--ssh-key", str(pub), "--platform", "linux/arm64", check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "/usr/sbin/dropbear is a program for amd64" in refused.stderr and "linux/arm64" in refused.stderr
+    missing = regfp("debug-image", str(recipe), "--ssh-key", str(pub), "--platform", "linux/s390x", check=False)
+    assert missing.returncode == 2, missing.stderr
+    assert "has no image for linux/s390x (it has: linux/amd64, linux/arm64)" in missing.stderr
+    assert names_in(layout) == before
+
+    # arm64 tools (Debian's dropbear-bin:arm64): release r1's arm64 image gets an arm64 debug image.
+    tools = tmp_path / "tools-arm64"
+    done = subprocess.run(["bash", str(ROOT / "testdata/arm64/make-tools.sh"), str(tools), str(TOOLS_CACHE)],
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.skip(f"no arm64 dropbear: {done.stderr.strip()}") if not os.environ.get("REGFP_REQUIRE_TOOLS") \
+            else pytest.fail(done.stderr)
+    regfp("copy", f"dir:{tools}", f"oci:{tmp_path / 'arm-tools'}:debug", "--platform", "linux/arm64")
+    recipe.write_text(recipe.read_text().replace('tools: "dir:tools"', 'tools: "oci:arm-tools:debug"'))
+    arm = regfp_json("debug-image", str(recipe), "--ssh-key", str(pub), "--platform", "linux/arm64",
+                     "--release", "r1", "--now", NOW)
+    release = _children(layout, "rollouts/hello:r1")
+    assert arm["platform"] == "linux/arm64" and arm["parent"] == release["arm64"]["digest"]  # type: ignore[index]
+    rootfs = tmp_path / "debug-arm64"
+    subprocess.run([need("umoci"), "raw", "unpack", "--image", f"{layout}:{arm['name']}", str(rootfs)],  # type: ignore[index]
+                   check=True, capture_output=True, env=tool_env)
+    assert elf_machine(rootfs / "bin/busybox") == elf_machine(rootfs / "usr/sbin/dropbear") == "aarch64"
+    assert run_arm64(rootfs, "/bin/busybox", "cat", "/etc/os-release") == "ID=test-os-1-arm64\n"
+    assert (rootfs / "app/run.sh").is_file() and (rootfs / "root/.ssh/authorized_keys").read_text().startswith(
+        pub.read_text().split()[0])
+    sshd = subprocess.run([need("qemu-aarch64-static"), "-L", str(rootfs), str(rootfs / "usr/sbin/dropbear"), "-V"],
+                          capture_output=True, text=True, timeout=60)
+    assert "Dropbear v" in sshd.stderr + sshd.stdout, sshd
+    wrong = regfp("debug-image", str(recipe), "--ssh-key", str(pub), "--platform", "linux/amd64", check=False)
+    assert wrong.returncode == 2 and "the tools image is linux/arm64" in wrong.stderr, wrong.stderr
