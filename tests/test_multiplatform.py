@@ -233,6 +233,32 @@ def test_two_platform_build_is_an_index_of_both_sharing_the_app_layer(
     assert next(i for i in other["images"] if i["name"] == name)["digest"] == built["digest"]
 
 
+def test_run_step_layer_is_shared_unless_the_step_runs_per_platform(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    sha = make_multi_project(tmp_path, arm64_rootfs)
+    log = tmp_path / "runs.log"
+    step = (f"  run: {{command: 'echo \"$TARGETPLATFORM|$TARGETARCH\" > target.txt; echo ran >> {log}', "
+            "outputs: [{from: target.txt, to: /app/target.txt}]{extra}}\n")
+    text = (tmp_path / "recipe.yaml").read_text()
+    for extra, out in (("", "out"), (", perPlatform: true", "out-pp")):
+        recipe = tmp_path / f"recipe-{out}.yaml"
+        recipe.write_text(text.replace("  env: {GREETING: hi}\n", "  env: {GREETING: hi}\n" + step.replace(
+            "{extra}", extra)).replace("output: {layout: out}", f"output: {{layout: {out}}}"))
+        regfp_json("build", str(recipe), "--only", "build")
+    name = f"build/src:{sha}"
+    runs = log.read_text().splitlines()
+    assert runs == ["ran"] * 3, runs  # once for the shared step, once per platform for the other
+    for out, shared in (("out", True), ("out-pp", False)):
+        amd64, arm64 = (manifest_of(tmp_path / out, d) for d in index_of(tmp_path / out, name)[1]["manifests"])
+        assert len(amd64["layers"]) == len(arm64["layers"]) == 4
+        assert amd64["layers"][1:3] == arm64["layers"][1:3]  # dependencies and app: one blob each, always
+        assert (amd64["layers"][3] == arm64["layers"][3]) is shared
+        for arch in ("amd64", "arm64"):
+            rootfs = unpack_arch(tmp_path / out, name, arch, tmp_path / f"x-{out}", tool_env)
+            want = "|\n" if shared else f"linux/{arch}|{arch}\n"
+            assert (rootfs / "app/target.txt").read_text() == want
+
+
 # ---- patch -----------------------------------------------------------------------------------------
 
 def _children(layout: Path, name: str) -> dict[str, dict]:
