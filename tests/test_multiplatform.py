@@ -497,3 +497,18 @@ def test_debug_image_takes_one_platform_of_a_multi_platform_release(
     assert "Dropbear v" in sshd.stderr + sshd.stdout, sshd
     wrong = regfp("debug-image", str(recipe), "--ssh-key", str(pub), "--platform", "linux/amd64", check=False)
     assert wrong.returncode == 2 and "the tools image is linux/arm64" in wrong.stderr, wrong.stderr
+
+
+def test_a_polyfill_without_an_image_for_a_platform_is_an_error_before_anything_is_made(
+        tmp_path: Path, arm64_rootfs: Path) -> None:
+    make_stages_project(tmp_path, arm64_rootfs)
+    regfp("copy", f"dir:{tmp_path / 'apm'}", f"oci:{tmp_path / 'apm-amd64'}:apm", "--platform", "linux/amd64")
+    recipe = tmp_path / "recipe.yaml"
+    text = recipe.read_text().replace('polyfills: ["dir:apm"]', 'polyfills: ["oci:apm-amd64:apm"]')
+    recipe.write_text(text)
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if "polyfills" in s)
+    for command in ("plan", "build"):
+        proc = regfp(command, str(recipe), check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{recipe}:{line}:" in proc.stderr and "not linux/arm64" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -186,6 +186,12 @@ def check_inputs(run: Run) -> None:
     for env in envs:
         for ref in env.spec.polyfills:
             run.lr.image_ref(ref)
+    from .platforms import run_platforms
+
+    platforms = run_platforms(run)
+    if platforms is not None:  # each polyfill has an image for every platform, before anything is made
+        for env in envs:
+            _platform_polyfills(run, env, platforms)
     if run.dry:
         return
 
@@ -223,10 +229,9 @@ def evaluate_environment(run: Run, node: Node) -> Outcome:
                        names={n: None for n in env.names(r.name, None)})
     names = env.names(r.name, rel.number)
     platforms = release_platforms(run, rel.image)
-    # A multi-platform release takes each polyfill's image of every platform: each moves the key.
     polyfills: list[str] | list[dict[str, str]] = \
         [run.image(p).digest.text for p in env.spec.polyfills] if platforms is None else \
-        [{str(q): run.image(p, platform=q).digest.text for q in platforms} for p in env.spec.polyfills]
+        _platform_polyfills(run, env, platforms)
     win = env.window(run.now)
     key = env.key(rel.image, rel.revision, polyfills, win)
     at = f"r{rel.number} at n-{delta}"
@@ -234,6 +239,16 @@ def evaluate_environment(run: Run, node: Node) -> Outcome:
     why = "identity re-issued for a new validity window" if have and env.spec.identity else at
     return reuse_or_make(run, node, key, names, lambda: _make(run, env, rel, key, win),
                          cached_reason=at, make_reason=why)
+
+
+def _platform_polyfills(run: Run, env: PreparedEnv, platforms: tuple[Platform, ...]) -> list[dict[str, str]]:
+    """Each polyfill's image digest for every platform of a multi-platform release (each moves the key);
+    a polyfill without an image of one of them is the recipe's error, found before anything is made."""
+    from ..recipe.platforms import Refs
+    from .platforms import platform_image
+
+    return [{str(q): platform_image(run, Refs.of(ref), q, ("environments", env.index, "polyfills", j)).digest.text
+             for q in platforms} for j, ref in enumerate(env.spec.polyfills)]
 
 
 def release_platforms(run: Run, release: Descriptor) -> tuple[Platform, ...] | None:
