@@ -440,6 +440,8 @@ def test_two_platform_recipe_rolls_out_and_makes_environments_as_indexes(
     assert after[f"{prod}:live"] == named[f"{prod}:r1"]
     ledger = index_of(layout, "rollouts/hello:ledger")[1]
     assert [m["mediaType"] for m in ledger["manifests"]] == ["application/vnd.oci.image.index.v1+json"] * 2
+    # Each platform's image names its own base; the ledger entry of an index names none (not an empty one).
+    assert all("org.opencontainers.image.base.digest" not in m["annotations"] for m in ledger["manifests"])
 
 
 
@@ -497,6 +499,15 @@ def test_debug_image_takes_one_platform_of_a_multi_platform_release(
     assert "Dropbear v" in sshd.stderr + sshd.stdout, sshd
     wrong = regfp("debug-image", str(recipe), "--ssh-key", str(pub), "--platform", "linux/amd64", check=False)
     assert wrong.returncode == 2 and "the tools image is linux/arm64" in wrong.stderr, wrong.stderr
+
+
+def test_elf_architecture_of_real_programs(arm64_rootfs: Path, busybox_rootfs: Path) -> None:
+    from regctl_fp.stages.debug import elf_architecture
+
+    assert elf_architecture((arm64_rootfs / "bin/busybox").read_bytes()[:64]) == "arm64"
+    assert elf_architecture((busybox_rootfs / "bin/busybox").read_bytes()[:64]) == "amd64"
+    assert elf_architecture(b"#!/bin/sh\necho not ELF\n") is None
+    assert elf_architecture(b"\x7fELF") is None  # cut short: no header to read
 
 
 def test_a_polyfill_without_an_image_for_a_platform_is_an_error_before_anything_is_made(
