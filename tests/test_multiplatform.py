@@ -259,6 +259,22 @@ def test_run_step_layer_is_shared_unless_the_step_runs_per_platform(
             assert (rootfs / "app/target.txt").read_text() == want
 
 
+def test_a_per_platform_step_of_a_single_platform_recipe_builds_for_the_base_platform(
+        tmp_path: Path, tool_env: dict[str, str]) -> None:
+    from project import make_project
+
+    make_project(tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("  workdir: /app\n", "  workdir: /app\n  run: {command: 'echo "
+                                                 "\"$TARGETPLATFORM|$TARGETARCH\" > t.txt', outputs: "
+                                                 "[{from: t.txt, to: /app/t.txt}], perPlatform: true}\n"))
+    [built] = regfp_json("build", str(recipe), "--only", "build")["images"]  # type: ignore[index]
+    rootfs = tmp_path / "rootfs"
+    subprocess.run([need("umoci"), "raw", "unpack", "--image", f"{tmp_path / 'out'}:{built['name']}", str(rootfs)],
+                   check=True, capture_output=True, env=tool_env)
+    assert (rootfs / "app/t.txt").read_text() == "linux/amd64|amd64\n"
+
+
 # ---- patch -----------------------------------------------------------------------------------------
 
 def _children(layout: Path, name: str) -> dict[str, dict]:

@@ -224,11 +224,18 @@ def check_build(run: Run) -> None:
     from ..stages.build import run_outputs
 
     platforms = run_platforms(run)
-    if platforms is not None and r.build.run is not None and r.build.run.per_platform:
+    if platforms is not None and per_platform_step(run):
         # Each platform's step runs in its own export of the tree; its outputs become that platform's layer.
         run.memo["run-steps"] = {p: run.hold_context(run_outputs(source_inputs(run, src), p)) for p in platforms}
         return
-    run.memo["run-step"] = run.hold_context(run_outputs(source_inputs(run, src)))
+    target = run.image(src.base_ref).config.platform if per_platform_step(run) else None
+    run.memo["run-step"] = run.hold_context(run_outputs(source_inputs(run, src), target))
+
+
+def per_platform_step(run: Run) -> bool:
+    """Whether the recipe's run step builds for a platform (``perPlatform``: it sees TARGET* variables)."""
+    build = run.lr.recipe.build
+    return build is not None and build.run is not None and bool(build.run.per_platform)
 
 
 def source_inputs(run: Run, src: Source) -> SourceInputs:
