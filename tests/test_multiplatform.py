@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import elf_machine, make_busybox_rootfs, need, regfp, regfp_json, run_arm64, run_image
+from conftest import ROOT, TOOLS_CACHE, elf_machine, make_busybox_rootfs, need, regfp, regfp_json, run_arm64, run_image
 from gitrepo import GitRepo
+from pki import make_ca
 
 from regctl_fp.errors import RecipeError
 from regctl_fp.oci.descriptor import Platform
@@ -231,6 +233,48 @@ def test_two_platform_build_is_an_index_of_both_sharing_the_app_layer(
     assert next(i for i in other["images"] if i["name"] == name)["digest"] == built["digest"]
 
 
+def test_run_step_layer_is_shared_unless_the_step_runs_per_platform(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    sha = make_multi_project(tmp_path, arm64_rootfs)
+    log = tmp_path / "runs.log"
+    step = (f"  run: {{command: 'echo \"$TARGETPLATFORM|$TARGETARCH\" > target.txt; echo ran >> {log}', "
+            "outputs: [{from: target.txt, to: /app/target.txt}]{extra}}\n")
+    text = (tmp_path / "recipe.yaml").read_text()
+    for extra, out in (("", "out"), (", perPlatform: true", "out-pp")):
+        recipe = tmp_path / f"recipe-{out}.yaml"
+        recipe.write_text(text.replace("  env: {GREETING: hi}\n", "  env: {GREETING: hi}\n" + step.replace(
+            "{extra}", extra)).replace("output: {layout: out}", f"output: {{layout: {out}}}"))
+        regfp_json("build", str(recipe), "--only", "build")
+    name = f"build/src:{sha}"
+    runs = log.read_text().splitlines()
+    assert runs == ["ran"] * 3, runs  # once for the shared step, once per platform for the other
+    for out, shared in (("out", True), ("out-pp", False)):
+        amd64, arm64 = (manifest_of(tmp_path / out, d) for d in index_of(tmp_path / out, name)[1]["manifests"])
+        assert len(amd64["layers"]) == len(arm64["layers"]) == 4
+        assert amd64["layers"][1:3] == arm64["layers"][1:3]  # dependencies and app: one blob each, always
+        assert (amd64["layers"][3] == arm64["layers"][3]) is shared
+        for arch in ("amd64", "arm64"):
+            rootfs = unpack_arch(tmp_path / out, name, arch, tmp_path / f"x-{out}", tool_env)
+            want = "|\n" if shared else f"linux/{arch}|{arch}\n"
+            assert (rootfs / "app/target.txt").read_text() == want
+
+
+def test_a_per_platform_step_of_a_single_platform_recipe_builds_for_the_base_platform(
+        tmp_path: Path, tool_env: dict[str, str]) -> None:
+    from project import make_project
+
+    make_project(tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("  workdir: /app\n", "  workdir: /app\n  run: {command: 'echo "
+                                                 "\"$TARGETPLATFORM|$TARGETARCH\" > t.txt', outputs: "
+                                                 "[{from: t.txt, to: /app/t.txt}], perPlatform: true}\n"))
+    [built] = regfp_json("build", str(recipe), "--only", "build")["images"]  # type: ignore[index]
+    rootfs = tmp_path / "rootfs"
+    subprocess.run([need("umoci"), "raw", "unpack", "--image", f"{tmp_path / 'out'}:{built['name']}", str(rootfs)],
+                   check=True, capture_output=True, env=tool_env)
+    assert (rootfs / "app/t.txt").read_text() == "linux/amd64|amd64\n"
+
+
 # ---- patch -----------------------------------------------------------------------------------------
 
 def _children(layout: Path, name: str) -> dict[str, dict]:
@@ -290,14 +334,208 @@ def test_a_channel_without_a_requested_platform_is_a_plan_time_error(tmp_path: P
     assert not (tmp_path / "out").exists()
 
 
-def test_stages_that_do_not_carry_an_index_yet_are_refused_up_front(tmp_path: Path, arm64_rootfs: Path) -> None:
-    """Rollouts, environments and debug images of a multi-platform recipe are not made yet: a clear
-    refusal before anything is written, while build and patch still work."""
-    make_multi_project(tmp_path, arm64_rootfs)
+# ---- rollout, environments, debug -----------------------------------------------------------------
+
+STAGES = """\
+rollouts: {channel: stable, keep: 3, cohorts: {buckets: 4, canary: 50%}}
+environments:
+  - location: us-east
+    environment: prod
+    delta: 0
+    env: {LOG_LEVEL: info}
+    files: {/etc/hello/config.yaml: files/prod.yaml}
+    caCerts: [pki/corp-root.pem]
+    polyfills: ["dir:apm"]
+    identity: {ca: pki/id-ca.pem, key: pki/id-ca.key, ttl: 30d, trustDomain: test.example}
+  - {location: eu-west, environment: dev, delta: 1}
+"""
+NOW = "2026-06-10T12:00:00Z"
+
+
+def make_stages_project(root: Path, arm64_rootfs: Path) -> tuple[GitRepo, str]:
+    """The two-platform project with a rollout, an environment carrying files, a CA bundle, a polyfill
+    and an identity, and a second environment one release behind; its Git repository and commit."""
+    sha = make_multi_project(root, arm64_rootfs)
+    make_ca(root / "pki", "id-ca")
+    make_ca(root / "pki", "corp-root")
+    (root / "files").mkdir()
+    (root / "files/prod.yaml").write_text("greeting: hello prod\n")
+    (root / "apm/opt/apm").mkdir(parents=True)
+    (root / "apm/opt/apm/agent.sh").write_text("#!/bin/sh\necho apm\n")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("output:", STAGES + "output:"))
+    return GitRepo(root / "src"), sha
+
+
+def names_in(layout: Path) -> dict[str, str]:
+    top = json.loads((layout / "index.json").read_text())
+    return {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"] for m in top["manifests"]}
+
+
+def skopeo_raw(layout: Path, name: str, env: dict[str, str]) -> dict:
+    raw = subprocess.run([need("skopeo"), "inspect", "--raw", f"oci:{layout}:{name}"], check=True,
+                         capture_output=True, text=True, env=env).stdout
+    return json.loads(raw)  # type: ignore[no-any-return]
+
+
+def unpack_arch(layout: Path, name: str, arch: str, work: Path, env: dict[str, str]) -> Path:
+    """The rootfs of ``arch``'s image of ``name``, as skopeo selects it and umoci unpacks it."""
+    work.mkdir(exist_ok=True)
+    only_arch(layout, name, arch, work / f"{arch}-layout", env)
+    rootfs = work / f"{arch}-rootfs"
+    subprocess.run([need("umoci"), "raw", "unpack", "--image", f"{work / f'{arch}-layout'}:img", str(rootfs)],
+                   check=True, capture_output=True, env=env)
+    return rootfs
+
+
+def test_two_platform_recipe_rolls_out_and_makes_environments_as_indexes(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    repo, sha = make_stages_project(tmp_path, arm64_rootfs)
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(recipe.read_text().replace("output:", "rollouts: {channel: stable}\noutput:"))
-    proc = regfp("build", str(recipe), check=False)
-    assert proc.returncode == 2 and "do not yet carry the index into rollout" in proc.stderr, proc.stderr
-    assert "--only patch" in proc.stderr and not (tmp_path / "out").exists()
-    patched = regfp_json("build", str(recipe), "--only", "patch")
-    assert any(i["name"].endswith(":stable") for i in patched["images"])  # type: ignore[index]
+    regfp_json("build", str(recipe), "--now", NOW)
+    layout = tmp_path / "out"
+    prod, dev = "us-east.prod/app/hello", "eu-west.dev/app/hello"
+    named = names_in(layout)
+    # The release is the stable channel's patch index; n-0, the cohorts and :live point at indexes.
+    assert named["rollouts/hello:r1"] == named[f"patch/src/{sha}:stable"]
+    for name in (f"build/src:{sha}", f"patch/src/{sha}:stable", "rollouts/hello:r1", "rollouts/hello:n-0",
+                 "rollouts/hello:cohort-0", "rollouts/hello:cohort-3", f"{prod}:live", f"{prod}:r1"):
+        assert index_of(layout, name)[0]["mediaType"] == "application/vnd.oci.image.index.v1+json", name
+        assert sorted(_children(layout, name)) == ["amd64", "arm64"], name
+        raw = skopeo_raw(layout, name, tool_env)
+        assert [m["platform"]["architecture"] for m in raw["manifests"]] == ["amd64", "arm64"], name
+    assert f"{dev}:live" not in named  # one release behind: nothing yet
+
+    # Environment layers are the same blobs on both platforms: the polyfill's and the generated one
+    # (files, CA bundle, identity: one certificate for the environment, not one per platform).
+    env_images = {arch: manifest_of(layout, d) for arch, d in _children(layout, f"{prod}:live").items()}
+    release = {arch: manifest_of(layout, d) for arch, d in _children(layout, "rollouts/hello:r1").items()}
+    for arch in ("amd64", "arm64"):
+        assert env_images[arch]["layers"][:-2] == release[arch]["layers"]
+        assert env_images[arch]["annotations"]["dev.regfp.stage"] == "environment"
+        assert manifest_of(layout, env_images[arch]["config"])["architecture"] == arch
+    assert env_images["amd64"]["layers"][-2:] == env_images["arm64"]["layers"][-2:]
+    assert env_images["amd64"]["layers"][0] != env_images["arm64"]["layers"][0]
+
+    # The arm64 environment image: an aarch64 busybox printing its os-release under qemu, with the files.
+    arm = unpack_arch(layout, f"{prod}:live", "arm64", tmp_path / "x", tool_env)
+    assert elf_machine(arm / "bin/busybox") == "aarch64"
+    assert run_arm64(arm, "/bin/busybox", "cat", "/etc/os-release") == "ID=test-os-1-arm64\n"
+    assert (arm / "etc/hello/config.yaml").read_text() == "greeting: hello prod\n"
+    amd = unpack_arch(layout, f"{prod}:live", "amd64", tmp_path / "x", tool_env)
+    for name in ("tls.crt", "ca.crt"):
+        path = f"var/run/secrets/regfp/identity/{name}"
+        assert (arm / path).read_bytes() == (amd / path).read_bytes()
+    # The amd64 one runs under runc, with the environment's variables.
+    only_arch(layout, f"{prod}:live", "amd64", tmp_path / "amd64-env", tool_env)
+    ran = run_image(tmp_path / "amd64-env", "img", tmp_path / "bundle", tool_env,
+                    args=["/bin/sh", "-c", "/app/run.sh; echo LOG_LEVEL=$LOG_LEVEL"])
+    assert ran.returncode == 0 and ran.stdout == "hello hi on ID=test-os-1-amd64\nLOG_LEVEL=info\n", ran.stderr
+
+    # A second clone of the project builds the same digest for every name.
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for part in ("src", "bases", "pki", "files", "apm"):
+        shutil.copytree(tmp_path / part, clone / part, symlinks=True)
+    shutil.copy2(recipe, clone / "recipe.yaml")
+    regfp_json("build", str(clone / "recipe.yaml"), "--now", NOW)
+    assert names_in(clone / "out") == named
+
+    # A second commit cuts r2; the environment one behind gets r1; a yank of r2 moves n-0 back to r1.
+    repo.write("app/run.sh", "#!/bin/sh\necho \"v2 $GREETING on $(head -1 /etc/os-release)\"\n", 0o755)
+    repo.commit("v2")
+    regfp_json("build", str(recipe), "--now", NOW)
+    named = names_in(layout)
+    assert named["rollouts/hello:n-0"] == named["rollouts/hello:r2"] != named["rollouts/hello:r1"]
+    assert sorted(_children(layout, f"{dev}:live")) == ["amd64", "arm64"]
+    assert index_of(layout, f"{dev}:live")[1]["annotations"]["dev.regfp.release"] == "r1"
+    yanked = regfp_json("rollout", str(recipe), "--yank", "r2", "--now", NOW)
+    assert [r["yanked"] for r in yanked["releases"]] == [True, False]  # type: ignore[index]
+    after = names_in(layout)
+    assert after["rollouts/hello:n-0"] == named["rollouts/hello:r1"] and "rollouts/hello:n-1" not in after
+    assert after[f"{prod}:live"] == named[f"{prod}:r1"]
+    ledger = index_of(layout, "rollouts/hello:ledger")[1]
+    assert [m["mediaType"] for m in ledger["manifests"]] == ["application/vnd.oci.image.index.v1+json"] * 2
+    # Each platform's image names its own base; the ledger entry of an index names none (not an empty one).
+    assert all("org.opencontainers.image.base.digest" not in m["annotations"] for m in ledger["manifests"])
+
+
+
+def test_debug_image_takes_one_platform_of_a_multi_platform_release(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    from test_debug import keypair, make_tools
+
+    _repo, sha = make_stages_project(tmp_path, arm64_rootfs)
+    make_tools(tmp_path / "tools")  # this machine's busybox and dropbear: amd64 programs
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("output:", 'debug: {tools: "dir:tools", environment: dev}\noutput:'))
+    regfp_json("build", str(recipe), "--now", NOW)
+    _, pub = keypair(tmp_path, "dev")
+    layout = tmp_path / "out"
+    patched = _children(layout, f"patch/src/{sha}:stable")
+    # Default: the host's platform (amd64 here), as one image, on the amd64 image of the patch index.
+    host = regfp_json("debug-image", str(recipe), "--ssh-key", str(pub), "--now", NOW)
+    assert host["platform"] == "linux/amd64" and host["parent"] == patched["amd64"]["digest"]  # type: ignore[index]
+    entry, image = index_of(layout, host["name"])  # type: ignore[index]
+    assert entry["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest_of(layout, image["config"])["architecture"] == "amd64"
+
+    # arm64 with tools built for amd64: a clear error, nothing moved.
+    before = names_in(layout)
+    refused = regfp("debug-image", str(recipe), "--ssh-key", str(pub), "--platform", "linux/arm64", check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "/usr/sbin/dropbear is a program for amd64" in refused.stderr and "linux/arm64" in refused.stderr
+    missing = regfp("debug-image", str(recipe), "--ssh-key", str(pub), "--platform", "linux/s390x", check=False)
+    assert missing.returncode == 2, missing.stderr
+    assert "has no image for linux/s390x (it has: linux/amd64, linux/arm64)" in missing.stderr
+    assert names_in(layout) == before
+
+    # arm64 tools (Debian's dropbear-bin:arm64): release r1's arm64 image gets an arm64 debug image.
+    tools = tmp_path / "tools-arm64"
+    done = subprocess.run(["bash", str(ROOT / "testdata/arm64/make-tools.sh"), str(tools), str(TOOLS_CACHE)],
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.skip(f"no arm64 dropbear: {done.stderr.strip()}") if not os.environ.get("REGFP_REQUIRE_TOOLS") \
+            else pytest.fail(done.stderr)
+    regfp("copy", f"dir:{tools}", f"oci:{tmp_path / 'arm-tools'}:debug", "--platform", "linux/arm64")
+    recipe.write_text(recipe.read_text().replace('tools: "dir:tools"', 'tools: "oci:arm-tools:debug"'))
+    arm = regfp_json("debug-image", str(recipe), "--ssh-key", str(pub), "--platform", "linux/arm64",
+                     "--release", "r1", "--now", NOW)
+    release = _children(layout, "rollouts/hello:r1")
+    assert arm["platform"] == "linux/arm64" and arm["parent"] == release["arm64"]["digest"]  # type: ignore[index]
+    rootfs = tmp_path / "debug-arm64"
+    subprocess.run([need("umoci"), "raw", "unpack", "--image", f"{layout}:{arm['name']}", str(rootfs)],  # type: ignore[index]
+                   check=True, capture_output=True, env=tool_env)
+    assert elf_machine(rootfs / "bin/busybox") == elf_machine(rootfs / "usr/sbin/dropbear") == "aarch64"
+    assert run_arm64(rootfs, "/bin/busybox", "cat", "/etc/os-release") == "ID=test-os-1-arm64\n"
+    assert (rootfs / "app/run.sh").is_file() and (rootfs / "root/.ssh/authorized_keys").read_text().startswith(
+        pub.read_text().split()[0])
+    sshd = subprocess.run([need("qemu-aarch64-static"), "-L", str(rootfs), str(rootfs / "usr/sbin/dropbear"), "-V"],
+                          capture_output=True, text=True, timeout=60)
+    assert "Dropbear v" in sshd.stderr + sshd.stdout, sshd
+    wrong = regfp("debug-image", str(recipe), "--ssh-key", str(pub), "--platform", "linux/amd64", check=False)
+    assert wrong.returncode == 2 and "the tools image is linux/arm64" in wrong.stderr, wrong.stderr
+
+
+def test_elf_architecture_of_real_programs(arm64_rootfs: Path, busybox_rootfs: Path) -> None:
+    from regctl_fp.stages.debug import elf_architecture
+
+    assert elf_architecture((arm64_rootfs / "bin/busybox").read_bytes()[:64]) == "arm64"
+    assert elf_architecture((busybox_rootfs / "bin/busybox").read_bytes()[:64]) == "amd64"
+    assert elf_architecture(b"#!/bin/sh\necho not ELF\n") is None
+    assert elf_architecture(b"\x7fELF") is None  # cut short: no header to read
+
+
+def test_a_polyfill_without_an_image_for_a_platform_is_an_error_before_anything_is_made(
+        tmp_path: Path, arm64_rootfs: Path) -> None:
+    make_stages_project(tmp_path, arm64_rootfs)
+    regfp("copy", f"dir:{tmp_path / 'apm'}", f"oci:{tmp_path / 'apm-amd64'}:apm", "--platform", "linux/amd64")
+    recipe = tmp_path / "recipe.yaml"
+    text = recipe.read_text().replace('polyfills: ["dir:apm"]', 'polyfills: ["oci:apm-amd64:apm"]')
+    recipe.write_text(text)
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if "polyfills" in s)
+    for command in ("plan", "build"):
+        proc = regfp(command, str(recipe), check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{recipe}:{line}:" in proc.stderr and "not linux/arm64" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -269,12 +269,17 @@ def debug_image(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None,
                 ttl: Annotated[str | None, typer.Option("--ttl", help="Expiry (default: debug.ttl).")] = None,
                 sshd_only: Annotated[bool, typer.Option("--sshd-only", help="Run sshd alone, not the app.")] = False,
                 port: Annotated[int, typer.Option("--port", help="sshd port inside the image.")] = 2222,
+                platform: Annotated[str | None, typer.Option(
+                    "--platform", metavar="OS/ARCH[/VARIANT]",
+                    help="Which platform's image of a multi-platform release to debug (default: this "
+                         "machine's).")] = None,
                 out: OutOpt = None, now: NowOpt = None, json_out: JsonOpt = False) -> None:
     """An ad-hoc debug image: the patched app plus tools, root and sshd with your key (dev identity only)."""
     from . import debug_cmds
 
     path = _recipe(recipe, recipe_opt, reads_source=True)
-    debug_cmds.debug_image(path, ssh_key or [], channel, release, delta, ttl, sshd_only, port, out, now, json_out)
+    debug_cmds.debug_image(path, ssh_key or [], channel, release, delta, ttl, sshd_only, port, out, now, json_out,
+                           platform)
 
 
 data_app = typer.Typer(name="data", help="Files, directories, Git trees and Helm charts as OCI artifacts.",

@@ -14,7 +14,7 @@ from . import output
 
 def debug_image(recipe: Path, ssh_keys: list[Path], channel: str | None, release: str | None, delta: int | None,
                 ttl: str | None, sshd_only: bool, port: int, out: Path | None, now_text: str | None,
-                json_out: bool) -> None:
+                json_out: bool, platform_text: str | None = None) -> None:
     from ..engine.converge import converge
     from ..engine.debug import DebugRequest, DebugResult, debug_channel
     from ..engine.run import Run
@@ -22,6 +22,7 @@ def debug_image(recipe: Path, ssh_keys: list[Path], channel: str | None, release
     from ..stages.debug import check_public_key, fingerprint, known_hosts_line
     from ..stages.rollout import parse_release
     from ..timeutil import parse_duration
+    from .edge import parse_platform
     from .progress import progress_bar
     from .recipe_cmds import _git_cache, _options, parse_now, secrets
 
@@ -34,6 +35,7 @@ def debug_image(recipe: Path, ssh_keys: list[Path], channel: str | None, release
             parse_duration(ttl)
         except ValueError as e:
             raise InvalidInput(f"--ttl: {e}") from None
+    platform = parse_platform(platform_text)
     if not 1 <= port <= 65535:
         raise InvalidInput(f"--port {port} is not a TCP port")
     keys = []
@@ -49,7 +51,7 @@ def debug_image(recipe: Path, ssh_keys: list[Path], channel: str | None, release
     now = parse_now(now_text)
     request = DebugRequest(keys=tuple(keys), host_seed=host_key_seed(), channel=channel,
                            release=parse_release(release) if release else None, delta=delta, ttl=ttl,
-                           sshd_only=sshd_only, port=port)
+                           sshd_only=sshd_only, port=port, platform=platform)
     layout = out.resolve() if out else lr.output_layout
     with progress_bar() as bar:
         # On the current commit: build, patch (its channel only) and the debug image in one run; on a
@@ -58,13 +60,15 @@ def debug_image(recipe: Path, ssh_keys: list[Path], channel: str | None, release
                   debug=request, channels=None if request.from_ledger else (debug_channel(lr, request),))
         converge(run, ("debug",), with_needs=not request.from_ledger)
     result: DebugResult = run.memo["debug"]
-    doc = {"name": result.name, "digest": result.digest, "parent": result.parent, "expires": result.expires,
+    doc = {"name": result.name, "digest": result.digest, "parent": result.parent, "platform": result.platform,
+           "expires": result.expires,
             "hostKey": result.host_key, "hostKeyFingerprint": fingerprint(result.host_key), "port": result.port,
             "identity": result.identity, "knownHosts": known_hosts_line(result.host_key, result.port)}
     if json_out:
         output.print_json(doc)
         return
-    for key in ("name", "digest", "parent", "expires", "port", "identity", "hostKeyFingerprint", "knownHosts"):
+    for key in ("name", "digest", "parent", "platform", "expires", "port", "identity", "hostKeyFingerprint",
+                "knownHosts"):
         if doc[key] is not None:
             output.line(f"{key:19} {doc[key]}")
 

@@ -223,8 +223,19 @@ def check_build(run: Run) -> None:
         return
     from ..stages.build import run_outputs
 
+    platforms = run_platforms(run)
+    if platforms is not None and per_platform_step(run):
+        # Each platform's step runs in its own export of the tree; its outputs become that platform's layer.
+        run.memo["run-steps"] = {p: run.hold_context(run_outputs(source_inputs(run, src), p)) for p in platforms}
+        return
+    target = run.image(src.base_ref).config.platform if per_platform_step(run) else None
+    run.memo["run-step"] = run.hold_context(run_outputs(source_inputs(run, src), target))
 
-    run.memo["run-step"] = run.hold_context(run_outputs(source_inputs(run, src)))
+
+def per_platform_step(run: Run) -> bool:
+    """Whether the recipe's run step builds for a platform (``perPlatform``: it sees TARGET* variables)."""
+    build = run.lr.recipe.build
+    return build is not None and build.run is not None and bool(build.run.per_platform)
 
 
 def source_inputs(run: Run, src: Source) -> SourceInputs:
@@ -247,15 +258,16 @@ def _make_build(run: Run, src: Source, key: str) -> Descriptor:
 
 def _make_platforms(run: Run, src: Source, key: str, platforms: tuple[Platform, ...]) -> Descriptor:
     """One image per platform on that platform's base, then the index. The Git tree's layers are the
-    same bytes on every platform (their time comes from the commit), so each is one blob, shared."""
+    same bytes on every platform (their time comes from the commit), so each is one blob, shared; so is
+    a run step's layer, unless the step runs per platform."""
     from ..stages.build import build
 
     images: dict[Platform, Image] = {}
     for platform in platforms:
         base = _platform_base(run, platform)
         annotations = build_annotations(run, src, base, key, base_name=_base_name(run, platform))
-        image = build(source_inputs(run, src), base, annotations, run.store, run.memo.get("run-step", []),
-                      run.progress)
+        outputs = run.memo["run-steps"][platform] if "run-steps" in run.memo else run.memo.get("run-step", [])
+        image = build(source_inputs(run, src), base, annotations, run.store, outputs, run.progress)
         write_image(run.store, base)  # findable by digest, for rebasing this platform
         images[image.config.platform] = image
     index_annotations = build_annotations(run, src, None, key)

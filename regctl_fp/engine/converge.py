@@ -13,7 +13,6 @@ import hashlib
 import sys
 from collections.abc import Iterable, Mapping
 
-from ..errors import InvalidInput
 from ..oci import annotation_keys as A
 from ..oci.descriptor import Descriptor
 from ..stores.layout import LayoutStore
@@ -34,7 +33,6 @@ def nodes_of(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | 
             wanted & {"build", "patch", "rollout", "environment"} else None
         run.source = open_source(run.lr, git_cache=run.git_cache, from_digest=from_digest) \
             if wanted & {"build", "patch", "rollout", "environment"} else None
-    _check_platform_support(run, wanted)
     nodes: list[Node] = []
     seen: set[NodeId] = set()
     for kind in KINDS:
@@ -47,27 +45,6 @@ def nodes_of(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | 
     if shard is not None:
         nodes = [n for n in nodes if not n.unit or in_shard(str(n.id), *shard)]
     return nodes
-
-
-MULTI_PLATFORM_STAGES = frozenset({"build", "patch", "matrix", "work"})
-
-
-def _check_platform_support(run: Run, wanted: frozenset[str]) -> None:
-    """A multi-platform recipe builds and patches an index per stage; the stages after patch do not carry
-    indexes yet, so they are refused up front rather than left to fail on one."""
-    r = run.lr.recipe
-    used = {s for s, present in (("rollout", r.rollouts), ("environment", r.environments), ("debug", run.debug))
-            if present}
-    if run.source is None or run.source.from_image is not None or not wanted & used:
-        return
-    from .platforms import run_platforms
-
-    platforms = run_platforms(run)
-    if platforms is not None:
-        later = ", ".join(sorted(wanted & used))
-        raise InvalidInput(f"{run.lr.path}: this recipe builds {', '.join(map(str, platforms))}; multi-platform "
-                           f"recipes build and patch (regfp build --only patch) but do not yet carry the index "
-                           f"into {later}")
 
 
 def in_shard(unit: str, index: int, count: int) -> bool:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import InvalidInput, LayoutError, NotFound, RefError
+from ..errors import InvalidDocument, InvalidInput, LayoutError, NotFound, RefError
 from ..oci import annotation_keys as A
-from ..oci.descriptor import Descriptor
+from ..oci import mediatypes as mt
+from ..oci.descriptor import Descriptor, Platform
 from ..oci.image import Image
+from ..oci.manifest import Index
 from ..recipe.load import LoadedRecipe
 from ..recipe.model import Environment
 from ..stages.debug import DebugInputs, HostKey, HostKeyInputs, debug_image, derive_host_key
@@ -38,6 +40,7 @@ class DebugRequest:
     ttl: str | None = None
     sshd_only: bool = False
     port: int = 2222
+    platform: Platform | None = None  # --platform: which image of a multi-platform release (None: the host's)
 
     @property
     def from_ledger(self) -> bool:
@@ -49,6 +52,7 @@ class DebugResult:
     name: str
     digest: str
     parent: str
+    platform: str  # the parent's (one image: a debug image is of one platform)
     expires: str
     host_key: str  # public line
     port: int
@@ -95,11 +99,18 @@ def evaluate_debug(run: Run, node: Node) -> Outcome:
     r = run.lr.recipe
     assert request is not None and r.debug is not None and r.debug.tools is not None
     parent_desc, revision, channel, number = _parent(run, node, request)
-    parent = read_image(run.store, parent_desc)
+    parent = _pick_platform(run, parent_desc, request.platform,
+                            f"r{number}" if number else f"the {channel} patch of {revision[:12]}")
     try:
         tools = run.image(r.debug.tools, platform=parent.config.platform)
     except (NotFound, LayoutError, RefError) as e:
         raise run.lr.error(("debug", "tools"), _missing_tools(run.lr, r.debug.tools, e)) from None
+    except InvalidDocument as e:
+        if "no manifest for platform" not in str(e):
+            raise
+        raise run.lr.error(("debug", "tools"), f"the debug tools image {r.debug.tools!r} has no image for "
+                                               f"{parent.config.platform} ({e.reason}); a debug image runs "
+                                               f"the tools on the app's platform") from None
     host_key = derive_host_key(request.host_seed, HostKeyInputs(parent.digest.text, tools.digest.text, request.keys,
                                                                 channel))
     ttl = parse_duration(request.ttl or r.debug.ttl) if (request.ttl or r.debug.ttl) else DEFAULT_TTL
@@ -125,7 +136,8 @@ def evaluate_debug(run: Run, node: Node) -> Outcome:
         return _make(run, request, parent, tools, host_key, expires, identity, env)
 
     out = reuse_or_make(run, node, key, (name,), make, cached_reason="the same request", make_reason="requested")
-    run.memo["debug"] = DebugResult(name=name, digest=out.digest or "", parent=parent.digest.text, expires=expires,
+    run.memo["debug"] = DebugResult(name=name, digest=out.digest or "", parent=parent.digest.text,
+                                    platform=str(parent.config.platform), expires=expires,
                                     host_key=host_key.public_line, port=request.port,
                                     identity=identity.spiffe_id if identity else None)
     return out
@@ -167,6 +179,29 @@ def _parent(run: Run, node: Node, request: DebugRequest) -> tuple[Descriptor, st
     entry = next(d for d in patched.names.values() if d is not None)
     assert run.source is not None
     return (Descriptor(entry.media_type, entry.digest, entry.size), run.source.commit.sha, node.inputs[0].part, 0)
+
+
+def _pick_platform(run: Run, desc: Descriptor, asked: Platform | None, what: str) -> Image:
+    """The one image a debug image stands on: ``asked``'s image of a multi-platform release (by default
+    the host's, or the only one), or the release itself when it is one image of that platform."""
+    from ..recipe.platforms import same_platform
+
+    store = run.store
+    want = asked or run.options.platform
+    if desc.media_type in mt.INDEX_TYPES:
+        index = Index.parse(store.get_manifest(desc), desc.media_type)
+        have = [d for d in index.manifests if d.platform is not None and d.media_type in mt.MANIFEST_TYPES]
+        pick = next((d for d in have if d.platform is not None and same_platform(d.platform, want)), None)
+        if pick is None and asked is None and len(have) == 1:
+            pick = have[0]
+        if pick is None:
+            raise InvalidInput(f"{what} has no image for {want} (it has: "
+                               f"{', '.join(str(d.platform) for d in have) or 'none'}); pick one with --platform")
+        return read_image(store, pick)
+    image = read_image(store, desc)
+    if asked is not None and not same_platform(image.config.platform, asked):
+        raise InvalidInput(f"{what} is one {image.config.platform} image; it has no {asked} image to debug")
+    return image
 
 
 def _missing_tools(lr: LoadedRecipe, text: str, error: Exception) -> str:

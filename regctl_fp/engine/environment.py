@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputFileError, InvalidInput
 from ..oci import annotation_keys as A
-from ..oci.descriptor import Descriptor
+from ..oci import mediatypes as mt
+from ..oci.descriptor import Descriptor, Platform
+from ..oci.manifest import Index
 from ..recipe.load import LoadedRecipe
 from ..recipe.model import Environment, FileSource, fragment
 from ..regularfile import PEM_LIMIT, SMALL_FILE_LIMIT, read_regular
@@ -31,7 +33,9 @@ from .rollout import ROLLOUT
 from .run import Run
 
 if TYPE_CHECKING:
-    from ..stages.identity import Authority
+    from ..oci.image import Image
+    from ..stages.environment import EnvironmentInputs
+    from ..stages.identity import Authority, Issued
     from ..stages.rollout import Ledger, Release
 
 
@@ -56,7 +60,8 @@ class PreparedEnv:
             return None
         return window(now, parse_duration(self.spec.identity.ttl))
 
-    def key(self, release: Descriptor, revision: str, polyfills: list[str], win: tuple[int, int] | None) -> str:
+    def key(self, release: Descriptor, revision: str, polyfills: list[str] | list[dict[str, str]],
+            win: tuple[int, int] | None) -> str:
         inputs = {
             "release": release.digest.text,
             "polyfills": polyfills,
@@ -176,6 +181,12 @@ def check_inputs(run: Run) -> None:
     for env in envs:
         for ref in env.spec.polyfills:
             run.lr.image_ref(ref)
+    from .platforms import run_platforms
+
+    platforms = run_platforms(run)
+    if platforms is not None:  # each polyfill has an image for every platform, before anything is made
+        for env in envs:
+            _platform_polyfills(run, env, platforms)
     if run.dry:
         return
 
@@ -212,7 +223,10 @@ def evaluate_environment(run: Run, node: Node) -> Outcome:
         return Outcome(node, "waiting", "none", f"no release at n-{delta} yet",
                        names={n: None for n in env.names(r.name, None)})
     names = env.names(r.name, rel.number)
-    polyfills = [run.image(p).digest.text for p in env.spec.polyfills]
+    platforms = release_platforms(run, rel.image)
+    polyfills: list[str] | list[dict[str, str]] = \
+        [run.image(p).digest.text for p in env.spec.polyfills] if platforms is None else \
+        _platform_polyfills(run, env, platforms)
     win = env.window(run.now)
     key = env.key(rel.image, rel.revision, polyfills, win)
     at = f"r{rel.number} at n-{delta}"
@@ -222,30 +236,64 @@ def evaluate_environment(run: Run, node: Node) -> Outcome:
                          cached_reason=at, make_reason=why)
 
 
+def _platform_polyfills(run: Run, env: PreparedEnv, platforms: tuple[Platform, ...]) -> list[dict[str, str]]:
+    """Each polyfill's image digest for every platform of a multi-platform release (each moves the key);
+    a polyfill without an image of one of them is the recipe's error, found before anything is made."""
+    from ..recipe.platforms import Refs
+    from .platforms import platform_image
+
+    return [{str(q): platform_image(run, Refs.of(ref), q, ("environments", env.index, "polyfills", j)).digest.text
+             for q in platforms} for j, ref in enumerate(env.spec.polyfills)]
+
+
+def release_platforms(run: Run, release: Descriptor) -> tuple[Platform, ...] | None:
+    """The platforms of a multi-platform release (an image index), in its order; None for one image."""
+    if release.media_type not in mt.INDEX_TYPES:
+        return None
+    store = run.readable
+    assert store is not None, "a release in the ledger is in the layout"
+    index = Index.parse(store.get_manifest(release), release.media_type)
+    return tuple(d.platform for d in index.manifests if d.platform is not None and d.media_type in mt.MANIFEST_TYPES)
+
+
 def _make(run: Run, env: PreparedEnv, rel: Release, key: str, win: tuple[int, int] | None) -> Descriptor:
-    from ..stages.environment import EnvironmentInputs, environment_image
-    from ..stages.identity import Subject, issue
-    from ..stores.base import read_image, write_image
+    """The environment's image; for a multi-platform release, one per platform and then their index.
+    The identity is issued once for the environment, so every platform carries the same certificate,
+    and the generated layer (files, CA bundle, identity) is one blob wherever its bytes are equal."""
+    from ..stages.environment import environment_image
+    from ..stores.base import read_image, read_index_images, write_image, write_index
 
     r = run.lr.recipe
     store = run.store
-    release = read_image(store, rel.image)
-    polyfills = [run.image(p, platform=release.config.platform) for p in env.spec.polyfills]
     annotations = {A.STAGE: "environment", A.KEY: key, A.ENVIRONMENT: env.label, A.LOCATION: env.spec.location,
                    A.RELEASE: f"r{rel.number}", A.REVISION: rel.revision}
     identity = None
     if win is not None:
+        from ..stages.identity import Subject, issue
+
         ident = env.spec.identity
         assert ident is not None
         identity = issue(authority(run, env), Subject(r.name, env.spec.location, env.spec.environment, rel.number,
                                                       rel.revision, ident.trust_domain, tuple(ident.hosts),
                                                       ident.puller), *win)
         annotations.update(identity_annotations(identity.spiffe_id, win))
+    if rel.image.media_type in mt.INDEX_TYPES:
+        images = {p: environment_image(_inputs(run, env, rel, release, identity), store, annotations, run.progress)
+                  for p, release in read_index_images(store, rel.image).items()}
+        return write_index(store, images, annotations)
+    release = read_image(store, rel.image)
+    return write_image(store, environment_image(_inputs(run, env, rel, release, identity), store, annotations,
+                                                run.progress))
+
+
+def _inputs(run: Run, env: PreparedEnv, rel: Release, release: Image, identity: Issued | None) -> EnvironmentInputs:
+    from ..stages.environment import EnvironmentInputs
+
+    polyfills = [run.image(p, platform=release.config.platform) for p in env.spec.polyfills]
     created = release.annotations.get(A.CREATED)
-    inputs = EnvironmentInputs(release=release, release_number=rel.number, name=r.name,
-                               location=env.spec.location, environment=env.spec.environment,
-                               revision=rel.revision, channel=rel.channel,
-                               mtime=parse_rfc3339(created) if created else 0, env=dict(env.spec.env),
-                               files=env.files, ca_certs=env.ca_certs, polyfills=tuple(polyfills),
-                               identity=identity)
-    return write_image(store, environment_image(inputs, store, annotations, run.progress))
+    return EnvironmentInputs(release=release, release_number=rel.number, name=run.lr.recipe.name,
+                             location=env.spec.location, environment=env.spec.environment,
+                             revision=rel.revision, channel=rel.channel,
+                             mtime=parse_rfc3339(created) if created else 0, env=dict(env.spec.env),
+                             files=env.files, ca_certs=env.ca_certs, polyfills=tuple(polyfills),
+                             identity=identity)

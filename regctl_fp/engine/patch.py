@@ -221,12 +221,12 @@ def _old_base(run: Run, built: Image) -> Callable[[], Image]:
 
 def _rebuild_on(run: Run, channel: str, key: str, base: Image) -> Descriptor:
     from ..stages.build import build, run_outputs
-    from .build import build_annotations, source_inputs
+    from .build import build_annotations, per_platform_step, source_inputs
 
     src = run.source
     assert src is not None
     inputs = source_inputs(run, src)
-    with run_outputs(inputs) as run_entries:
+    with run_outputs(inputs, base.config.platform if per_platform_step(run) else None) as run_entries:
         annotations = {**build_annotations(run, src, base, key), A.STAGE: "patch", A.CHANNEL: channel,
                        A.BASE_NAME: run.lr.channel_ref(channel), A.FALLBACK: "rebuild"}
         image = build(inputs, base, annotations, run.store, run_entries, run.progress)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 
 from ..errors import RegfpError
 from ..oci import annotation_keys as A
+from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
 from ..oci.manifest import Manifest
 from ..recipe.model import Rollouts
@@ -114,7 +115,9 @@ def evaluate_rollout(run: Run, node: Node) -> Outcome:
 
 
 def _candidate(run: Run, node: Node) -> tuple[Descriptor, str] | None:
-    """The rollout channel's image (and its base digest) when this run may cut; None otherwise."""
+    """The rollout channel's image (and its base digest) when this run may cut; None otherwise. A
+    multi-platform release is the channel's image index: each of its images names its own base, so the
+    ledger entry records none."""
     if not node.inputs:
         return None
     patched = run.outcome(node.inputs[0])
@@ -123,7 +126,7 @@ def _candidate(run: Run, node: Node) -> tuple[Descriptor, str] | None:
         return None
     desc = Descriptor(entry.media_type, entry.digest, entry.size)
     store = run.readable
-    if store is None:
+    if store is None or desc.media_type in mt.INDEX_TYPES:
         return desc, ""
     base = Manifest.parse(store.get_manifest(desc), desc.media_type).annotations.get(A.BASE_DIGEST, "")
     return desc, base

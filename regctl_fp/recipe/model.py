@@ -115,6 +115,12 @@ class RunStep:
     outputs: tuple[CopyRule, ...] = field(doc="paths the command produces, copied into the image")
     env: Env = field(default=EMPTY, doc="extra environment (the rest is clean)")
     timeout: Duration = field(default="30m", doc="how long the command may run before it is stopped (e.g. 30m)")
+    # None, not False, when absent: a build's key holds its recipe fragment, and an absent key keeps the
+    # keys of recipes written before it existed.
+    per_platform: bool | None = field(
+        default=None, doc="run once per platform of a multi-platform recipe, with TARGETPLATFORM, TARGETOS, "
+                          "TARGETARCH and TARGETVARIANT set, each platform getting its own layer (default: run "
+                          "once; its layer is one blob shared by every platform)")
 
 
 @dataclass(frozen=True)

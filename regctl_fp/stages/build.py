@@ -22,7 +22,7 @@ from ..gitsource import BlobReader, Commit, GitError, Repository, TreeEntry
 from ..imagepath import WHITEOUT_REASON, whiteout_component
 from ..layers import Entry, collect_tree, total_size, write_layer
 from ..oci.config import History, ImageConfig
-from ..oci.descriptor import Descriptor
+from ..oci.descriptor import Descriptor, Platform
 from ..oci.image import Image, Layer
 from ..oci.mediatypes import Compression
 from ..oci.streams import Opener
@@ -122,12 +122,13 @@ class SourceInputs:
 
 
 @contextmanager
-def run_outputs(src: SourceInputs) -> Iterator[list[Entry]]:
+def run_outputs(src: SourceInputs, target: Platform | None = None) -> Iterator[list[Entry]]:
     """Check the tree against the copy rules and run the recipe's host-side step (if any), before
-    anything is written; the entries it yields can be read until the context ends."""
+    anything is written; the entries it yields can be read until the context ends. ``target``: the
+    platform a per-platform step builds for (it sees TARGETPLATFORM, TARGETOS, TARGETARCH, TARGETVARIANT)."""
     check_tree(src)
     with tempfile.TemporaryDirectory(prefix="regfp-run-") as tmp:
-        yield _run_step(src.spec.run, src, Path(tmp)) if src.spec.run is not None else []
+        yield _run_step(src.spec.run, src, Path(tmp), target) if src.spec.run is not None else []
 
 
 def build(src: SourceInputs, base: Image, annotations: dict[str, str], store: Store,
@@ -324,7 +325,7 @@ def _put(layer: dict[bytes, _Placed], dest: bytes, placed: _Placed) -> None:
 
 # ---- run step ----------------------------------------------------------------------------------------
 
-def _run_step(run: RunStep, src: SourceInputs, tmp: Path) -> list[Entry]:
+def _run_step(run: RunStep, src: SourceInputs, tmp: Path, target: Platform | None) -> list[Entry]:
     export = tmp / "tree"
     export.mkdir()
     src.repo.export(src.commit.sha, export)
@@ -332,7 +333,7 @@ def _run_step(run: RunStep, src: SourceInputs, tmp: Path) -> list[Entry]:
     home = tmp / "home"
     home.mkdir()
     env = {"PATH": CLEAN_PATH, "HOME": str(home), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC",
-           "SOURCE_DATE_EPOCH": str(src.commit.time), **run.env}
+           "SOURCE_DATE_EPOCH": str(src.commit.time), **_target_env(target), **run.env}
     argv = ["/bin/sh", "-c", run.command] if isinstance(run.command, str) else list(run.command)
     shown = run.command if isinstance(run.command, str) else " ".join(run.command)
     try:
@@ -364,3 +365,11 @@ def _run_step(run: RunStep, src: SourceInputs, tmp: Path) -> list[Entry]:
         else:
             raise RunStepFailed(shown, 0, f"declared output {rule.from_!r} was not produced")
     return entries
+
+
+def _target_env(target: Platform | None) -> dict[str, str]:
+    """The variables a per-platform step builds for, named as Docker's build arguments are."""
+    if target is None:
+        return {}
+    return {"TARGETPLATFORM": str(target), "TARGETOS": target.os, "TARGETARCH": target.architecture,
+            "TARGETVARIANT": target.variant or ""}

@@ -159,8 +159,16 @@ def debug_image(inputs: DebugInputs, store: Store, annotations: dict[str, str]) 
     image = parent
     for layer in tools.layers:
         image = image.appended(layer, History(created=parent.config.created, created_by="regfp debug: tools"))
-    if read_file(image, DROPBEAR) is None:
+    sshd = read_file(image, DROPBEAR)
+    if sshd is None:
         raise InvalidInput(f"the debug tools image has no /{DROPBEAR}; it must provide dropbear as its sshd")
+    # A dir: tools tree becomes an image of whatever platform is asked for, whatever its programs are built
+    # for: the sshd's ELF header says what they run on.
+    built_for = elf_architecture(sshd.data)
+    if built_for is not None and built_for != parent.config.architecture:
+        raise InvalidInput(f"the debug tools' /{DROPBEAR} is a program for {built_for}, the app is "
+                           f"{parent.config.platform}: a {parent.config.platform} debug image needs tools built "
+                           f"for {parent.config.architecture} (debug.tools: an image index with that platform)")
     shell = next((s for s in _SHELLS if read_file(image, s) is not None), None)
     if shell is None:
         raise InvalidInput("the debug image has no shell (/bin/sh) for root and the debug entrypoint")
@@ -182,6 +190,25 @@ def debug_image(inputs: DebugInputs, store: Store, annotations: dict[str, str]) 
     return image.with_config(config).with_annotations(
         {**annotations, A_DEBUG: "true", A_PARENT: parent.digest.text, A_EXPIRES: inputs.expires,
          CONTAINS_SECRET: "true"})
+
+
+# ELF e_machine values (the ELF specification's registry) as OCI architecture names.
+_ELF_ARCH = {3: "386", 8: "mips", 20: "ppc", 21: "ppc64", 22: "s390x", 40: "arm", 62: "amd64", 183: "arm64",
+             243: "riscv64", 258: "loong64"}
+
+
+def elf_architecture(data: bytes) -> str | None:
+    """The OCI architecture an ELF program is built for (None: not ELF, or a machine not listed). ppc64 and
+    mips are told apart by byte order, as Go names them."""
+    if len(data) < 20 or data[:4] != b"\x7fELF" or data[5] not in (1, 2):
+        return None
+    little = data[5] == 1
+    arch = _ELF_ARCH.get(int.from_bytes(data[18:20], "little" if little else "big"))
+    if arch == "ppc64" and little:
+        return "ppc64le"
+    if arch == "mips":
+        return ("mips64" if data[4] == 2 else "mips") + ("le" if little else "")
+    return arch
 
 
 def _entries(inputs: DebugInputs, image: Image, shell: str) -> list[Entry]:

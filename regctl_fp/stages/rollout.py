@@ -37,12 +37,14 @@ class Release:
     created: str
     revision: str
     channel: str
-    base_digest: str
+    base_digest: str  # "" for an image index
     yanked: bool = False
 
     def entry(self) -> Descriptor:
         ann = {A_RELEASE: str(self.number), A_CREATED: self.created, A_REVISION: self.revision,
-               A_CHANNEL: self.channel, A_BASE_DIGEST: self.base_digest}
+               A_CHANNEL: self.channel}
+        if self.base_digest:  # a multi-platform release has none: each of its images names its own base
+            ann[A_BASE_DIGEST] = self.base_digest
         if self.yanked:
             ann[A_YANKED] = "true"
         return Descriptor(self.image.media_type, self.image.digest, self.image.size, annotations=frozen_str_map(ann),
