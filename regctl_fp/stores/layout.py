@@ -39,14 +39,15 @@ from ..errors import (
     SizeMismatch,
 )
 from ..oci import mediatypes as mt
+from ..oci.canonical import canonical_json
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
-from ..oci.manifest import Index
+from ..oci.manifest import Index, parse_json
 from ..oci.streams import ByteReader
 from ..oci.verify import VerifyingReader, read_verified
 from ..regularfile import open_regular, read_regular
 from .base import MANIFEST_LIMIT, check_size, closure
-from .indexfile import REF_NAME, IndexText, Names, decode, encode, merged
+from .indexfile import REF_NAME, Names, merged
 from .localblob import LocalBlobReader, link_verified
 
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
@@ -63,7 +64,7 @@ class LayoutStore:
         self._swept = 0  # abandoned temp files this store removed when its writer session began
         # index.json parsed, with the (inode, size, mtime) it was read at: it is only ever replaced by
         # rename, so an unchanged stat means unchanged content and the parse can be reused.
-        self._doc: tuple[tuple[int, int, int], IndexText] | None = None
+        self._doc: tuple[tuple[int, int, int], dict[str, Any]] | None = None
         self._index: Index | None = None  # the parsed forms of _doc, made when first asked for
         self._names: Names | None = None
         # Blobs this writer has stored but not yet made durable: their temp files, by digest. They are
@@ -239,7 +240,7 @@ class LayoutStore:
                 st = os.fstat(f.fileno())
                 key = (st.st_ino, st.st_size, st.st_mtime_ns)
                 if self._doc is not None and self._doc[0] == key:
-                    return self._doc[1].doc
+                    return self._doc[1]
                 if st.st_size > INDEX_LIMIT:
                     raise LayoutError(str(self.path), f"index.json is {st.st_size} bytes, over the limit of "
                                                       f"{INDEX_LIMIT >> 20} MiB for a layout's index")
@@ -252,13 +253,12 @@ class LayoutStore:
             raise LayoutError(str(self.path), f"index.json grew over the limit of {INDEX_LIMIT >> 20} MiB "
                                               "while it was read")
         try:
-            text = decode(data)
+            doc = dict(parse_json(data, "index.json"))
         except InvalidDocument as e:
             raise LayoutError(str(self.path), f"{e.what}: {e.reason}") from None
-        doc = text.doc
         if doc.get("schemaVersion") != 2 or not isinstance(doc.get("manifests"), list):
             raise LayoutError(str(self.path), "index.json: not an OCI image index (schemaVersion 2, manifests)")
-        self._doc = (key, text)
+        self._doc = (key, doc)
         self._index = None
         self._names = None
         return doc
@@ -350,15 +350,14 @@ class LayoutStore:
         with self._lock("index"):
             doc = self._document()  # read again if another writer replaced it meanwhile
             names = self.names()
-            assert self._doc is not None
             wanted = {name: desc.with_annotations({**desc.annotations, REF_NAME: name}).to_dict()
                       if desc is not None else None for name, desc in updates.items()}
-            entries, raws, added = merged(doc["manifests"], self._doc[1].raws, names, wanted)
+            entries, added = merged(doc["manifests"], names, wanted)
             new = {**doc, "manifests": entries}
-            self._replace_file("index.json", encode(new, raws))
+            self._replace_file("index.json", canonical_json(new))
             # What we wrote is what the names hold until someone else replaces the file (its stat changes).
             st = os.stat(self.path / "index.json")
-            self._doc = ((st.st_ino, st.st_size, st.st_mtime_ns), IndexText(new, raws))
+            self._doc = ((st.st_ino, st.st_size, st.st_mtime_ns), new)
             self._index = None
             self._names = names.updated(entries, set(updates), added, ordered=True)
 
@@ -635,7 +634,7 @@ def _populate(directory: Path) -> None:
     (directory / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     tmp_dir = directory / ".regfp" / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    empty_index = encode({"schemaVersion": 2, "mediaType": mt.OCI_INDEX}, [])
+    empty_index = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []})
     for name, data in (("index.json", empty_index), ("oci-layout", LAYOUT_FILE)):
         target = directory / name
         if target.exists():
