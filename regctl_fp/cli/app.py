@@ -27,6 +27,9 @@ PlatformOpt = Annotated[str | None, typer.Option(
 InsecureOpt = Annotated[list[str] | None, typer.Option(
     "--insecure-registry", metavar="HOST",
     help="Use plain HTTP for this registry (repeatable; localhost and 127.0.0.1 always may).")]
+NoReferrersOpt = Annotated[bool, typer.Option(
+    "--no-referrers", help="Leave the image's referrers (artifacts whose subject it is: SBOMs, provenance, "
+                           "signatures) behind.")]
 CaFileOpt = Annotated[str | None, typer.Option(
     "--ca-file", metavar="PEM", help="Also trust this CA for registries (besides /etc/docker/certs.d/HOST/).")]
 
@@ -96,12 +99,14 @@ def copy(src: Annotated[str, typer.Argument(
          platform: PlatformOpt = None, json_out: JsonOpt = False,
          insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None,
          private: Annotated[bool, typer.Option("--private", help="The destination repository is private: "
-                                               "images carrying a private key may go there.")] = False) -> None:
-    """Copy an image, digests preserved; the destination name moves only once everything is stored."""
+                                               "images carrying a private key may go there.")] = False,
+         no_referrers: NoReferrersOpt = False) -> None:
+    """Copy an image, digests preserved, with its referrers (SBOMs, provenance, signatures); the destination
+    name moves only once everything is stored."""
     from . import copy_cmd, registry_session
 
     registry_session.configure(insecure_registry, ca_file)
-    copy_cmd.copy(src, dst, platform, json_out, private)
+    copy_cmd.copy(src, dst, platform, json_out, private, referrers=not no_referrers)
 
 
 @app.command()

@@ -50,6 +50,9 @@ class RegistryStore:
         self.monolithic_limit = monolithic_limit  # blobs above it go up in PATCH chunks
         self.spool_dir = spool_dir
         self._manifests: dict[Digest, bytes] = {}  # bytes of manifests seen, for tagging and re-reads
+        # Repository -> whether the registry serves the referrers API there (learnt from an OCI-Subject
+        # answer or a probe; see stores/referrers.py).
+        self.referrers_api: dict[str, bool] = {}
 
     @classmethod
     def for_ref(cls, client: RegistryClient, ref: RegistryRef, *, chunk_size: int = 8 << 20,
@@ -70,6 +73,7 @@ class RegistryStore:
         other = RegistryStore(self.client, self.prefix, full_repository, chunk_size=self.chunk_size,
                               monolithic_limit=self.monolithic_limit, spool_dir=self.spool_dir)
         other._manifests = self._manifests
+        other.referrers_api = self.referrers_api
         return other
 
     @property
@@ -187,6 +191,8 @@ class RegistryStore:
             if said and said != desc.digest.text:
                 raise RegistryError("PUT", str(resp.request.url), 201, "DIGEST_INVALID",
                                     f"the registry stored the manifest as {said}, not {desc.digest}")
+            if resp.headers.get("oci-subject"):  # it indexed the manifest's subject: it has the referrers API
+                self.referrers_api[repo] = True
         self.client.locations.add(desc.digest.text, repo)
         self._learn_children(repo, data, media_type)
         return desc
@@ -265,6 +271,19 @@ class RegistryStore:
         self._manifests[digest] = data
         self.client.locations.add(digest.text, repo)
         return Descriptor(media_type, digest, len(data))
+
+    # -- referrers ----------------------------------------------------------------------------------
+    def referrers(self, subject: Digest, artifact_type: str | None = None) -> list[Descriptor]:
+        """The referrers of ``subject`` in its repository: the referrers API, else the fallback tag."""
+        from .referrers import registry_referrers
+
+        return registry_referrers(self, self._repo_for(subject), subject, artifact_type)
+
+    def add_referrers(self, referrers: list[Descriptor]) -> None:
+        """Make pushed referrer manifests listed for their subjects (see ``referrers.publish``)."""
+        from .referrers import publish
+
+        publish(self, self._write_repo(), referrers)
 
     # -- names --------------------------------------------------------------------------------------
     def resolve(self, name: str) -> Descriptor:
