@@ -440,3 +440,42 @@ def test_ls_and_inspect_show_referrers(registry: Registry, tmp_path: Path) -> No
     doc = regfp_json("ls", f"{registry.host}/{r}")
     assert [e["name"] for e in doc["entries"]] == ["v1"]
     assert {x["digest"] for x in doc["entries"][0]["referrers"]} == {sbom.digest.text, prov.digest.text}
+
+
+# -- build --push ----------------------------------------------------------------------------------------
+def test_build_push_carries_the_referrers_of_each_image_unless_told_not_to(tmp_path: Path, make_registry) -> None:  # type: ignore[no-untyped-def]
+    from project import make_project
+
+    make_project(tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    built = regfp_json("build", str(recipe))
+    layout = tmp_path / "out"
+    names = {i["name"]: i["digest"] for i in built["images"]}
+    build_name = next(n for n in names if n.startswith("build/"))
+    store = LayoutStore.open_or_create(layout)
+    subject = store.resolve(build_name)
+    sbom = attest(store, subject, SBOM, f"sbom of {build_name}")
+    prov = attest(store, subject, PROVENANCE, f"provenance of {build_name}")
+    store.add_referrers([sbom, prov])
+    store.close()
+    # A later run of the engine moves names and keeps the referrer entries (one index.json replacement).
+    again = regfp_json("build", str(recipe))
+    assert all(i["cached"] for i in again["images"])
+    assert {d.digest for d in LayoutStore.open(layout).referrers(subject.digest)} == {sbom.digest, prov.digest}
+
+    for skip in (False, True):
+        reg = make_registry()
+        recipe.write_text(re.sub(r"push: \{prefix: [^}]*\}\n", "", recipe.read_text())
+                          .replace("output: {layout: out}\n", f'push: {{prefix: "{reg.host}/acme"}}\n'
+                                                              "output: {layout: out}\n"))
+        regfp_json("build", str(recipe), "--push", *(["--no-referrers"] if skip else []))
+        repository, _, tag = f"acme/{build_name}".rpartition(":")
+        with client(reg.host) as c:
+            store_r = RegistryStore(c).repository(repository)
+            tags = store_r.tags(repository)
+            listed = {d.digest for d in store_r.referrers(subject.digest)}
+        assert tag in tags
+        if skip:
+            assert listed == set() and referrers_tag(subject.digest) not in tags
+        else:
+            assert listed == {sbom.digest, prov.digest} and referrers_tag(subject.digest) in tags

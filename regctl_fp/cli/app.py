@@ -170,12 +170,13 @@ def build(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None, out: OutOpt = 
                                                     "the independent units.")] = None,
           push: Annotated[bool, typer.Option("--push", help="Then push every image to the recipe's registry "
                                              "prefixes (push.prefix, per environment too).")] = False,
-          json_out: JsonOpt = False) -> None:
+          no_referrers: NoReferrersOpt = False, json_out: JsonOpt = False) -> None:
     """Compute the recipe's chain into its OCI layout; cached stages cost nothing."""
     from . import recipe_cmds
 
     path = _recipe(recipe, recipe_opt, reads_source=True)
-    recipe_cmds.build(path, out, only or [], now, json_out, cache=cache, shard_text=shard, push=push)
+    recipe_cmds.build(path, out, only or [], now, json_out, cache=cache, shard_text=shard, push=push,
+                      referrers=not no_referrers)
 
 
 @app.command()

@@ -13,7 +13,7 @@ concurrent writer can only drop ours if its own read-to-write took longer than t
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -115,21 +115,32 @@ def publish(store: RegistryStore, repo: str, referrers: Sequence[Descriptor], *,
             settle: float | None = None) -> None:
     """Make referrer manifests already pushed to ``repo`` listed for their subjects: nothing to do where
     the registry has the referrers API; else each subject's fallback tag index gains them."""
-    by_subject: dict[Digest, list[Descriptor]] = {}
-    for desc in referrers:
-        data = store.get_manifest(desc)
-        document = (Index.parse(data, desc.media_type) if desc.media_type in mt.INDEX_TYPES
-                    else Manifest.parse(data, desc.media_type))
-        if document.subject is None:
-            raise InvalidInput(f"{desc.digest} has no subject: it is not a referrer")
-        entry = referrer_descriptor(Descriptor(desc.media_type, desc.digest, desc.size), document)
-        by_subject.setdefault(document.subject.digest, []).append(entry)
-    if not by_subject:
-        return
-    if store.referrers_api.get(repo) is None:
-        store.referrers_api[repo] = _api_referrers(store, repo, next(iter(by_subject)), None) is not None
-    if not store.referrers_api[repo]:
-        _update_fallback(store, repo, by_subject, SETTLE if settle is None else settle)
+    publish_all(store, {repo: referrers}, settle=settle)
+
+
+def publish_all(store: RegistryStore, referrers: Mapping[str, Sequence[Descriptor]], *,
+                settle: float | None = None) -> None:
+    """``publish`` for several repositories (full names) at once: the fallback indexes of all of them
+    are written, then read back after one pause, not one pause per repository."""
+    fallback: dict[tuple[str, Digest], list[Descriptor]] = {}
+    for repo, descs in referrers.items():
+        by_subject: dict[Digest, list[Descriptor]] = {}
+        for desc in descs:
+            data = store._at(repo).get_manifest(desc)
+            document = (Index.parse(data, desc.media_type) if desc.media_type in mt.INDEX_TYPES
+                        else Manifest.parse(data, desc.media_type))
+            if document.subject is None:
+                raise InvalidInput(f"{desc.digest} has no subject: it is not a referrer")
+            entry = referrer_descriptor(Descriptor(desc.media_type, desc.digest, desc.size), document)
+            by_subject.setdefault(document.subject.digest, []).append(entry)
+        if not by_subject:
+            continue
+        if store.referrers_api.get(repo) is None:
+            store.referrers_api[repo] = _api_referrers(store, repo, next(iter(by_subject)), None) is not None
+        if not store.referrers_api[repo]:
+            fallback.update(((repo, subject), entries) for subject, entries in by_subject.items())
+    if fallback:
+        _update_fallback(store, fallback, SETTLE if settle is None else settle)
 
 
 def _api_referrers(store: RegistryStore, repo: str, subject: Digest,
@@ -173,15 +184,15 @@ def _tag_referrers(store: RegistryStore, repo: str, subject: Digest) -> list[Des
     return list(Index.parse(data, mt.OCI_INDEX, what=f"referrers tag {referrers_tag(subject)}").manifests)
 
 
-def _update_fallback(store: RegistryStore, repo: str, by_subject: dict[Digest, list[Descriptor]],
+def _update_fallback(store: RegistryStore, by_subject: dict[tuple[str, Digest], list[Descriptor]],
                      settle: float) -> None:
-    """Each subject's fallback index gains our entries: merge and write, pause, read back; again for the
-    subjects whose index lost any of ours to a concurrent writer (see the module docstring)."""
+    """Each (repository, subject)'s fallback index gains our entries: merge and write, pause, read back;
+    again for those whose index lost any of ours to a concurrent writer (see the module docstring)."""
     timing = store.client.options.timing
     pending = dict(by_subject)
     for _ in range(ATTEMPTS):
         wrote = False
-        for subject, ours in pending.items():
+        for (repo, subject), ours in pending.items():
             current = _tag_referrers(store, repo, subject)
             have = {d.digest for d in current}
             if all(d.digest in have for d in ours):
@@ -192,12 +203,13 @@ def _update_fallback(store: RegistryStore, repo: str, by_subject: dict[Digest, l
         if not wrote:
             return
         timing.sleep(settle * (1 + timing.random()))  # jittered, so two writers do not stay in step
-        pending = {s: ours for s, ours in pending.items()
+        pending = {(repo, s): ours for (repo, s), ours in pending.items()
                    if not _holds(_tag_referrers(store, repo, s), ours)}
         if not pending:
             return
-    raise RegfpError(f"{store.client.host}/{repo}: the referrers tag of {next(iter(pending))} kept losing "
-                     f"regfp's entries to concurrent writers after {ATTEMPTS} attempts")
+    repo, subject = next(iter(pending))
+    raise RegfpError(f"{store.client.host}/{repo}: the referrers tag of {subject} kept losing regfp's entries "
+                     f"to concurrent writers after {ATTEMPTS} attempts")
 
 
 def _holds(entries: Iterable[Descriptor], ours: Iterable[Descriptor]) -> bool:

@@ -385,14 +385,21 @@ class RegistryStore:
 
 
 def push_names(src: Store, dst: RegistryStore, names: Mapping[str, Descriptor], *, jobs: int = 4,
-               progress: Progress | None = None) -> None:
-    """Push each named image from ``src`` into its repository under ``dst``'s prefix, then move every
-    tag, last. A blob shared by several names is uploaded once and mounted into the other repositories."""
+               progress: Progress | None = None, referrers: bool = True) -> None:
+    """Push each named image from ``src`` into its repository under ``dst``'s prefix, with its referrers
+    (unless ``referrers`` is false; listed for their subjects before any tag moves), then move every tag,
+    last. A blob shared by several names is uploaded once and mounted into the other repositories."""
+    from .referrers import copy_referrers, publish_all
     from .transfer import copy_descriptor
 
+    carried: dict[str, list[Descriptor]] = {}
     for name, desc in names.items():
         repo, _tag = dst.split(name)
         copy_descriptor(src, dst._at(repo), desc, jobs=jobs, progress=progress)
+        if referrers:
+            carried.setdefault(repo, []).extend(copy_referrers(src, dst._at(repo), desc, jobs=jobs,
+                                                               progress=progress))
+    publish_all(dst, {repo: descs for repo, descs in carried.items() if descs})
     dst.set_names(dict(names))
 
 
