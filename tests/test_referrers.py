@@ -432,6 +432,8 @@ def test_ls_and_inspect_show_referrers(registry: Registry, tmp_path: Path) -> No
         sorted([(SBOM, sbom.digest.text), (PROVENANCE, prov.digest.text)])
     text = regfp("inspect", f"oci:{tmp_path / 'l'}:app:1").stdout
     assert "Referrers" in text and sbom.digest.text in text and PROVENANCE in text
+    # The layout's only image is still its only image: referrers are not images of the layout.
+    assert regfp_json("inspect", f"oci:{tmp_path / 'l'}")["digest"] == shown["digest"]
 
     r = repo()
     regfp("copy", f"oci:{tmp_path / 'l'}:app:1", f"{registry.host}/{r}:v1")
