@@ -283,6 +283,8 @@ class ReferrersFront:
         self.upstream = upstream
         self.referrers: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self.api_calls = 0
+        # A hostile registry: "endless" links every answer to a next page; "huge" answers 64 MiB.
+        self.hostile: str | None = None
         front = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -292,10 +294,13 @@ class ReferrersFront:
                 pass
 
             def do_GET(self) -> None:
-                m = re.fullmatch(r"/v2/(.+)/referrers/(sha256:[0-9a-f]{64})(?:\?artifactType=(.*))?", self.path)
+                m = re.fullmatch(r"/v2/(.+)/referrers/(sha256:[0-9a-f]{64})(?:\?artifactType=(.*)|\?page=\d+)?",
+                                 self.path)
                 if m is None:
                     return self._pass()
                 front.api_calls += 1
+                if front.hostile is not None:
+                    return self._hostile(m.group(1), m.group(2))
                 from urllib.parse import unquote
 
                 want = unquote(m.group(3)) if m.group(3) else None
@@ -306,6 +311,25 @@ class ReferrersFront:
                 self.send_header("Content-Type", mt.OCI_INDEX)
                 if want is not None:
                     self.send_header("OCI-Filters-Applied", "artifactType")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _hostile(self, name: str, subject: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", mt.OCI_INDEX)
+                if front.hostile == "huge":
+                    self.send_header("Content-Length", str(64 << 20))
+                    self.end_headers()
+                    chunk = b" " * (1 << 20)
+                    for _ in range(64):
+                        self.wfile.write(chunk)
+                    return
+                page = front.api_calls
+                digest = Digest.of(f"page {page}".encode()).text
+                body = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+                    {"mediaType": mt.OCI_MANIFEST, "digest": digest, "size": 10, "artifactType": SBOM}]}).encode()
+                self.send_header("Link", f'</v2/{name}/referrers/{subject}?page={page}>; rel="next"')
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -389,6 +413,29 @@ def test_registry_with_the_api_lists_referrers_itself_and_no_fallback_tag_is_wri
     assert {x["digest"] for x in pulled["referrers"]} == {sbom.digest.text, prov.digest.text}
     back = LayoutStore.open(tmp_path / "back")
     assert {d.digest for d in back.referrers(subject.digest)} == {sbom.digest, prov.digest}
+
+
+@pytest.mark.parametrize("hostile", ["endless", "huge"])
+def test_a_hostile_referrers_api_fails_cleanly_within_bounds(front: ReferrersFront, tmp_path: Path,
+                                                              hostile: str) -> None:
+    store = LayoutStore.open_or_create(tmp_path / "l")
+    make_image(store, "app:1", layers=1, size=2 << 10)
+    store.close()
+    r = repo()
+    regfp("copy", f"oci:{tmp_path / 'l'}:app:1", f"{front.host}/{r}:v1", "--no-referrers")
+    front.hostile = hostile
+    proc = subprocess.run([*_cli(), "inspect", f"{front.host}/{r}:v1"], capture_output=True, text=True,
+                          timeout=60, preexec_fn=_cap_memory)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert ("64 pages" if hostile == "endless" else "larger than 4194304 bytes") in proc.stderr
+    assert front.api_calls <= 64
+
+
+def _cap_memory() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (600 << 20, 600 << 20))  # regfp needs about 50 MB
 
 
 # -- copy, ls, inspect -------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 SETTLE = 0.5  # seconds between writing a fallback index and reading it back (see the module docstring)
 ATTEMPTS = 8  # rounds of merge-and-write before giving up on a fallback index
 MAX_PAGES = 64  # pages of a referrers API answer followed at most
+MAX_REFERRERS = 4096  # referrers of one subject, and referrers carried with one image, at most
 MAX_DEPTH = 4  # referrers of referrers (a signature of an SBOM of an image) followed this deep
 
 
@@ -76,6 +77,9 @@ def referrers_below(store: ReadStore, root: Descriptor) -> list[Descriptor]:
                     seen.add(ref.digest)
                     found.append(ref)
         out += found
+        if len(out) > MAX_REFERRERS:
+            raise InvalidInput(f"{store.location}: {root.digest} has over {MAX_REFERRERS} referrers; "
+                               "copy it with --no-referrers")
         subjects = found
         if not subjects:
             break
@@ -165,6 +169,8 @@ def _api_referrers(store: RegistryStore, repo: str, subject: Digest,
         finally:
             resp.close()
         found += Index.parse(data, mt.OCI_INDEX, what=f"referrers of {subject} in {client.host}/{repo}").manifests
+        if len(found) > MAX_REFERRERS:
+            raise InvalidInput(f"{client.host}/{repo} lists over {MAX_REFERRERS} referrers of {subject}")
         path = _next_link(resp)
         if path is None:
             return filtered(found, artifact_type)  # filtered again: a registry may not apply the filter
