@@ -25,7 +25,6 @@ from ..oci.manifest import Index, Manifest
 from ..oci.referrer import Artifact, filtered, referrer_descriptor, referrers_index, referrers_tag
 from ..progress import Progress
 from .base import MANIFEST_LIMIT, ReadStore, Store
-from .blobio import pull_scope
 
 if TYPE_CHECKING:
     from .registry import RegistryStore
@@ -150,6 +149,7 @@ def publish_all(store: RegistryStore, referrers: Mapping[str, Sequence[Descripto
 def _api_referrers(store: RegistryStore, repo: str, subject: Digest,
                    artifact_type: str | None) -> list[Descriptor] | None:
     """``GET /v2/<repo>/referrers/<digest>``, every page; None when the registry answers 404 (no API)."""
+    from .blobio import pull_scope  # the registry client: imported only when a registry is asked
     from .registry import _next_link, _read_limited
 
     client = store.client
