@@ -150,7 +150,7 @@ def _api_referrers(store: RegistryStore, repo: str, subject: Digest,
                    artifact_type: str | None) -> list[Descriptor] | None:
     """``GET /v2/<repo>/referrers/<digest>``, every page; None when the registry answers 404 (no API)."""
     from .blobio import pull_scope  # the registry client: imported only when a registry is asked
-    from .registry import _next_link, _read_limited
+    from .transport import next_link, read_limited
 
     client = store.client
     query = f"?artifactType={quote(artifact_type, safe='')}" if artifact_type is not None else ""
@@ -165,13 +165,13 @@ def _api_referrers(store: RegistryStore, repo: str, subject: Digest,
         if resp.status_code != 200:
             raise client.fail(resp, "GET")
         try:
-            data = _read_limited(resp, MANIFEST_LIMIT)
+            data = read_limited(resp, MANIFEST_LIMIT)
         finally:
             resp.close()
         found += Index.parse(data, mt.OCI_INDEX, what=f"referrers of {subject} in {client.host}/{repo}").manifests
         if len(found) > MAX_REFERRERS:
             raise InvalidInput(f"{client.host}/{repo} lists over {MAX_REFERRERS} referrers of {subject}")
-        path = _next_link(resp)
+        path = next_link(resp)
         if path is None:
             return filtered(found, artifact_type)  # filtered again: a registry may not apply the filter
     raise InvalidInput(f"the referrers of {subject} in {client.host}/{repo} span over {MAX_PAGES} pages")

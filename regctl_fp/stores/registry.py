@@ -26,7 +26,7 @@ from ..refs import RegistryRef, check_repository, check_tag, split_name
 from . import blobio
 from .base import MANIFEST_LIMIT, Store, check_size
 from .blobio import OnBytes, pull_scope, push_scope
-from .transport import RegistryClient
+from .transport import RegistryClient, next_link, read_limited
 
 if TYPE_CHECKING:
     from ._httpx import httpx
@@ -255,7 +255,7 @@ class RegistryStore:
         if resp.status_code != 200:
             raise self.client.fail(resp, "GET")
         try:
-            data = _read_limited(resp, MANIFEST_LIMIT)
+            data = read_limited(resp, MANIFEST_LIMIT)
         finally:
             resp.close()
         digest = Digest.of(data)
@@ -319,7 +319,7 @@ class RegistryStore:
             if resp.status_code != 200:
                 raise self.client.fail(resp, "GET")
             found.extend(resp.json().get("tags") or [])
-            path = _next_link(resp)
+            path = next_link(resp)
         return found
 
     def _repositories(self) -> list[str]:
@@ -331,7 +331,7 @@ class RegistryStore:
                 raise self.client.fail(resp, "GET", "this registry does not list its repositories")
             found.extend(r for r in resp.json().get("repositories") or []
                          if not self.prefix or r.startswith(self.prefix + "/"))
-            path = _next_link(resp)
+            path = next_link(resp)
         return found
 
     def set_names(self, updates: Mapping[str, Descriptor | None]) -> None:
@@ -410,24 +410,6 @@ def _children(data: bytes, media_type: str) -> list[Descriptor]:
         m = Manifest.parse(data, media_type)
         return [m.config, *(d for d in m.layers if not d.urls)]
     return []
-
-
-def _next_link(resp: httpx.Response) -> str | None:
-    link = resp.headers.get("link", "")
-    if 'rel="next"' not in link:
-        return None
-    return link.split(";")[0].strip().strip("<>") or None
-
-
-def _read_limited(resp: httpx.Response, limit: int) -> bytes:
-    parts: list[bytes] = []
-    got = 0
-    for chunk in resp.iter_raw():
-        got += len(chunk)
-        if got > limit:
-            raise InvalidInput(f"manifest larger than {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 class _ResponseReader:
