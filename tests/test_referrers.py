@@ -134,10 +134,13 @@ def test_gc_keeps_referrers_while_their_subject_is_named_and_drops_them_after(tm
     dry = LayoutStore.open(tmp_path / "l").gc(dry_run=True)
     assert blobs <= {d for d, _ in dry.removed}
     assert len(json.loads((tmp_path / "l/index.json").read_text())["manifests"]) == 4  # a dry run writes nothing
-    report = LayoutStore.open(tmp_path / "l").gc()
-    assert {d for d, _ in report.removed} == {d for d, _ in dry.removed}
-    assert blobs <= {d for d, _ in report.removed}
+    assert set(dry.referrers) == {d.digest for d in theirs}
+    done = regfp_json("gc", str(tmp_path / "l"))
+    assert set(done["droppedReferrers"]) == {d.digest.text for d in theirs}
+    assert {r["digest"] for r in done["removed"]} == {d.text for d, _ in dry.removed}  # as the dry run said
     assert not any(store.has_blob(b) for b in blobs)
+    again = LayoutStore.open(tmp_path / "l").gc()  # nothing left to drop
+    assert again.referrers == () and again.removed == ()
     entries = json.loads((tmp_path / "l/index.json").read_text())["manifests"]
     assert [e["digest"] for e in entries] == [other.digest.text]
     after = LayoutStore.open(tmp_path / "l")
@@ -462,6 +465,31 @@ def test_copy_carries_referrers_between_layouts_and_registries_unless_told_not_t
     regfp("copy", f"oci:{tmp_path / 'l'}:app:1", f"{registry.host}/{r2}:v1", "--no-referrers")
     with client(registry.host) as c:
         assert RegistryStore(c).tags(r2) == ["v1"]
+
+    r3 = repo()  # registry to registry
+    done = regfp_json("copy", f"{registry.host}/{r}:v1", f"{registry.host}/{r3}:v1")
+    assert {x["digest"] for x in done["referrers"]} == {d.text for d in want}
+    with client(registry.host) as c:
+        assert {d.digest for d in RegistryStore(c).repository(r3).referrers(subject.digest)} == want
+
+
+def test_a_referrers_tag_that_is_not_an_index_is_neither_read_nor_overwritten(registry: Registry,
+                                                                               tmp_path: Path) -> None:
+    store, subject, _, _ = image_with_referrers(tmp_path / "l")
+    store.close()
+    r = repo()
+    with client(registry.host) as c:  # someone tagged an image where the referrers index belongs
+        dst = RegistryStore(c).repository(r)
+        copy_descriptor(store, dst, subject)
+        dst.set_names({f"{r}:{referrers_tag(subject.digest)}": subject})
+    proc = regfp("copy", f"oci:{tmp_path / 'l'}:app:1", f"{registry.host}/{r}:v1", check=False)
+    assert proc.returncode != 0 and "not the image index of the referrers tag schema" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with client(registry.host) as c:
+        dst = RegistryStore(c).repository(r)
+        assert dst.resolve(f"{r}:{referrers_tag(subject.digest)}").digest == subject.digest  # left alone
+        assert "v1" not in dst.tags(r)  # the tag moves only once the referrers are listed
+        assert dst.referrers(subject.digest) == []  # listing treats it as no referrers, as the spec says
 
 
 def test_ls_and_inspect_show_referrers(registry: Registry, tmp_path: Path) -> None:

@@ -173,12 +173,15 @@ def gc(text: str, dry_run: bool, json_out: bool, expired: bool = False, now_text
     if json_out:
         output.print_json({"removed": [{"digest": d.text, "size": s} for d, s in report.removed],
                            "freed": report.freed, "kept": report.kept, "tempFiles": report.temp_files,
+                           "droppedReferrers": [d.text for d in report.referrers],
                            "dryRun": dry_run, "expiredNames": dropped})
         return
     for name in dropped:
         output.line(f"{'would drop' if dry_run else 'dropped'} expired {name}")
     verb = "would remove" if dry_run else "removed"
     temp = f", {report.temp_files} temp files" if report.temp_files else ""
+    if report.referrers:
+        temp += f", {len(report.referrers)} referrers of images no longer here"
     output.line(f"{verb} {len(report.removed)} blobs ({_size(report.freed)}), kept {report.kept}{temp}")
 
 

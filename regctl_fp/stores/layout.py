@@ -469,7 +469,8 @@ class LayoutStore:
             leftovers = _sweep_abandoned(self._private(), str(self.path), remove=not dry_run)
         # Counting those this store's own session swept already (dropping names first makes it a
         # writer), so a run reports the same temp files as its dry run did.
-        return GcReport(removed=tuple(removed), kept=len(keep), temp_files=leftovers + self._swept)
+        return GcReport(removed=tuple(removed), kept=len(keep), temp_files=leftovers + self._swept,
+                        referrers=tuple(d.digest for d in orphans))
 
     def _with_referrers(self, keep: dict[Digest, Descriptor], referrers: list[Descriptor]
                         ) -> tuple[dict[Digest, Descriptor], list[Descriptor]]:
@@ -611,6 +612,7 @@ class GcReport:
     removed: tuple[tuple[Digest, int], ...]
     kept: int
     temp_files: int
+    referrers: tuple[Digest, ...] = ()  # referrer entries dropped from index.json: their subject was gone
 
     @property
     def freed(self) -> int:
