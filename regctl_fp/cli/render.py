@@ -146,7 +146,8 @@ def image(ref: str, img: Image, json_out: bool, referrers: Sequence[Descriptor] 
 def _referrers(referrers: Sequence[Descriptor]) -> None:
     """The artifacts whose subject this is (SBOMs, provenance, signatures): type and digest each."""
     if referrers:
-        _field("Referrers", [f"{d.artifact_type or '-'}  {d.digest.text}" for d in referrers])
+        width = max(len(d.artifact_type or "-") for d in referrers)
+        _field("Referrers", [f"{(d.artifact_type or '-').ljust(width)}  {d.digest.text}" for d in referrers])
 
 
 def index(ref: str, desc: Descriptor, idx: Index, json_out: bool, referrers: Sequence[Descriptor] = ()) -> None:
