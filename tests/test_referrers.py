@@ -403,6 +403,7 @@ def test_registry_with_the_api_lists_referrers_itself_and_no_fallback_tag_is_wri
     r = repo()
     done = regfp_json("copy", f"oci:{tmp_path / 'l'}:app:1", f"{front.host}/{r}:v1")
     assert {x["digest"] for x in done["referrers"]} == {sbom.digest.text, prov.digest.text}
+    assert front.api_calls == 0  # the OCI-Subject answers to the pushes said it all: no probe, no fallback
     with client(registry.host) as c:  # the registry itself, behind the front
         assert referrers_tag(subject.digest) not in RegistryStore(c).tags(r)
     with client(front.host) as c:
