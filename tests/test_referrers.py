@@ -185,6 +185,7 @@ def test_registry_without_the_api_gets_the_fallback_tag_and_oras_pulls_a_referre
     with client(registry.host) as c:
         src = RegistryStore(c).repository(r)
         assert [d.digest for d in src.referrers(subject.digest, PROVENANCE)] == [prov.digest]
+        assert list(src.names()) == [f"{r}:v1"]  # the referrers tag is not a name
     # An independent client pulls the attestation by digest.
     oras_client = pytest.importorskip("oras.client")
     files = oras_client.OrasClient(insecure=True).pull(target=f"{registry.host}/{r}@{sbom.digest}",

@@ -301,9 +301,12 @@ class RegistryStore:
         return desc
 
     def names(self) -> dict[str, Descriptor]:
+        """Every tag as a name, but the referrers tags (``sha256-<hex>``): they list referrers, not images."""
+        from ..oci.referrer import is_referrers_tag
+
         out: dict[str, Descriptor] = {}
         for repo in [self.bound] if self.bound else self._repositories():
-            for tag in sorted(self.tags(repo)):
+            for tag in sorted(t for t in self.tags(repo) if not is_referrers_tag(t)):
                 desc = self._head_manifest(repo, tag)
                 if desc is not None:
                     out[self._name(repo, tag)] = desc
