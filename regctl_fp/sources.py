@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .dircache import DirCache
 from .errors import LayerInputError, NotFound, RefError, RegfpError
+from .oci.annotation_keys import SUBJECT
 from .oci.config import History, ImageConfig
 from .oci.descriptor import Descriptor, Platform
 from .oci.image import Image, Layer
@@ -56,7 +57,8 @@ def open_layout_ref(ref: LayoutRef) -> tuple[LayoutStore, Descriptor]:
         return store, store.resolve_digest(ref.digest)
     if ref.name is not None:
         return store, store.resolve(ref.name)
-    entries = store.read_index().manifests
+    # Referrers (SBOMs, signatures: unnamed entries with a subject) are not the layout's images.
+    entries = [d for d in store.read_index().manifests if SUBJECT not in d.annotations]
     if len(entries) != 1:
         names = sorted(d.ref_name for d in entries if d.ref_name)
         hint = f"; names: {', '.join(names[:10])}" if names else ""

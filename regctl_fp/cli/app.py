@@ -27,6 +27,9 @@ PlatformOpt = Annotated[str | None, typer.Option(
 InsecureOpt = Annotated[list[str] | None, typer.Option(
     "--insecure-registry", metavar="HOST",
     help="Use plain HTTP for this registry (repeatable; localhost and 127.0.0.1 always may).")]
+NoReferrersOpt = Annotated[bool, typer.Option(
+    "--no-referrers", help="Leave the image's referrers (artifacts whose subject it is: SBOMs, provenance, "
+                           "signatures) behind.")]
 CaFileOpt = Annotated[str | None, typer.Option(
     "--ca-file", metavar="PEM", help="Also trust this CA for registries (besides /etc/docker/certs.d/HOST/).")]
 
@@ -96,12 +99,14 @@ def copy(src: Annotated[str, typer.Argument(
          platform: PlatformOpt = None, json_out: JsonOpt = False,
          insecure_registry: InsecureOpt = None, ca_file: CaFileOpt = None,
          private: Annotated[bool, typer.Option("--private", help="The destination repository is private: "
-                                               "images carrying a private key may go there.")] = False) -> None:
-    """Copy an image, digests preserved; the destination name moves only once everything is stored."""
+                                               "images carrying a private key may go there.")] = False,
+         no_referrers: NoReferrersOpt = False) -> None:
+    """Copy an image, digests preserved, with its referrers (SBOMs, provenance, signatures); the destination
+    name moves only once everything is stored."""
     from . import copy_cmd, registry_session
 
     registry_session.configure(insecure_registry, ca_file)
-    copy_cmd.copy(src, dst, platform, json_out, private)
+    copy_cmd.copy(src, dst, platform, json_out, private, referrers=not no_referrers)
 
 
 @app.command()
@@ -165,12 +170,13 @@ def build(recipe: RecipeArg = None, recipe_opt: RecipeOpt = None, out: OutOpt = 
                                                     "the independent units.")] = None,
           push: Annotated[bool, typer.Option("--push", help="Then push every image to the recipe's registry "
                                              "prefixes (push.prefix, per environment too).")] = False,
-          json_out: JsonOpt = False) -> None:
+          no_referrers: NoReferrersOpt = False, json_out: JsonOpt = False) -> None:
     """Compute the recipe's chain into its OCI layout; cached stages cost nothing."""
     from . import recipe_cmds
 
     path = _recipe(recipe, recipe_opt, reads_source=True)
-    recipe_cmds.build(path, out, only or [], now, json_out, cache=cache, shard_text=shard, push=push)
+    recipe_cmds.build(path, out, only or [], now, json_out, cache=cache, shard_text=shard, push=push,
+                      referrers=not no_referrers)
 
 
 @app.command()

@@ -42,6 +42,7 @@ def inspect(text: str, platform: str | None, json_out: bool, raw: bool = False) 
     from ..sources import load_image, open_layout_ref
     from ..stores.base import read_image
     from ..stores.layout import LayoutStore
+    from ..stores.referrers import list_referrers
     from . import render
 
     ref = _ref(text)
@@ -53,10 +54,10 @@ def inspect(text: str, platform: str | None, json_out: bool, raw: bool = False) 
         store, desc = open_layout_ref(ref)
         if desc.media_type in mt.INDEX_TYPES and want is None:
             index = Index.parse(store.get_manifest(desc), desc.media_type)
-            render.index(text, desc, index, json_out)
+            render.index(text, desc, index, json_out, list_referrers(store, desc.digest))
             return
         image = read_image(store, desc, want)
-        render.image(text, image, json_out)
+        render.image(text, image, json_out, list_referrers(store, image.digest))
         return
     if isinstance(ref, DirRef):
         with tempfile.TemporaryDirectory(prefix="regfp-inspect-") as tmp, \
@@ -172,12 +173,15 @@ def gc(text: str, dry_run: bool, json_out: bool, expired: bool = False, now_text
     if json_out:
         output.print_json({"removed": [{"digest": d.text, "size": s} for d, s in report.removed],
                            "freed": report.freed, "kept": report.kept, "tempFiles": report.temp_files,
+                           "droppedReferrers": [d.text for d in report.referrers],
                            "dryRun": dry_run, "expiredNames": dropped})
         return
     for name in dropped:
         output.line(f"{'would drop' if dry_run else 'dropped'} expired {name}")
     verb = "would remove" if dry_run else "removed"
     temp = f", {report.temp_files} temp files" if report.temp_files else ""
+    if report.referrers:
+        temp += f", {len(report.referrers)} referrers of images no longer here"
     output.line(f"{verb} {len(report.removed)} blobs ({_size(report.freed)}), kept {report.kept}{temp}")
 
 

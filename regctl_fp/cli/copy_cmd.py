@@ -1,8 +1,9 @@
 """``regfp copy``: one path for every pair of reference kinds (dir:, oci:, registry -> oci:, registry).
 
 Blobs first (in parallel, skipping what the destination has, mounting within a registry), then
-manifests, then the destination name. Debug images stay in ad-hoc/ names; an image that carries a
-private key goes to a registry only with ``--private``.
+manifests, then the referrers of the image (artifacts whose ``subject`` it is: SBOMs, provenance,
+signatures; unless ``--no-referrers``), then the destination name. Debug images stay in ad-hoc/
+names; an image that carries a private key goes to a registry only with ``--private``.
 """
 
 from __future__ import annotations
@@ -22,16 +23,19 @@ from .registry_session import session
 if TYPE_CHECKING:
     from ..oci.descriptor import Descriptor
     from ..stores.base import Store
+    from ..stores.layout import LayoutStore
     from ..stores.registry import RegistryStore
     from .registry_session import Session
 
 JOBS = 6  # blobs moved at a time (skopeo moves 6 too)
 
 
-def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, private: bool = False) -> None:
+def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, private: bool = False,
+         referrers: bool = True) -> None:
     from ..sources import load_image, open_layout_ref
     from ..stages.promotion import refuse_promotion
     from ..stores.base import manifest_annotations, read_image, write_image
+    from ..stores.referrers import copy_referrers
     from ..stores.transfer import copy_descriptor
 
     src, dst = _source(src_text), parse_ref(dst_text)
@@ -69,16 +73,23 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
         if target is None:
             target = _open_target(s, dst, stack)
         copied = desc if source is target else copy_descriptor(source, target, desc, jobs=JOBS, progress=bar)
+        carried = copy_referrers(source, target, desc, jobs=JOBS, progress=bar) \
+            if referrers and source is not target else []
         if isinstance(dst, RegistryRef):
+            if carried:  # listed before the tag moves: whoever finds the image finds its referrers
+                _registry(target).add_referrers(carried)
             _name_in_registry(s.store(dst), dst, copied)  # the session keeps one client per host
         else:
             assert dst.name is not None
-            target.set_names({dst.name: copied})
+            _layout(target).set_names({dst.name: copied}, referrers=carried)
     if json_out:
         output.print_json({"source": src_text, "destination": dst_text, "digest": copied.digest.text,
-                           "mediaType": copied.media_type, "size": copied.size})
+                           "mediaType": copied.media_type, "size": copied.size,
+                           "referrers": [output.referrer_json(d) for d in carried]})
     else:
         output.line(f"{dst_text} {copied.digest}")
+        for d in carried:
+            output.line(f"  referrer {d.artifact_type or '-'} {d.digest}")
 
 
 def _open_target(s: Session, dst: LayoutRef | RegistryRef, stack: ExitStack) -> Store:
@@ -87,6 +98,20 @@ def _open_target(s: Session, dst: LayoutRef | RegistryRef, stack: ExitStack) -> 
     if isinstance(dst, RegistryRef):
         return s.store(dst)
     return stack.enter_context(LayoutStore.open_or_create(dst.path))
+
+
+def _registry(store: Store) -> RegistryStore:
+    from ..stores.registry import RegistryStore
+
+    assert isinstance(store, RegistryStore)  # what _open_target opens for a registry reference
+    return store
+
+
+def _layout(store: Store) -> LayoutStore:
+    from ..stores.layout import LayoutStore
+
+    assert isinstance(store, LayoutStore)  # what _open_target opens for a layout reference
+    return store
 
 
 def _source(text: str) -> Ref:

@@ -1,5 +1,7 @@
 """``regfp ls``: the names of an OCI layout or the tags of a registry repository, each with the digest and
-media type it points at (what ``crane ls``, ``regctl tag ls`` and ``umoci ls`` are reached for)."""
+media type it points at (what ``crane ls``, ``regctl tag ls`` and ``umoci ls`` are reached for), and the
+referrers of each (artifactType, digest). Referrers are not names: a layout's unnamed referrer entries
+and a registry's referrers tags (``sha256-<hex>``) are shown under their subject, not as rows."""
 
 from __future__ import annotations
 
@@ -28,7 +30,11 @@ def ls(text: str, json_out: bool) -> None:
     if not entries:
         output.note(f"{text}: no {'names' if where == 'layout' else 'tags'}")
         return
-    output.columns(None, [(e["name"] or "-", e["digest"], e["mediaType"]) for e in entries])
+    rows = []
+    for e in entries:
+        rows.append((e["name"] or "-", e["digest"], e["mediaType"]))
+        rows += [(f"  referrer {r['artifactType'] or '-'}", r["digest"], r["mediaType"]) for r in e["referrers"]]
+    output.columns(None, rows)
 
 
 def _target(text: str) -> LayoutRef | RegistryRef:
@@ -52,32 +58,41 @@ def _target(text: str) -> LayoutRef | RegistryRef:
     raise RefError(text, "ls lists an OCI layout (PATH or oci:PATH) or a registry repository (HOST/REPO)")
 
 
-def _entry(name: str | None, desc: Descriptor) -> dict[str, Any]:
-    return {"name": name, "digest": desc.digest.text, "mediaType": desc.media_type, "size": desc.size}
+def _entry(name: str | None, desc: Descriptor, referrers: list[Descriptor]) -> dict[str, Any]:
+    return {"name": name, "digest": desc.digest.text, "mediaType": desc.media_type, "size": desc.size,
+            "referrers": [output.referrer_json(d) for d in referrers]}
 
 
 def _layout_entries(ref: LayoutRef, text: str) -> list[dict[str, Any]]:
+    from ..oci.annotation_keys import SUBJECT
     from ..stores.layout import LayoutStore
 
     store = LayoutStore.open(ref.path)
     manifests = store.read_index().manifests
     named = sorted((d for d in manifests if d.ref_name), key=lambda d: d.ref_name or "")
-    return [_entry(d.ref_name, d) for d in named] + [_entry(None, d) for d in manifests if not d.ref_name]
+    unnamed = [d for d in manifests if not d.ref_name and SUBJECT not in d.annotations]
+    return [_entry(d.ref_name, d, store.referrers(d.digest)) for d in [*named, *unnamed]]
 
 
 def _registry_entries(ref: RegistryRef) -> list[dict[str, Any]]:
     from ..errors import NotFound
+    from ..oci.referrer import is_referrers_tag, referrers_tag
     from .registry_session import session
 
     out = []
     with session() as s:
         store = s.store(ref)
-        for tag in sorted(store.tags(ref.repository)):
+        tags = set(store.tags(ref.repository))
+        for tag in sorted(t for t in tags if not is_referrers_tag(t)):
             try:
                 desc = store.resolve(f"{ref.repository}:{tag}")
             except NotFound:  # deleted while listing: gone, not an error
                 continue
-            entry = _entry(tag, desc)
+            # Once the registry is known to lack the referrers API, only a subject with a referrers tag
+            # has referrers: no request for the others.
+            api = store.referrers_api.get(ref.repository)
+            listed = store.referrers(desc.digest) if api is not False or referrers_tag(desc.digest) in tags else []
+            entry = _entry(tag, desc, listed)
             entry["reference"] = f"{ref.registry}/{ref.repository}:{tag}"
             out.append(entry)
     return out

@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # rich is imported only where a table or colour is drawn: it 
     from rich.console import Console
     from rich.text import Text
 
+    from ..oci.descriptor import Descriptor
+
 _err: Console | None = None
 _out: Console | None = None
 
@@ -184,6 +186,12 @@ def print_json(value: Any) -> None:
 
 
 _json_written = False
+
+
+def referrer_json(desc: Descriptor) -> dict[str, Any]:
+    """A referrer as ``--json`` shows it (copy, ls, inspect): what a referrers API lists for it."""
+    return {"artifactType": desc.artifact_type, "digest": desc.digest.text, "mediaType": desc.media_type,
+            "size": desc.size, "annotations": dict(desc.annotations)}
 
 
 def json_error(message: str, code: int, kind: str) -> None:

@@ -72,7 +72,7 @@ def remote_cache(lr: LoadedRecipe, cache: str | None, session: Session) -> Remot
 
 def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None, json_out: bool,
           channels: list[str] | None = None, cache: str | None = None, shard_text: str | None = None,
-          push: bool = False) -> None:
+          push: bool = False, referrers: bool = True) -> None:
     from dataclasses import replace
 
     from ..engine.converge import converge
@@ -96,7 +96,7 @@ def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None,
             run = Run(lr, layout, now, replace(_options(), remote=remote), progress=bar, secrets=secrets(lr),
                       git_cache=_git_cache(), channels=tuple(channels) if channels else None)
             report = converge(run, only or STAGES, shard)
-            pushed = _push(lr, layout, [i.name for i in report.images], session, bar) if push else []
+            pushed = _push(lr, layout, [i.name for i in report.images], session, bar, referrers) if push else []
         if remote is not None:
             report.remote = vars(remote.stats)
     if json_out:
@@ -117,7 +117,8 @@ def build(recipe: Path, out: Path | None, only: list[str], now_text: str | None,
     output.note(f"layout {layout}")
 
 
-def _push(lr: LoadedRecipe, layout: Path, names: list[str], session: Session, progress: Progress) -> list[str]:
+def _push(lr: LoadedRecipe, layout: Path, names: list[str], session: Session, progress: Progress,
+          referrers: bool = True) -> list[str]:
     """Every image this run named, to its registry target (see engine.push)."""
     from ..engine.push import push
     from ..refs import parse_registry
@@ -128,7 +129,7 @@ def _push(lr: LoadedRecipe, layout: Path, names: list[str], session: Session, pr
         ref = parse_registry(f"{prefix.rstrip('/')}/x")
         return ref.registry, RegistryStore(session.client(ref.registry), ref.repository.rpartition("/")[0])
 
-    return push(lr, LayoutStore.open(layout), names, open_prefix, progress)
+    return push(lr, LayoutStore.open(layout), names, open_prefix, progress, referrers=referrers)
 
 
 def plan(recipe: Path, out: Path | None, now_text: str | None, fmt: str) -> None:

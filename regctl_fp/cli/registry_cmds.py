@@ -27,9 +27,11 @@ def inspect(ref: RegistryRef, text: str, want: Platform | None, json_out: bool) 
     with session() as s:
         store, desc = s.open(ref)
         if desc.media_type in mt.INDEX_TYPES and want is None:
-            render.index(text, desc, Index.parse(store.get_manifest(desc), desc.media_type), json_out)
+            render.index(text, desc, Index.parse(store.get_manifest(desc), desc.media_type), json_out,
+                         store.referrers(desc.digest))
             return
-        render.image(text, read_image(store, desc, want), json_out)
+        image = read_image(store, desc, want)
+        render.image(text, image, json_out, store.referrers(image.digest))
 
 
 def login(server: str, username: str, password_stdin: bool, json_out: bool) -> None:

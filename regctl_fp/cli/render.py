@@ -100,9 +100,9 @@ def _pairs(mapping: Any) -> list[str]:
     return [f"{k}={v}" for k, v in sorted(mapping.items())]
 
 
-def image(ref: str, img: Image, json_out: bool) -> None:
+def image(ref: str, img: Image, json_out: bool, referrers: Sequence[Descriptor] = ()) -> None:
     if json_out:
-        output.print_json(image_json(ref, img))
+        output.print_json({**image_json(ref, img), "referrers": [output.referrer_json(d) for d in referrers]})
         return
     cfg = img.config
     _field("Reference", ref)
@@ -140,16 +140,25 @@ def image(ref: str, img: Image, json_out: bool) -> None:
                [(str(i), human_size(la.size), _layer_type(la.media_type), la.digest.text,
                  la.diff_id.text if la.diff_id else "-") for i, la in enumerate(img.layers)],
                right=frozenset({0, 1}))
+    _referrers(referrers)
 
 
-def index(ref: str, desc: Descriptor, idx: Index, json_out: bool) -> None:
+def _referrers(referrers: Sequence[Descriptor]) -> None:
+    """The artifacts whose subject this is (SBOMs, provenance, signatures): type and digest each."""
+    if referrers:
+        width = max(len(d.artifact_type or "-") for d in referrers)
+        _field("Referrers", [f"{(d.artifact_type or '-').ljust(width)}  {d.digest.text}" for d in referrers])
+
+
+def index(ref: str, desc: Descriptor, idx: Index, json_out: bool, referrers: Sequence[Descriptor] = ()) -> None:
     entries = [{"digest": d.digest.text, "mediaType": d.media_type, "size": d.size,
                 "platform": d.platform.to_dict() if d.platform else None,
                 "annotations": dict(d.annotations)} for d in idx.manifests]
     if json_out:
         output.print_json({"reference": ref, "digest": desc.digest.text, "mediaType": desc.media_type,
                            "size": desc.size, "artifactType": idx.artifact_type,
-                           "annotations": dict(idx.annotations), "manifests": entries})
+                           "annotations": dict(idx.annotations), "manifests": entries,
+                           "referrers": [output.referrer_json(d) for d in referrers]})
         return
     _field("Reference", ref)
     _field("Digest", desc.digest.text)
@@ -164,3 +173,4 @@ def index(ref: str, desc: Descriptor, idx: Index, json_out: bool) -> None:
         _table(("platform", "size", "digest", "media type"),
                [(str(d.platform or "-"), human_size(d.size), d.digest.text, d.media_type) for d in idx.manifests],
                right=frozenset({1}))
+    _referrers(referrers)

@@ -62,10 +62,11 @@ def check(store: Store, plan: dict[str, tuple[Descriptor, Target]]) -> None:
 
 def push(lr: LoadedRecipe, store: LayoutStore, names: list[str],
          open_prefix: Callable[[str], tuple[str, RegistryStore]],
-         progress: Progress = SILENT) -> list[str]:
+         progress: Progress = SILENT, *, referrers: bool = True) -> list[str]:
     """Every name in ``names`` that the layout holds (and the whole release stream), to its registry
-    target: checked first, then blobs, manifests, tags. ``open_prefix(prefix)`` gives the registry
-    store for a target prefix. Returns the references pushed."""
+    target: checked first, then blobs, manifests, the images' referrers (unless ``referrers`` is false),
+    tags. ``open_prefix(prefix)`` gives the registry store for a target prefix. Returns the references
+    pushed."""
     from ..stores.registry import push_names
 
     current = store.names()
@@ -84,7 +85,7 @@ def push(lr: LoadedRecipe, store: LayoutStore, names: list[str],
     pushed = []
     for prefix, items in groups.items():
         host, target = stores[prefix]
-        push_names(store, target, items, progress=progress)
+        push_names(store, target, items, progress=progress, referrers=referrers)
         pushed += [f"{host}/{target.prefix + '/' if target.prefix else ''}{name}" for name in items]
     return pushed
 

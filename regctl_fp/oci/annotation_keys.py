@@ -45,3 +45,6 @@ WORK = "dev.regfp.work"
 CHUNK = "dev.regfp.chunk"
 AXIS_PREFIX = "dev.regfp.axis."
 SOURCE_SUBDIR = "dev.regfp.source.subdir"
+# On a layout's index.json entry of a referrer (an artifact with a subject, listed without a name): the
+# subject's digest, so gc keeps it while that subject lives and listing referrers needs no manifest read.
+SUBJECT = "dev.regfp.subject"

@@ -14,6 +14,7 @@ writer to open the layout removes those (``_sweep_abandoned``), and gc does too.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import fcntl
 import hashlib
@@ -23,7 +24,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any, BinaryIO
 from ..errors import (
     DigestMismatch,
     InputFileError,
+    InvalidDigest,
     InvalidDocument,
     LayoutError,
     LockTimeout,
@@ -39,6 +41,7 @@ from ..errors import (
     SizeMismatch,
 )
 from ..oci import mediatypes as mt
+from ..oci.annotation_keys import SUBJECT
 from ..oci.canonical import canonical_json
 from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
@@ -47,7 +50,7 @@ from ..oci.streams import ByteReader
 from ..oci.verify import VerifyingReader, read_verified
 from ..regularfile import open_regular, read_regular
 from .base import MANIFEST_LIMIT, check_size, closure
-from .indexfile import REF_NAME, Names, merged
+from .indexfile import REF_NAME, Names, entry_order, merged
 from .localblob import LocalBlobReader, link_verified
 
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
@@ -67,6 +70,7 @@ class LayoutStore:
         self._doc: tuple[tuple[int, int, int], dict[str, Any]] | None = None
         self._index: Index | None = None  # the parsed forms of _doc, made when first asked for
         self._names: Names | None = None
+        self._referrers: dict[Digest, list[Descriptor]] | None = None  # by subject, made when first asked for
         # Blobs this writer has stored but not yet made durable: their temp files, by digest. They are
         # readable through this store at once and move to blobs/ together in ``flush`` (before any name
         # can point at them), so a file under its digest in blobs/ is always complete and on disk.
@@ -261,6 +265,7 @@ class LayoutStore:
         self._doc = (key, doc)
         self._index = None
         self._names = None
+        self._referrers = None
         return doc
 
     def read_index(self) -> Index:
@@ -340,19 +345,44 @@ class LayoutStore:
         if len(self._pending) >= _PENDING_MAX:  # each holds an open file: keep well below the fd limit
             self.flush()
 
-    def set_names(self, updates: Mapping[str, Descriptor | None]) -> None:
+    def referrers(self, subject: Digest, artifact_type: str | None = None) -> list[Descriptor]:
+        """The referrers of ``subject`` listed in index.json (as a referrers API lists them: artifactType
+        and the referrer's annotations), optionally only those of ``artifact_type``. The first call after
+        index.json was (re)read groups every referrer entry by subject in one pass; later ones are lookups."""
+        self._document()
+        if self._referrers is None:
+            self._referrers = _group_referrers(self._document()["manifests"], str(self.path))
+        return [d for d in self._referrers.get(subject, ())
+                if artifact_type is None or d.artifact_type == artifact_type]
+
+    def add_referrers(self, referrers: Iterable[Descriptor]) -> None:
+        """List stored referrer manifests in index.json (see ``set_names``), moving no name."""
+        self.set_names({}, referrers=referrers)
+
+    def set_names(self, updates: Mapping[str, Descriptor | None], *, referrers: Iterable[Descriptor] = ()) -> None:
+        """Move (or with ``None`` remove) names, and list ``referrers`` (stored manifests that have a
+        ``subject``), all in one replacement of index.json. A referrer's entry has no name: it carries
+        its subject's digest (``dev.regfp.subject``), its artifactType and its annotations, so gc keeps it
+        exactly as long as its subject and ``referrers`` lists it without reading a manifest."""
         self._enter_session()  # so gc cannot remove what we are about to name
         self.flush()  # everything a name can point at is on disk and in blobs/ first
         for name, desc in updates.items():
             check_name(name)
             if desc is not None:
                 closure(self, [desc])  # raises NotFound before any name moves
+        new_referrers = [self._referrer_entry(d) for d in referrers]
         with self._lock("index"):
             doc = self._document()  # read again if another writer replaced it meanwhile
             names = self.names()
             wanted = {name: desc.with_annotations({**desc.annotations, REF_NAME: name}).to_dict()
                       if desc is not None else None for name, desc in updates.items()}
-            entries, added = merged(doc["manifests"], names, wanted)
+            entries, added = merged(doc["manifests"], names, wanted)  # in entry_order
+            if new_referrers:
+                listed = {_referrer_key(e) for e in entries}
+                for entry in new_referrers:
+                    if _referrer_key(entry) not in listed:
+                        listed.add(_referrer_key(entry))
+                        bisect.insort(entries, entry, key=entry_order)
             new = {**doc, "manifests": entries}
             self._replace_file("index.json", canonical_json(new))
             # What we wrote is what the names hold until someone else replaces the file (its stat changes).
@@ -360,6 +390,27 @@ class LayoutStore:
             self._doc = ((st.st_ino, st.st_size, st.st_mtime_ns), new)
             self._index = None
             self._names = names.updated(entries, set(updates), added, ordered=True)
+            self._referrers = None
+
+    def _referrer_entry(self, desc: Descriptor) -> dict[str, Any]:
+        """index.json's entry for a stored referrer manifest (checked complete, like a name's target)."""
+        from ..oci.manifest import Manifest
+        from ..oci.referrer import referrer_descriptor
+
+        if desc.media_type not in mt.MANIFEST_TYPES | mt.INDEX_TYPES:
+            raise LayoutError(str(self.path), f"referrer {desc.digest} is a {desc.media_type}, not a manifest")
+        data = self.get_manifest(desc)
+        try:
+            document: Manifest | Index = (Index.parse(data, desc.media_type) if desc.media_type in mt.INDEX_TYPES
+                                          else Manifest.parse(data, desc.media_type))
+        except InvalidDocument as e:
+            raise LayoutError(str(self.path), f"referrer {desc.digest}: {e.what}: {e.reason}") from None
+        if document.subject is None:
+            raise LayoutError(str(self.path), f"{desc.digest} has no subject: it is not a referrer")
+        closure(self, [desc])
+        entry = referrer_descriptor(Descriptor(desc.media_type, desc.digest, desc.size), document)
+        annotations = {k: v for k, v in entry.annotations.items() if k != REF_NAME}
+        return entry.with_annotations({**annotations, SUBJECT: document.subject.digest.text}).to_dict()
 
     @contextmanager
     def exclusive(self, purpose: str) -> Iterator[None]:
@@ -383,9 +434,20 @@ class LayoutStore:
         a link in it is removed as a link, never followed.
         """
         with self._lock("session", shared=False), self._lock("index"):
-            roots = [d for d in self.read_index().manifests if d.ref_name is None or d.ref_name not in dropping]
+            manifests = self.read_index().manifests
+            # Referrers are not roots: each is kept while what its subject annotation names is kept.
+            # (An entry whose subject annotation is not a digest is not regfp's: a root, as before.)
+            referrers = [d for d in manifests if _subject_digest(d) is not None]
+            roots = [d for d in manifests if _subject_digest(d) is None
+                     and (d.ref_name is None or d.ref_name not in dropping)]
             keep = closure(self, roots, missing_ok=True)
             keep = self._with_bases(keep)
+            keep, orphans = self._with_referrers(keep, referrers)
+            if orphans and not dry_run:  # their entries go first: index.json never lists a missing blob
+                doc = self._document()
+                gone = {d.digest.text for d in orphans}
+                entries = [e for e in doc["manifests"] if not (_subject_of_entry(e) and e.get("digest") in gone)]
+                self._replace_file("index.json", canonical_json({**doc, "manifests": entries}))
             removed: list[tuple[Digest, int]] = []
             for alg_dir in self.blob_dirs():
                 for blob in sorted(alg_dir.iterdir()):
@@ -402,7 +464,21 @@ class LayoutStore:
             leftovers = _sweep_abandoned(self._private(), str(self.path), remove=not dry_run)
         # Counting those this store's own session swept already (dropping names first makes it a
         # writer), so a run reports the same temp files as its dry run did.
-        return GcReport(removed=tuple(removed), kept=len(keep), temp_files=leftovers + self._swept)
+        return GcReport(removed=tuple(removed), kept=len(keep), temp_files=leftovers + self._swept,
+                        referrers=tuple(d.digest for d in orphans))
+
+    def _with_referrers(self, keep: dict[Digest, Descriptor], referrers: list[Descriptor]
+                        ) -> tuple[dict[Digest, Descriptor], list[Descriptor]]:
+        """``keep`` grown by every referrer whose subject it holds (and what that referrer reaches, so a
+        signature of a kept SBOM is kept too); and the referrers left out, whose subject is gone."""
+        waiting = list(referrers)
+        while True:
+            ready = [d for d in waiting if _subject_digest(d) in keep]
+            if not ready:
+                return keep, waiting
+            waiting = [d for d in waiting if d not in ready]
+            for digest, desc in closure(self, [d.with_annotations({}) for d in ready], missing_ok=True).items():
+                keep.setdefault(digest, desc)
 
     def _with_bases(self, keep: dict[Digest, Descriptor]) -> dict[Digest, Descriptor]:
         from ..oci.manifest import Manifest
@@ -531,6 +607,7 @@ class GcReport:
     removed: tuple[tuple[Digest, int], ...]
     kept: int
     temp_files: int
+    referrers: tuple[Digest, ...] = ()  # referrer entries dropped from index.json: their subject was gone
 
     @property
     def freed(self) -> int:
@@ -603,6 +680,50 @@ class _FileSink:
         self._tmp.unlink(missing_ok=True)  # before closing, which releases the lock that marks it in use
         if not self._file.closed:
             self._file.close()
+
+
+def _subject_of_entry(entry: object) -> str | None:
+    if isinstance(entry, dict):
+        annotations = entry.get("annotations")
+        if isinstance(annotations, dict):
+            subject = annotations.get(SUBJECT)
+            return subject if isinstance(subject, str) else None
+    return None
+
+
+def _subject_digest(desc: Descriptor) -> Digest | None:
+    try:
+        return Digest.parse(desc.annotations[SUBJECT]) if SUBJECT in desc.annotations else None
+    except InvalidDigest:
+        return None
+
+
+def _referrer_key(entry: object) -> tuple[str, str] | None:
+    """(subject, digest) of a referrer entry: the same referrer is listed once."""
+    subject = _subject_of_entry(entry)
+    if subject is None or not isinstance(entry, dict):
+        return None
+    return subject, str(entry.get("digest"))
+
+
+def _group_referrers(entries: list[Any], where: str) -> dict[Digest, list[Descriptor]]:
+    """index.json's referrer entries by subject digest, each without regfp's subject annotation."""
+    found: dict[Digest, list[Descriptor]] = {}
+    for i, entry in enumerate(entries):
+        subject = _subject_of_entry(entry)
+        if subject is None:
+            continue
+        try:
+            desc = Descriptor.from_dict(entry, f"index.json entry {i}")
+            key = Digest.parse(subject)
+        except (InvalidDocument, InvalidDigest) as e:
+            raise LayoutError(where, f"index.json entry {i}: not a referrer entry ({e})") from None
+        found.setdefault(key, []).append(
+            desc.with_annotations({k: v for k, v in desc.annotations.items() if k != SUBJECT}))
+    for listed in found.values():
+        listed.sort(key=lambda d: d.digest)
+    return found
+
 
 
 _SYNCFS_FROM = 8  # pending blobs from which one syncfs of the filesystem beats an fsync of each

@@ -26,7 +26,7 @@ from ..refs import RegistryRef, check_repository, check_tag, split_name
 from . import blobio
 from .base import MANIFEST_LIMIT, Store, check_size
 from .blobio import OnBytes, pull_scope, push_scope
-from .transport import RegistryClient
+from .transport import RegistryClient, next_link, read_limited
 
 if TYPE_CHECKING:
     from ._httpx import httpx
@@ -50,6 +50,9 @@ class RegistryStore:
         self.monolithic_limit = monolithic_limit  # blobs above it go up in PATCH chunks
         self.spool_dir = spool_dir
         self._manifests: dict[Digest, bytes] = {}  # bytes of manifests seen, for tagging and re-reads
+        # Repository -> whether the registry serves the referrers API there (learnt from an OCI-Subject
+        # answer or a probe; see stores/referrers.py).
+        self.referrers_api: dict[str, bool] = {}
 
     @classmethod
     def for_ref(cls, client: RegistryClient, ref: RegistryRef, *, chunk_size: int = 8 << 20,
@@ -70,6 +73,7 @@ class RegistryStore:
         other = RegistryStore(self.client, self.prefix, full_repository, chunk_size=self.chunk_size,
                               monolithic_limit=self.monolithic_limit, spool_dir=self.spool_dir)
         other._manifests = self._manifests
+        other.referrers_api = self.referrers_api
         return other
 
     @property
@@ -187,6 +191,8 @@ class RegistryStore:
             if said and said != desc.digest.text:
                 raise RegistryError("PUT", str(resp.request.url), 201, "DIGEST_INVALID",
                                     f"the registry stored the manifest as {said}, not {desc.digest}")
+            if resp.headers.get("oci-subject"):  # it indexed the manifest's subject: it has the referrers API
+                self.referrers_api[repo] = True
         self.client.locations.add(desc.digest.text, repo)
         self._learn_children(repo, data, media_type)
         return desc
@@ -249,7 +255,7 @@ class RegistryStore:
         if resp.status_code != 200:
             raise self.client.fail(resp, "GET")
         try:
-            data = _read_limited(resp, MANIFEST_LIMIT)
+            data = read_limited(resp, MANIFEST_LIMIT)
         finally:
             resp.close()
         digest = Digest.of(data)
@@ -265,6 +271,19 @@ class RegistryStore:
         self._manifests[digest] = data
         self.client.locations.add(digest.text, repo)
         return Descriptor(media_type, digest, len(data))
+
+    # -- referrers ----------------------------------------------------------------------------------
+    def referrers(self, subject: Digest, artifact_type: str | None = None) -> list[Descriptor]:
+        """The referrers of ``subject`` in its repository: the referrers API, else the fallback tag."""
+        from .referrers import registry_referrers
+
+        return registry_referrers(self, self._repo_for(subject), subject, artifact_type)
+
+    def add_referrers(self, referrers: list[Descriptor]) -> None:
+        """Make pushed referrer manifests listed for their subjects (see ``referrers.publish``)."""
+        from .referrers import publish
+
+        publish(self, self._write_repo(), referrers)
 
     # -- names --------------------------------------------------------------------------------------
     def resolve(self, name: str) -> Descriptor:
@@ -282,9 +301,12 @@ class RegistryStore:
         return desc
 
     def names(self) -> dict[str, Descriptor]:
+        """Every tag as a name, but the referrers tags (``sha256-<hex>``): they list referrers, not images."""
+        from ..oci.referrer import is_referrers_tag
+
         out: dict[str, Descriptor] = {}
         for repo in [self.bound] if self.bound else self._repositories():
-            for tag in sorted(self.tags(repo)):
+            for tag in sorted(t for t in self.tags(repo) if not is_referrers_tag(t)):
                 desc = self._head_manifest(repo, tag)
                 if desc is not None:
                     out[self._name(repo, tag)] = desc
@@ -300,7 +322,7 @@ class RegistryStore:
             if resp.status_code != 200:
                 raise self.client.fail(resp, "GET")
             found.extend(resp.json().get("tags") or [])
-            path = _next_link(resp)
+            path = next_link(resp)
         return found
 
     def _repositories(self) -> list[str]:
@@ -312,7 +334,7 @@ class RegistryStore:
                 raise self.client.fail(resp, "GET", "this registry does not list its repositories")
             found.extend(r for r in resp.json().get("repositories") or []
                          if not self.prefix or r.startswith(self.prefix + "/"))
-            path = _next_link(resp)
+            path = next_link(resp)
         return found
 
     def set_names(self, updates: Mapping[str, Descriptor | None]) -> None:
@@ -366,14 +388,21 @@ class RegistryStore:
 
 
 def push_names(src: Store, dst: RegistryStore, names: Mapping[str, Descriptor], *, jobs: int = 4,
-               progress: Progress | None = None) -> None:
-    """Push each named image from ``src`` into its repository under ``dst``'s prefix, then move every
-    tag, last. A blob shared by several names is uploaded once and mounted into the other repositories."""
+               progress: Progress | None = None, referrers: bool = True) -> None:
+    """Push each named image from ``src`` into its repository under ``dst``'s prefix, with its referrers
+    (unless ``referrers`` is false; listed for their subjects before any tag moves), then move every tag,
+    last. A blob shared by several names is uploaded once and mounted into the other repositories."""
+    from .referrers import copy_referrers, publish_all
     from .transfer import copy_descriptor
 
+    carried: dict[str, list[Descriptor]] = {}
     for name, desc in names.items():
         repo, _tag = dst.split(name)
         copy_descriptor(src, dst._at(repo), desc, jobs=jobs, progress=progress)
+        if referrers:
+            carried.setdefault(repo, []).extend(copy_referrers(src, dst._at(repo), desc, jobs=jobs,
+                                                               progress=progress))
+    publish_all(dst, {repo: descs for repo, descs in carried.items() if descs})
     dst.set_names(dict(names))
 
 
@@ -384,24 +413,6 @@ def _children(data: bytes, media_type: str) -> list[Descriptor]:
         m = Manifest.parse(data, media_type)
         return [m.config, *(d for d in m.layers if not d.urls)]
     return []
-
-
-def _next_link(resp: httpx.Response) -> str | None:
-    link = resp.headers.get("link", "")
-    if 'rel="next"' not in link:
-        return None
-    return link.split(";")[0].strip().strip("<>") or None
-
-
-def _read_limited(resp: httpx.Response, limit: int) -> bytes:
-    parts: list[bytes] = []
-    got = 0
-    for chunk in resp.iter_raw():
-        got += len(chunk)
-        if got > limit:
-            raise InvalidInput(f"manifest larger than {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 class _ResponseReader:

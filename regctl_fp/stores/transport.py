@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from .. import __version__
-from ..errors import RegistryError
+from ..errors import InvalidInput, RegistryError
 from ..redaction import scrub
 from ..regularfile import PEM_LIMIT, read_regular
 from ._httpx import httpx
@@ -408,3 +408,23 @@ def _whose(credential: Credential) -> str:
         return repr(credential.username)
     return f"the {'identity token' if credential.identity_token else 'token'}" + (
         f" of {credential.username!r}" if credential.username else "")
+
+
+def next_link(resp: httpx.Response) -> str | None:
+    """The ``rel="next"`` target of a paginated answer's ``Link`` header (tags, catalog, referrers)."""
+    link = resp.headers.get("link", "")
+    if 'rel="next"' not in link:
+        return None
+    return link.split(";")[0].strip().strip("<>") or None
+
+
+def read_limited(resp: httpx.Response, limit: int) -> bytes:
+    """A streamed answer's raw body, refused once it passes ``limit`` bytes."""
+    parts: list[bytes] = []
+    got = 0
+    for chunk in resp.iter_raw():
+        got += len(chunk)
+        if got > limit:
+            raise InvalidInput(f"manifest larger than {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
