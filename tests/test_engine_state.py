@@ -21,10 +21,11 @@ from regctl_fp.engine.rollout import read_ledger
 from regctl_fp.engine.run import LedgerChange, Run
 from regctl_fp.oci import annotation_keys as A
 from regctl_fp.oci.descriptor import Platform
+from regctl_fp.oci.digest import Digest
 from regctl_fp.recipe.load import load_recipe
 from regctl_fp.sources import BuildOptions
 from regctl_fp.stages.rollout import ledger_name
-from regctl_fp.stores.base import closure
+from regctl_fp.stores.base import closure, manifest_annotations
 from regctl_fp.stores.layout import LayoutStore
 from regctl_fp.stores.transfer import copy_descriptor
 
@@ -69,6 +70,11 @@ def from_scratch(root: Path, layout: Path, now: int, yank_only: bool) -> dict[st
         history = {n: d for n, d in src.names().items() if n.startswith("build/") or n.endswith(":ledger")}
         for desc in history.values():
             copy_descriptor(src, dst, desc.with_annotations({}))
+            # A build keeps the base it was built on (gc keeps it with the build): patch rebases off it.
+            for annotations in manifest_annotations(src, desc):
+                base = annotations.get("org.opencontainers.image.base.digest")
+                if base and src.has_blob(Digest.parse(base)):
+                    copy_descriptor(src, dst, src.resolve_digest(Digest.parse(base)))
         dst.set_names(history)
     if yank_only:  # the same release stream, converged without building: a no-op change of the ledger
         lr = load_recipe(root / "recipe.yaml")
