@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, assert_never
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from ..oci.descriptor import Descriptor, Platform
     from ..sources import BuildOptions
-    from ..stores.base import Store
+    from ..stores.base import ReadStore, Store
 
 
 def _ref(text: str) -> Ref:
@@ -106,17 +107,24 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
     from ..verify import Report, verify_descriptor, verify_layout
 
     ref = _ref(text)
-    if not isinstance(ref, LayoutRef):
+    if isinstance(ref, DirRef):
         _unsupported(ref, text)
-    if ca is not None and ref.name is None and ref.digest is None:
+    if ca is not None and isinstance(ref, LayoutRef) and ref.name is None and ref.digest is None:
         raise RefError(text, "--ca checks one image's identity: name it (oci:PATH:NAME)")
-    with progress_bar() as bar:
-        if ref.name is None and ref.digest is None:
+    with progress_bar() as bar, ExitStack() as stack:
+        if isinstance(ref, LayoutRef) and ref.name is None and ref.digest is None:
             report = verify_layout(LayoutStore.open(ref.path), bar, deep=deep)
         else:
-            store, desc = open_layout_ref(ref)
+            store: ReadStore
+            if isinstance(ref, RegistryRef):  # every blob fetched again and checked, as from a layout
+                from .registry_session import session
+
+                store, desc = stack.enter_context(session()).open(ref)
+                label = text
+            else:
+                store, desc = open_layout_ref(ref)
+                label = ref.name or str(ref.digest)
             report = Report()
-            label = ref.name or str(ref.digest)
             verify_descriptor(store, desc, report, label, bar, deep=deep)
             if ca is not None and report.ok:
                 from .recipe_cmds import parse_now

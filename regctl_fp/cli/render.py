@@ -149,6 +149,7 @@ def index(ref: str, desc: Descriptor, idx: Index, json_out: bool) -> None:
     if json_out:
         output.print_json({"reference": ref, "digest": desc.digest.text, "mediaType": desc.media_type,
                            "size": desc.size, "artifactType": idx.artifact_type,
+                           "platforms": [str(d.platform) for d in idx.manifests if d.platform],
                            "annotations": dict(idx.annotations), "manifests": entries})
         return
     _field("Reference", ref)
