@@ -251,6 +251,27 @@ def test_copy_moves_the_whole_index_or_one_platform_as_an_image(
     assert not (tmp_path / "none").exists()
 
 
+def test_a_skopeo_dir_holding_an_index_is_read_as_the_index(
+        built: Built, tmp_path: Path, tool_home: dict[str, str]) -> None:
+    """``skopeo copy --all ... dir:D`` keeps the whole index: inspect, verify, diff and copy see it, as
+    they see it in a layout or a registry (not the host's platform alone)."""
+    held = tmp_path / "skopeo-dir"
+    subprocess.run([need("skopeo"), "copy", "-q", "--all", built.ref(built.build), f"dir:{held}"], check=True,
+                   capture_output=True, env=tool_home, timeout=120)
+    entry, _ = index_of(built.layout, built.build)
+    kids = children(built.layout, built.build)
+    shown = regfp_json("inspect", f"dir:{held}")
+    assert shown["digest"] == entry["digest"] and shown["platforms"] == ["linux/amd64", "linux/arm64"]
+    checked = regfp_json("verify", f"dir:{held}")
+    assert checked["ok"] and checked["verified"] == [f"dir:{held} [linux/amd64]", f"dir:{held} [linux/arm64]"]
+    assert json.loads(regfp("diff", f"dir:{held}", built.ref(built.build), "--json").stdout)["identical"]
+    whole = regfp_json("copy", f"dir:{held}", f"oci:{tmp_path / 'out'}:all")
+    assert whole["digest"] == entry["digest"] and sorted(children(tmp_path / "out", "all")) == ["amd64", "arm64"]
+    one = regfp_json("copy", "--platform", "linux/arm64", f"dir:{held}", f"oci:{tmp_path / 'out'}:arm64")
+    assert one["digest"] == kids["arm64"]["digest"]
+    assert regfp_json("verify", str(tmp_path / "out"))["ok"]
+
+
 # ---- --push, podman, skopeo, umoci ---------------------------------------------------------------
 
 def test_push_sends_the_index_and_podman_pulls_the_arm64_image(

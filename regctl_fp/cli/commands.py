@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from ..oci.descriptor import Descriptor, Platform
     from ..sources import BuildOptions
-    from ..stores.base import ReadStore, Store
+    from ..stores.base import ReadStore
 
 
 def _ref(text: str) -> Ref:
@@ -39,6 +39,16 @@ def _options(platform: Platform | None = None) -> BuildOptions:
     return options.build_options(platform)
 
 
+def skopeo_dir(ref: Ref) -> tuple[ReadStore, Descriptor] | None:
+    """What a ``dir:`` directory written by skopeo's dir: transport holds (an image or a whole index,
+    stored, as a layout holds it); None for a plain tree, which regfp computes into an image."""
+    if not isinstance(ref, DirRef):
+        return None
+    from ..stores.skopeodir import open_skopeo_dir
+
+    return open_skopeo_dir(Path(ref.path))
+
+
 def inspect(text: str, platform: str | None, json_out: bool, raw: bool = False) -> None:
     from ..sources import load_image, open_layout_ref
     from ..stores.base import read_image
@@ -50,8 +60,9 @@ def inspect(text: str, platform: str | None, json_out: bool, raw: bool = False) 
     if raw:
         output.raw(_manifest_bytes(ref, text, want))
         return
-    if isinstance(ref, LayoutRef):
-        store, desc = open_layout_ref(ref)
+    held = open_layout_ref(ref) if isinstance(ref, LayoutRef) else skopeo_dir(ref)
+    if held is not None:
+        store, desc = held
         if desc.media_type in mt.INDEX_TYPES and want is None:
             index = Index.parse(store.get_manifest(desc), desc.media_type)
             render.index(text, desc, index, json_out)
@@ -59,18 +70,16 @@ def inspect(text: str, platform: str | None, json_out: bool, raw: bool = False) 
         image = read_image(store, desc, want)
         render.image(text, image, json_out)
         return
-    if isinstance(ref, DirRef):
-        with tempfile.TemporaryDirectory(prefix="regfp-inspect-") as tmp, \
-                LayoutStore.open_or_create(Path(tmp) / "layout") as work, progress_bar() as bar:
-            image = load_image(ref, work=work, options=_options(want), progress=bar)
-        render.image(text, image, json_out)
-        return
     if isinstance(ref, RegistryRef):
         from . import registry_cmds
 
         registry_cmds.inspect(ref, text, want, json_out)
         return
-    assert_never(ref)
+    assert isinstance(ref, DirRef)  # a plain tree: a layout or a skopeo dir: directory is held above
+    with tempfile.TemporaryDirectory(prefix="regfp-inspect-") as tmp, \
+            LayoutStore.open_or_create(Path(tmp) / "layout") as work, progress_bar() as bar:
+        image = load_image(ref, work=work, options=_options(want), progress=bar)
+    render.image(text, image, json_out)
 
 
 def _manifest_bytes(ref: Ref, text: str, want: Platform | None) -> bytes:
@@ -80,13 +89,15 @@ def _manifest_bytes(ref: Ref, text: str, want: Platform | None) -> bytes:
     from ..stores.base import read_image
     from ..stores.layout import LayoutStore
 
-    def stored(store: Store, desc: Descriptor) -> bytes:
+    def stored(store: ReadStore, desc: Descriptor) -> bytes:
         if want is not None and desc.media_type in mt.INDEX_TYPES:
             return read_image(store, desc, want).manifest_bytes
         return store.get_manifest(desc)
 
     if isinstance(ref, LayoutRef):
         return stored(*open_layout_ref(ref))
+    if (held := skopeo_dir(ref)) is not None:
+        return stored(*held)
     if isinstance(ref, RegistryRef):
         from .registry_session import session
 
@@ -107,7 +118,8 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
     from ..verify import Report, verify_descriptor, verify_layout
 
     ref = _ref(text)
-    if isinstance(ref, DirRef):
+    held = skopeo_dir(ref)
+    if isinstance(ref, DirRef) and held is None:
         _unsupported(ref, text)
     if ca is not None and isinstance(ref, LayoutRef) and ref.name is None and ref.digest is None:
         raise RefError(text, "--ca checks one image's identity: name it (oci:PATH:NAME)")
@@ -121,7 +133,11 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
 
                 store, desc = stack.enter_context(session()).open(ref)
                 label = text
+            elif held is not None:
+                store, desc = held
+                label = text
             else:
+                assert isinstance(ref, LayoutRef)
                 store, desc = open_layout_ref(ref)
                 label = ref.name or str(ref.digest)
             report = Report()

@@ -88,14 +88,18 @@ def _index_side(text: str, index: _Index) -> dict[str, Any]:
 
 
 def _load(text: str, want: Platform | None, stack: ExitStack) -> Image | _Index:
-    """An image (or, without ``want``, an index) for any reference regfp reads; registry sessions and
-    ``dir:`` work layouts stay open (in ``stack``) while the layers are read."""
+    """An image (or, without ``want``, an index) for any reference regfp reads (a ``dir:`` that skopeo's
+    dir: transport wrote holds one stored); registry sessions and ``dir:`` work layouts stay open (in
+    ``stack``) while the layers are read."""
     from ..refs import DirRef, LayoutRef, RegistryRef
     from ..sources import load_image, open_layout_ref
     from ..stores.layout import LayoutStore
-    from .commands import _options, _ref
+    from .commands import _options, _ref, skopeo_dir
 
     ref = _ref(text)
+    held = skopeo_dir(ref)
+    if held is not None:
+        return _read(*held, want)
     if isinstance(ref, DirRef):
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="regfp-diff-"))
         work = stack.enter_context(LayoutStore.open_or_create(Path(tmp) / "layout"))
