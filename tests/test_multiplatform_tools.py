@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TOOLS_CACHE, elf_machine, need, regfp, regfp_json, run_arm64
-from registry_support import Registry
+from registry_support import Fault, FaultProxy, Registry
 from test_multiplatform import PROJECT, index_of, make_multi_project, manifest_of
 from test_podman import podman
 
@@ -320,6 +320,43 @@ def test_push_sends_the_index_and_podman_pulls_the_arm64_image(
     assert elf_machine(bundle / "rootfs/bin/busybox") == "aarch64"
     assert run_arm64(bundle / "rootfs", "/bin/busybox", "cat", "/etc/os-release") == "ID=test-os-2-arm64\n"
     assert (bundle / "rootfs/app/run.sh").read_bytes() == (built.root / "src/app/run.sh").read_bytes()
+
+
+def test_a_pushed_index_goes_up_children_first_and_its_tag_last(built: Built, fault_proxy: FaultProxy,
+                                                                registry: Registry) -> None:
+    import httpx
+
+    entry, _ = index_of(built.layout, built.patch("next"))
+    kids = children(built.layout, built.patch("next"))
+    repo = f"mp-order/{uuid.uuid4().hex[:8]}"
+    # The index's own PUT fails: the command fails, and the tag was never moved (nothing names a
+    # half-pushed index); the children are there by digest.
+    fault_proxy.add(Fault("status", method="PUT", path=f"/v2/{repo}/manifests/{entry['digest']}", times=-1))
+    proc = regfp("copy", built.ref(built.patch("next")), f"{fault_proxy.host}/{repo}:next", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    writes = _writes(fault_proxy)
+    # Every blob before the first manifest, each platform's manifest before the index; no tag moved.
+    assert _manifest_puts(writes) == [kids["amd64"]["digest"], kids["arm64"]["digest"], entry["digest"]], writes
+    first_manifest = next(i for i, p in enumerate(writes) if "/manifests/" in p)
+    assert first_manifest > 0 and all("/blobs/" in p for p in writes[:first_manifest])
+    accept = {"Accept": "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"}
+    base = f"http://{registry.host}/v2/{repo}/manifests"
+    assert httpx.head(f"{base}/next", headers=accept).status_code == 404
+    assert all(httpx.head(f"{base}/{kids[a]['digest']}", headers=accept).status_code == 200 for a in kids)
+    # Again without the fault: only the index and then the tag go up (the rest is there).
+    fault_proxy.clear()
+    regfp("copy", built.ref(built.patch("next")), f"{fault_proxy.host}/{repo}:next")
+    assert _manifest_puts(_writes(fault_proxy)) == [entry["digest"], "next"]
+    assert httpx.get(f"{base}/next", headers=accept).headers["docker-content-digest"] == entry["digest"]
+
+
+def _writes(proxy: FaultProxy) -> list[str]:
+    return [x.path.split("?")[0] for x in proxy.seen if x.method in ("PUT", "POST", "PATCH")]
+
+
+def _manifest_puts(writes: list[str]) -> list[str]:
+    """The manifests PUT, in order, each once (a failed PUT is retried)."""
+    return list(dict.fromkeys(p.rsplit("/", 1)[1] for p in writes if "/manifests/" in p))
 
 
 # ---- the remote cache ------------------------------------------------------------------------------
