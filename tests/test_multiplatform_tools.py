@@ -404,3 +404,64 @@ def test_a_second_clone_gets_the_index_from_the_remote_cache(built: Built, make_
     # ...while its layers are the two-platform build's amd64 layers (only the key and index differ).
     alone = manifest_of(c / "out", children(c / "out", built.build)["amd64"])
     assert alone["layers"] == manifest_of(built.layout, children(built.layout, built.build)["amd64"])["layers"]
+
+
+# ---- the two-platform demo -------------------------------------------------------------------------
+
+def test_the_two_platform_demo_builds_an_index_per_stage_with_an_aarch64_base(
+        tmp_path: Path, tool_home: dict[str, str]) -> None:
+    """recipes/multiarch/multiarch.yaml as .ci/setup and .ci/run use it: the arm64 bases made into out/ by
+    make-demo-bases.sh, then the build; here in a scratch repository holding the recipe and testdata/."""
+    from gitrepo import GitRepo
+
+    setup = (ROOT / ".ci/setup").read_text().splitlines()
+    assert 'bash testdata/arm64/make-demo-bases.sh out "${REGFP_TEST_TOOLS_CACHE:-}" >/dev/null' in setup
+    assert ".venv/bin/regfp build recipes/multiarch/multiarch.yaml >/dev/null" in (ROOT / ".ci/run").read_text()
+    # In a directory of its own: recipes/app.yaml stays the recipe found when none is named.
+    assert sorted(p.name for p in (ROOT / "recipes").glob("*.yaml")) == ["app.yaml"]
+    import jsonschema
+    import yaml
+
+    schema = json.loads(regfp("schema").stdout)
+    jsonschema.Draft202012Validator(schema).validate(yaml.safe_load((ROOT / "recipes/multiarch/multiarch.yaml")
+                                                                    .read_text()))
+    # README's example is this recipe, in short.
+    readme = (ROOT / "README.md").read_text().split("**The platform model.**", 1)[1]
+    example = yaml.safe_load(readme.split("```yaml\n", 1)[1].split("```", 1)[0])
+    demo = yaml.safe_load((ROOT / "recipes/multiarch/multiarch.yaml").read_text())
+    for key in ("name", "platforms", "patch"):
+        assert example[key] == demo[key], key
+    assert example["source"] == demo["source"] and example["build"]["base"] == demo["build"]["base"]
+    repo = GitRepo.init(tmp_path / "repo")
+    shutil.copytree(ROOT / "testdata", repo.path / "testdata", symlinks=True)
+    (repo.path / "recipes/multiarch").mkdir(parents=True)
+    shutil.copy2(ROOT / "recipes/multiarch/multiarch.yaml", repo.path / "recipes/multiarch/multiarch.yaml")
+    sha = repo.commit("demo")
+    wrapper = tmp_path / "regfp"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m regctl_fp "$@"\n')
+    wrapper.chmod(0o755)
+    subprocess.run(["bash", "testdata/arm64/make-demo-bases.sh", "out", str(TOOLS_CACHE)], cwd=repo.path,
+                   check=True, capture_output=True, timeout=300, env=dict(os.environ, REGFP=str(wrapper)))
+    report = regfp_json("build", str(repo.path / "recipes/multiarch/multiarch.yaml"))
+    layout = repo.path / "out"
+    names = [f"build/hello-multiarch:{sha}", f"patch/hello-multiarch/{sha}:stable", f"patch/hello-multiarch/{sha}:next"]
+    assert [i["name"] for i in report["images"] if not i["name"].startswith("bases/")] == names, report
+    for name in names:
+        kids = children(layout, name)
+        assert sorted(kids) == ["amd64", "arm64"], name
+        amd64, arm64 = manifest_of(layout, kids["amd64"]), manifest_of(layout, kids["arm64"])
+        assert amd64["layers"][1:] == arm64["layers"][1:]  # the app's layers: one blob each, shared
+        assert manifest_of(layout, arm64["config"])["architecture"] == "arm64"
+    assert regfp_json("verify", str(layout))["ok"]
+    # What an arm64 client gets from channel next: an aarch64 busybox on demo OS 3, and the app.
+    out = tmp_path / "arm64"
+    subprocess.run([need("skopeo"), "copy", "--override-os", "linux", "--override-arch", "arm64",
+                    f"oci:{layout}:patch/hello-multiarch/{sha}:next", f"oci:{out}:img"], check=True,
+                   capture_output=True, env=tool_home, timeout=120)
+    rootfs = tmp_path / "rootfs"
+    subprocess.run([need("umoci"), "raw", "unpack", "--image", f"{out}:img", str(rootfs)], check=True,
+                   capture_output=True, env=tool_home)
+    assert elf_machine(rootfs / "bin/busybox") == "aarch64"
+    assert run_arm64(rootfs, "/bin/busybox", "cat", "/etc/os-release") == \
+        (ROOT / "testdata/bases/os-3/etc/os-release").read_text()
+    assert (rootfs / "app/run.sh").read_bytes() == (ROOT / "testdata/apps/hello/run.sh").read_bytes()
