@@ -6,6 +6,9 @@ rewritten with the same bytes is no change. Layers are streamed (decompressed on
 distinct blob once; file contents are hashed only where the layer they come from is not shared, and
 a second pass hashes the few files whose sameness still depends on a shared layer. Times are not
 compared: regfp normalises them, and a rebuild that only touched mtimes changed nothing.
+
+Two image indexes are compared platform by platform: each platform both hold is an image diff, a
+platform only one holds is added or removed (platforms matched as the image-spec compares them).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Literal
 
 from .layertar import open_tar
 from .oci import mediatypes as mt
+from .oci.descriptor import Platform
 from .oci.digest import Digest
 from .oci.image import Image, Layer
 
@@ -169,6 +173,66 @@ def diff_images(a: Image, b: Image, *, files: bool = True) -> ImageDiff:
         annotations=tuple(_map_changes("annotation", a.annotations, b.annotations)),
         files=changes,
     )
+
+
+PlatformChange = Literal["same", "modified", "added", "removed"]
+
+
+@dataclass(frozen=True)
+class PlatformDiff:
+    platform: Platform
+    a: Image | None  # None: only B has this platform
+    b: Image | None
+    diff: ImageDiff | None  # when both have it
+
+    @property
+    def change(self) -> PlatformChange:
+        if self.diff is None:
+            return "added" if self.a is None else "removed"
+        return "same" if self.diff.identical else "modified"
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"platform": str(self.platform), "change": self.change,
+                               "a": self.a.digest.text if self.a else None, "b": self.b.digest.text if self.b else None}
+        if self.diff is not None:
+            doc.update({k: v for k, v in self.diff.to_json().items() if k != "identical"})
+        return doc
+
+
+@dataclass(frozen=True)
+class IndexDiff:
+    a: Digest  # the two indexes
+    b: Digest
+    platforms: tuple[PlatformDiff, ...]  # A's platforms in A's order, then those only B has
+    annotations: tuple[ValueChange, ...]  # of the indexes themselves
+
+    @property
+    def identical(self) -> bool:
+        return self.a == self.b
+
+    def summary(self) -> dict[str, int]:
+        return {f"platforms{c.capitalize()}": sum(1 for p in self.platforms if p.change == c)
+                for c in ("same", "modified", "added", "removed")}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"identical": self.identical, "platforms": [p.to_json() for p in self.platforms],
+                "annotations": [c.to_json() for c in self.annotations], "summary": self.summary()}
+
+
+def diff_indexes(a: tuple[Digest, Mapping[str, str], Mapping[Platform, Image]],
+                 b: tuple[Digest, Mapping[str, str], Mapping[Platform, Image]], *, files: bool = True) -> IndexDiff:
+    """Each side: the index's digest, its annotations, and its image for each platform."""
+    (a_digest, a_ann, a_images), (b_digest, b_ann, b_images) = a, b
+
+    def find(p: Platform, images: Mapping[Platform, Image]) -> Image | None:
+        return next((im for q, im in images.items() if q.matches(p) and p.matches(q)), None)
+
+    out = []
+    for p, image in a_images.items():
+        other = find(p, b_images)
+        out.append(PlatformDiff(p, image, other, None if other is None else diff_images(image, other, files=files)))
+    out += [PlatformDiff(p, None, image, None) for p, image in b_images.items() if find(p, a_images) is None]
+    return IndexDiff(a_digest, b_digest, tuple(out), tuple(_map_changes("annotation", a_ann, b_ann)))
 
 
 def _is_tar(layer: Layer) -> bool:

@@ -1,5 +1,6 @@
-"""Verification of stored content: every manifest, config and layer, digests, sizes and diff_ids; with
-``deep``, also every layer's tar read to its end (a tar cut short can still match its digests)."""
+"""Verification of stored content: every manifest, config and layer, digests, sizes and diff_ids, and
+for each entry of an image index, that the platform it claims is the one its image's config declares;
+with ``deep``, also every layer's tar read to its end (a tar cut short can still match its digests)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from dataclasses import dataclass, field
 
 from .errors import CorruptLayer, InputFileError, RegfpError
 from .oci import mediatypes as mt
-from .oci.descriptor import Descriptor
+from .oci.descriptor import Descriptor, Platform
 from .oci.digest import Digest
 from .oci.image import Image
 from .oci.manifest import Index
 from .oci.validate import ValidationError, validate
 from .progress import SILENT, Progress
 from .regularfile import open_regular
-from .stores.base import Store, children, read_image
+from .stores.base import ReadStore, Store, children, read_image
 from .stores.layout import LayoutStore
 
 
@@ -30,7 +31,7 @@ class Report:
         return not self.problems
 
 
-def verify_descriptor(store: Store, desc: Descriptor, report: Report, label: str,
+def verify_descriptor(store: ReadStore, desc: Descriptor, report: Report, label: str,
                       progress: Progress = SILENT, *, deep: bool = False) -> None:
     """Verify what ``desc`` points at (every platform of an index); findings go to ``report``."""
     try:
@@ -41,18 +42,32 @@ def verify_descriptor(store: Store, desc: Descriptor, report: Report, label: str
                                   progress, deep=deep)
             return
         image = read_image(store, desc)
+        wrong = (_platform_problem(desc.platform, image.config.platform)
+                 if desc.platform is not None and image.is_container_image else None)
         on_bytes = progress.task(f"verify {label}", sum(la.size for la in image.layers))
-        validate(image, on_bytes=on_bytes)
+        try:
+            validate(image, on_bytes=on_bytes)
+        except ValidationError as e:
+            raise ValidationError([*([wrong] if wrong else []), *e.problems]) from None
+        problems = [wrong] if wrong else []
         if deep:
-            problems = _tar_problems(image, progress.task(f"read the tars of {label}", len(image.layers)))
-            if problems:
-                raise ValidationError(problems)
+            problems += _tar_problems(image, progress.task(f"read the tars of {label}", len(image.layers)))
+        if problems:
+            raise ValidationError(problems)
     except ValidationError as e:
         report.problems.extend(f"{label}: {p}" for p in e.problems)
     except RegfpError as e:
         report.problems.append(f"{label}: {e}")
     else:
         report.checked.append(label)
+
+
+def _platform_problem(claimed: Platform, declared: Platform) -> str | None:
+    """An index entry's platform must be its image's (os, architecture, variant as the image-spec compares
+    them: arm64 is arm64/v8): a client picks the entry by it, then runs the image's binaries."""
+    if claimed.matches(declared) and declared.matches(claimed):
+        return None
+    return f"the index entry's platform {claimed} is not its image's ({declared}, from the config)"
 
 
 def _tar_problems(image: Image, on_layer: Callable[[int], None]) -> list[str]:

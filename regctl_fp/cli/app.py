@@ -77,7 +77,7 @@ def ls(target: Annotated[str, typer.Argument(
 
 @app.command()
 def verify(ref: Annotated[str, typer.Argument(
-               metavar="REF", help="oci:PATH[:NAME|@DIGEST], or a layout directory")],
+               metavar="REF", help="oci:PATH[:NAME|@DIGEST], a layout directory, or a registry reference")],
            ca: Annotated[Path | None, typer.Option("--ca", help="Also check the image's identity certificate "
                                                    "against this CA (chain, validity, SAN).")] = None,
            now: Annotated[str | None, typer.Option("--now", help="ISO 8601 time for --ca validity "
@@ -85,7 +85,8 @@ def verify(ref: Annotated[str, typer.Argument(
            deep: Annotated[bool, typer.Option("--deep", help="Also read every layer's tar archive to its end "
                                               "(a tar cut short can still match its digests).")] = False,
            json_out: JsonOpt = False) -> None:
-    """Re-read every blob and check digests, sizes and diff_ids; exit 1 naming anything bad."""
+    """Re-read every blob and check digests, sizes and diff_ids (every platform of an index, and that each
+    entry's platform is its image's); exit 1 naming anything bad."""
     from . import commands
 
     commands.verify(ref, json_out, ca, now, deep=deep)

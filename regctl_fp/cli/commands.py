@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, assert_never
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from ..oci.descriptor import Descriptor, Platform
     from ..sources import BuildOptions
-    from ..stores.base import Store
+    from ..stores.base import ReadStore
 
 
 def _ref(text: str) -> Ref:
@@ -38,6 +39,16 @@ def _options(platform: Platform | None = None) -> BuildOptions:
     return options.build_options(platform)
 
 
+def skopeo_dir(ref: Ref) -> tuple[ReadStore, Descriptor] | None:
+    """What a ``dir:`` directory written by skopeo's dir: transport holds (an image or a whole index,
+    stored, as a layout holds it); None for a plain tree, which regfp computes into an image."""
+    if not isinstance(ref, DirRef):
+        return None
+    from ..stores.skopeodir import open_skopeo_dir
+
+    return open_skopeo_dir(Path(ref.path))
+
+
 def inspect(text: str, platform: str | None, json_out: bool, raw: bool = False) -> None:
     from ..sources import load_image, open_layout_ref
     from ..stores.base import read_image
@@ -50,8 +61,9 @@ def inspect(text: str, platform: str | None, json_out: bool, raw: bool = False) 
     if raw:
         output.raw(_manifest_bytes(ref, text, want))
         return
-    if isinstance(ref, LayoutRef):
-        store, desc = open_layout_ref(ref)
+    held = open_layout_ref(ref) if isinstance(ref, LayoutRef) else skopeo_dir(ref)
+    if held is not None:
+        store, desc = held
         if desc.media_type in mt.INDEX_TYPES and want is None:
             index = Index.parse(store.get_manifest(desc), desc.media_type)
             render.index(text, desc, index, json_out, list_referrers(store, desc.digest))
@@ -59,18 +71,16 @@ def inspect(text: str, platform: str | None, json_out: bool, raw: bool = False) 
         image = read_image(store, desc, want)
         render.image(text, image, json_out, list_referrers(store, image.digest))
         return
-    if isinstance(ref, DirRef):
-        with tempfile.TemporaryDirectory(prefix="regfp-inspect-") as tmp, \
-                LayoutStore.open_or_create(Path(tmp) / "layout") as work, progress_bar() as bar:
-            image = load_image(ref, work=work, options=_options(want), progress=bar)
-        render.image(text, image, json_out)
-        return
     if isinstance(ref, RegistryRef):
         from . import registry_cmds
 
         registry_cmds.inspect(ref, text, want, json_out)
         return
-    assert_never(ref)
+    assert isinstance(ref, DirRef)  # a plain tree: a layout or a skopeo dir: directory is held above
+    with tempfile.TemporaryDirectory(prefix="regfp-inspect-") as tmp, \
+            LayoutStore.open_or_create(Path(tmp) / "layout") as work, progress_bar() as bar:
+        image = load_image(ref, work=work, options=_options(want), progress=bar)
+    render.image(text, image, json_out)
 
 
 def _manifest_bytes(ref: Ref, text: str, want: Platform | None) -> bytes:
@@ -80,13 +90,15 @@ def _manifest_bytes(ref: Ref, text: str, want: Platform | None) -> bytes:
     from ..stores.base import read_image
     from ..stores.layout import LayoutStore
 
-    def stored(store: Store, desc: Descriptor) -> bytes:
+    def stored(store: ReadStore, desc: Descriptor) -> bytes:
         if want is not None and desc.media_type in mt.INDEX_TYPES:
             return read_image(store, desc, want).manifest_bytes
         return store.get_manifest(desc)
 
     if isinstance(ref, LayoutRef):
         return stored(*open_layout_ref(ref))
+    if (held := skopeo_dir(ref)) is not None:
+        return stored(*held)
     if isinstance(ref, RegistryRef):
         from .registry_session import session
 
@@ -107,17 +119,29 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
     from ..verify import Report, verify_descriptor, verify_layout
 
     ref = _ref(text)
-    if not isinstance(ref, LayoutRef):
+    held = skopeo_dir(ref)
+    if isinstance(ref, DirRef) and held is None:
         _unsupported(ref, text)
-    if ca is not None and ref.name is None and ref.digest is None:
+    if ca is not None and isinstance(ref, LayoutRef) and ref.name is None and ref.digest is None:
         raise RefError(text, "--ca checks one image's identity: name it (oci:PATH:NAME)")
-    with progress_bar() as bar:
-        if ref.name is None and ref.digest is None:
+    with progress_bar() as bar, ExitStack() as stack:
+        if isinstance(ref, LayoutRef) and ref.name is None and ref.digest is None:
             report = verify_layout(LayoutStore.open(ref.path), bar, deep=deep)
         else:
-            store, desc = open_layout_ref(ref)
+            store: ReadStore
+            if isinstance(ref, RegistryRef):  # every blob fetched again and checked, as from a layout
+                from .registry_session import session
+
+                store, desc = stack.enter_context(session()).open(ref)
+                label = text
+            elif held is not None:
+                store, desc = held
+                label = text
+            else:
+                assert isinstance(ref, LayoutRef)
+                store, desc = open_layout_ref(ref)
+                label = ref.name or str(ref.digest)
             report = Report()
-            label = ref.name or str(ref.digest)
             verify_descriptor(store, desc, report, label, bar, deep=deep)
             if ca is not None and report.ok:
                 from .recipe_cmds import parse_now

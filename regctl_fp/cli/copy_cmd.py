@@ -22,7 +22,7 @@ from .registry_session import session
 
 if TYPE_CHECKING:
     from ..oci.descriptor import Descriptor
-    from ..stores.base import Store
+    from ..stores.base import ReadStore, Store
     from ..stores.layout import LayoutStore
     from ..stores.registry import RegistryStore
     from .registry_session import Session
@@ -37,9 +37,11 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
     from ..stores.base import manifest_annotations, read_image, write_image
     from ..stores.referrers import copy_referrers
     from ..stores.transfer import copy_descriptor
+    from .commands import skopeo_dir
 
     src, dst = _source(src_text), parse_ref(dst_text)
     want = edge.parse_platform(platform)
+    held = skopeo_dir(src)  # a dir: skopeo wrote holds an image or index: copied as stored, not computed
     if isinstance(dst, LayoutRef):
         if dst.name is None:
             raise RefError(dst_text, "the destination needs a name: oci:PATH:NAME")
@@ -48,12 +50,14 @@ def copy(src_text: str, dst_text: str, platform: str | None, json_out: bool, pri
         repository = dst.repository
     else:
         raise RefError(dst_text, "a dir: reference is computed from a directory: it cannot be a destination")
-    if isinstance(src, DirRef):
+    if isinstance(src, DirRef) and held is None:
         _check_source_dir(src)
     with session() as s, progress_bar() as bar, ExitStack() as stack:
-        source: Store
+        source: ReadStore
         target: Store | None = None
-        if isinstance(src, DirRef):  # made straight into the destination: nothing to copy after
+        if held is not None:
+            source, desc = held
+        elif isinstance(src, DirRef):  # made straight into the destination: nothing to copy after
             target = _open_target(s, dst, stack)
             source = target
             image = load_image(src, work=target, options=options.build_options(want), progress=bar)

@@ -1,23 +1,39 @@
 """``regfp diff A B``: layers, config and files that differ, as tables on a terminal or one JSON document.
-Exit status as diff(1) and cmp(1): 0 the same manifest, 1 different, 2 trouble (see ``cli.main``)."""
+Two image indexes are compared platform by platform (``--platform`` compares one); an index against an
+image, the index's image for that image's platform. Exit status as diff(1) and cmp(1): 0 the same
+manifest, 1 different, 2 trouble (see ``cli.main``)."""
 
 from __future__ import annotations
 
 import tempfile
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
 
-from ..diff import FileChange, ImageDiff, diff_images
+from ..diff import FileChange, ImageDiff, IndexDiff, diff_images, diff_indexes
+from ..errors import InvalidInput
+from ..oci.descriptor import Descriptor, Platform
 from ..oci.image import Image
 from . import edge, output
 from .output import clean
 from .render import _layer_type, human_size
 
-_STYLE = {"added": "green", "removed": "red", "modified": "yellow", "shared": "dim"}
+if TYPE_CHECKING:
+    from ..stores.base import ReadStore
+
+_STYLE = {"added": "green", "removed": "red", "modified": "yellow", "shared": "dim", "same": "dim"}
+
+
+@dataclass(frozen=True)
+class _Index:
+    """One side that is an image index: its descriptor, annotations and each platform's image."""
+    desc: Descriptor
+    annotations: dict[str, str]
+    images: dict[Platform, Image]
 
 
 def diff(a_text: str, b_text: str, platform: str | None, files: bool, json_out: bool) -> None:
@@ -25,15 +41,40 @@ def diff(a_text: str, b_text: str, platform: str | None, files: bool, json_out: 
     with ExitStack() as stack:
         a = _load(a_text, want, stack)
         b = _load(b_text, want, stack)
-        result = diff_images(a, b, files=files)
+        if isinstance(a, _Index) and isinstance(b, _Index):
+            both = diff_indexes((a.desc.digest, a.annotations, a.images), (b.desc.digest, b.annotations, b.images),
+                               files=files)
+            _show_indexes(a_text, b_text, a, b, both, json_out)
+            identical = both.identical
+        else:
+            image_a = _pick(a_text, a, b) if isinstance(a, _Index) else a
+            image_b = _pick(b_text, b, a) if isinstance(b, _Index) else b
+            result = diff_images(image_a, image_b, files=files)
+            _show(a_text, b_text, result, json_out)
+            identical = result.identical
+    if not identical:  # as diff(1) and cmp(1): 1 when the two differ
+        raise SystemExit(1)
+
+
+def _show(a_text: str, b_text: str, result: ImageDiff, json_out: bool) -> None:
     if json_out:
-        doc: dict[str, Any] = {"a": _side(a_text, a), "b": _side(b_text, b)}
+        doc: dict[str, Any] = {"a": _side(a_text, result.a), "b": _side(b_text, result.b)}
         doc.update(result.to_json())
         output.print_json(doc)
     else:
         _render(a_text, b_text, result)
-    if not result.identical:  # as diff(1) and cmp(1): 1 when the two differ
-        raise SystemExit(1)
+
+
+def _pick(text: str, index: _Index, other: _Index | Image) -> Image:
+    """The index's image for the platform of the image it is compared with."""
+    assert isinstance(other, Image)
+    want = other.config.platform
+    found = next((im for p, im in index.images.items() if p.matches(want) and want.matches(p)), None)
+    if found is None:
+        held = ", ".join(map(str, index.images)) or "none"
+        raise InvalidInput(f"{text} is an image index without the other image's platform {want} (it holds: "
+                           f"{held}); compare one platform with --platform")
+    return found
 
 
 def _side(text: str, image: Image) -> dict[str, Any]:
@@ -41,26 +82,78 @@ def _side(text: str, image: Image) -> dict[str, Any]:
             "artifactType": image.artifact_type, "layers": len(image.layers)}
 
 
-def _load(text: str, want: Any, stack: ExitStack) -> Image:
-    """An image for any reference regfp reads; registry sessions and ``dir:`` work layouts stay open
-    (in ``stack``) while the layers are read."""
+def _index_side(text: str, index: _Index) -> dict[str, Any]:
+    return {"reference": text, "digest": index.desc.digest.text, "mediaType": index.desc.media_type,
+            "platforms": [str(p) for p in index.images]}
+
+
+def _load(text: str, want: Platform | None, stack: ExitStack) -> Image | _Index:
+    """An image (or, without ``want``, an index) for any reference regfp reads (a ``dir:`` that skopeo's
+    dir: transport wrote holds one stored); registry sessions and ``dir:`` work layouts stay open (in
+    ``stack``) while the layers are read."""
     from ..refs import DirRef, LayoutRef, RegistryRef
-    from ..sources import load_image
+    from ..sources import load_image, open_layout_ref
     from ..stores.layout import LayoutStore
-    from .commands import _options, _ref
+    from .commands import _options, _ref, skopeo_dir
 
     ref = _ref(text)
-    if isinstance(ref, RegistryRef):
-        from . import registry_session
-
-        session = stack.enter_context(registry_session.session())
-        return load_image(ref, work=None, platform=want, registry=session.open)
+    held = skopeo_dir(ref)
+    if held is not None:
+        return _read(*held, want)
     if isinstance(ref, DirRef):
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="regfp-diff-"))
         work = stack.enter_context(LayoutStore.open_or_create(Path(tmp) / "layout"))
         return load_image(ref, work=work, platform=want, options=_options(want))
-    assert isinstance(ref, LayoutRef)
-    return load_image(ref, work=None, platform=want)
+    store: ReadStore
+    if isinstance(ref, RegistryRef):
+        from . import registry_session
+
+        store, desc = stack.enter_context(registry_session.session()).open(ref)
+    else:
+        assert isinstance(ref, LayoutRef)
+        store, desc = open_layout_ref(ref)
+    return _read(store, desc, want)
+
+
+def _read(store: ReadStore, desc: Descriptor, want: Platform | None) -> Image | _Index:
+    from ..oci import mediatypes as mt
+    from ..oci.manifest import Index
+    from ..stores.base import read_image, read_index_images
+
+    if want is None and desc.media_type in mt.INDEX_TYPES:
+        index = Index.parse(store.get_manifest(desc), desc.media_type)
+        return _Index(desc, dict(index.annotations), read_index_images(store, desc))
+    return read_image(store, desc, want)
+
+
+def _show_indexes(a_text: str, b_text: str, a: _Index, b: _Index, d: IndexDiff, json_out: bool) -> None:
+    if json_out:
+        doc: dict[str, Any] = {"a": _index_side(a_text, a), "b": _index_side(b_text, b)}
+        doc.update(d.to_json())
+        output.print_json(doc)
+        return
+    for label, text, side in (("A", a_text, a), ("B", b_text, b)):
+        shown = f"{text}  {side.desc.digest}  (index: {', '.join(map(str, side.images)) or 'no platforms'})"
+        output.line(Text.assemble((f"{label}  ", "bold"), clean(shown, keep_newlines=False)))
+    if d.identical:
+        output.line("identical: the two references name the same index")
+        return
+    s = d.summary()
+    output.line(Text(f"\nPlatforms: {s['platformsSame']} same, {s['platformsModified']} modified, "
+                     f"{s['platformsAdded']} added, {s['platformsRemoved']} removed", style="bold"))
+    if d.annotations:
+        output.line(Text(f"\nIndex annotations: {len(d.annotations)} changed", style="bold"))
+        table = _table("field", "A", "B")
+        for c in d.annotations:
+            table.add_row(_cell(c.field), _cell(_value(c.before), "red"), _cell(_value(c.after), "green"))
+        _print(table)
+    for p in d.platforms:
+        image = p.b or p.a
+        assert image is not None
+        output.line(Text.assemble(("\n== ", "bold"), (str(p.platform), "bold"), ": ", (p.change, _STYLE[p.change]),
+                                  f"  {image.digest}" if p.diff is None or p.diff.identical else ""))
+        if p.diff is not None and not p.diff.identical:
+            _render(f"{a_text} [{p.platform}]", f"{b_text} [{p.platform}]", p.diff)
 
 
 def _table(*columns: str) -> Table:

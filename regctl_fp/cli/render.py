@@ -157,6 +157,7 @@ def index(ref: str, desc: Descriptor, idx: Index, json_out: bool, referrers: Seq
     if json_out:
         output.print_json({"reference": ref, "digest": desc.digest.text, "mediaType": desc.media_type,
                            "size": desc.size, "artifactType": idx.artifact_type,
+                           "platforms": [str(d.platform) for d in idx.manifests if d.platform],
                            "annotations": dict(idx.annotations), "manifests": entries,
                            "referrers": [output.referrer_json(d) for d in referrers]})
         return

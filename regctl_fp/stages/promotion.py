@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import InvalidInput
 from ..oci.descriptor import Descriptor
-from ..stores.base import Store, manifest_annotations
+from ..stores.base import ReadStore, Store, manifest_annotations
 
 A_DEBUG = "dev.regfp.debug"
 A_EXPIRES = "dev.regfp.expires"
@@ -18,12 +18,12 @@ def is_dev_target(repository: str) -> bool:
     return "/ad-hoc/" in f"/{repository}/"
 
 
-def debug_annotations(store: Store, desc: Descriptor) -> list[dict[str, str]]:
+def debug_annotations(store: ReadStore, desc: Descriptor) -> list[dict[str, str]]:
     """The manifest annotations of ``desc`` (every platform of an index) that mark debug images."""
     return [ann for ann in manifest_annotations(store, desc) if ann.get(A_DEBUG) == "true"]
 
 
-def refuse_promotion(store: Store, desc: Descriptor, repository: str, shown: str) -> None:
+def refuse_promotion(store: ReadStore, desc: Descriptor, repository: str, shown: str) -> None:
     if debug_annotations(store, desc) and not is_dev_target(repository):
         raise InvalidInput(f"{shown}: this is a debug image (dev.regfp.debug=true); debug images never leave "
                            "development: copy it only to an ad-hoc/ name")

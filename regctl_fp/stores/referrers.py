@@ -85,7 +85,7 @@ def referrers_below(store: ReadStore, root: Descriptor) -> list[Descriptor]:
     return out
 
 
-def copy_referrers(src: Store, dst: Store, root: Descriptor, *, jobs: int = 1,
+def copy_referrers(src: ReadStore, dst: Store, root: Descriptor, *, jobs: int = 1,
                    progress: Progress | None = None) -> list[Descriptor]:
     """Copy the content of every referrer of ``root`` (``referrers_below``) from ``src`` to ``dst``;
     returns their descriptors, which are not listed yet: the caller lists them with

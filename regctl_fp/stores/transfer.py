@@ -18,12 +18,12 @@ from ..oci.digest import Digest
 from ..oci.manifest import Index, Manifest
 from ..oci.streams import ByteReader
 from ..progress import Progress
-from .base import Store, carries_secret
+from .base import ReadStore, Store, carries_secret
 
 OnBytes = Callable[[int], None]
 
 
-def copy_descriptor(src: Store, dst: Store, desc: Descriptor, on_bytes: OnBytes | None = None, *,
+def copy_descriptor(src: ReadStore, dst: Store, desc: Descriptor, on_bytes: OnBytes | None = None, *,
                     jobs: int = 1, progress: Progress | None = None) -> Descriptor:
     """Copy what ``desc`` points at, recursively, keeping every byte (and so every digest).
 
@@ -47,7 +47,7 @@ def copy_descriptor(src: Store, dst: Store, desc: Descriptor, on_bytes: OnBytes 
                       artifact_type=desc.artifact_type)
 
 
-def _walk(src: Store, desc: Descriptor, manifests: list[tuple[Descriptor, bytes]],
+def _walk(src: ReadStore, desc: Descriptor, manifests: list[tuple[Descriptor, bytes]],
           blobs: dict[Digest, Descriptor], seen: set[Digest], private: set[Digest]) -> None:
     """Manifests in post-order (children first), the blobs they reference, and which of those blobs
     belong to an image carrying a secret."""
@@ -70,7 +70,7 @@ def _walk(src: Store, desc: Descriptor, manifests: list[tuple[Descriptor, bytes]
     manifests.append((desc, data))
 
 
-def copy_blobs(src: Store, dst: Store, descs: list[Descriptor], on_bytes: OnBytes | None = None, *,
+def copy_blobs(src: ReadStore, dst: Store, descs: list[Descriptor], on_bytes: OnBytes | None = None, *,
                jobs: int = 1, progress: Progress | None = None, private: Set[Digest] = frozenset()) -> None:
     """Copy blobs, up to ``jobs`` at a time (largest first); the first failure stops the rest.
     Those in ``private`` are stored private.
@@ -110,7 +110,7 @@ def copy_blobs(src: Store, dst: Store, descs: list[Descriptor], on_bytes: OnByte
             f.result()
 
 
-def copy_blob(src: Store, dst: Store, desc: Descriptor, on_bytes: OnBytes | None = None, *,
+def copy_blob(src: ReadStore, dst: Store, desc: Descriptor, on_bytes: OnBytes | None = None, *,
               private: bool = False) -> None:
     put_from = getattr(dst, "put_blob_from", None)
     if put_from is not None:
