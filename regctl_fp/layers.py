@@ -561,8 +561,16 @@ class _Pipe:
             for _ in range(self._comp.workers):
                 self._jobs.put(None)
         self._outputs.put(None)
+        queues = [q for q in (self._hashes, self._jobs, self._outputs) if q is not None]
         for thread in self._threads:
-            thread.join()
+            thread.join(1.0)
+            while thread.is_alive():
+                # A Ctrl-C that lands inside a queue's put (between storing an item and waking a reader)
+                # leaves a reader asleep over a queue that has work: wake every reader again.
+                for q in queues:
+                    with q.not_empty:
+                        q.not_empty.notify_all()
+                thread.join(0.1)
 
 
 class _TarStream:

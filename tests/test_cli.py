@@ -439,7 +439,7 @@ def test_ctrl_c_leaves_a_valid_layout_and_no_temp_files(tmp_path: Path) -> None:
             stdout, stderr = proc.communicate(timeout=60)
         finally:
             proc.kill()
-    assert proc.returncode == 130
+    assert proc.returncode == 130, (stdout, stderr)
     assert "Traceback" not in stderr and "interrupted" in stderr
     assert json.loads(stdout)["error"]["exitCode"] == 130
     assert list((out / ".regfp" / "tmp").iterdir()) == []  # the half-written blob is gone
