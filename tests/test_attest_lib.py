@@ -29,7 +29,7 @@ from regctl_fp.attest.provenance import StageRun, provenance_statement
 from regctl_fp.attest.sbom import dependency_paths, image_created, sbom_json, sbom_statement
 from regctl_fp.attest.scan import ScanLimits, inventory, scan_entries, scan_image_layers, scan_layer
 from regctl_fp.errors import AttestationError, KeyFileError
-from regctl_fp.layers import dir_entry, file_entry, opaque_entry, whiteout_entry, write_layer
+from regctl_fp.layers import collect_tree, dir_entry, file_entry, opaque_entry, whiteout_entry, write_layer
 from regctl_fp.oci.config import ImageConfig
 from regctl_fp.oci.digest import Digest
 from regctl_fp.oci.image import Image, Layer
@@ -188,13 +188,75 @@ def test_scan_limits_skip_and_say_so(tmp_path: Path) -> None:
     limits = ScanLimits(member=1 << 20, total=4 << 20, depth=48, files=100)
     findings = scan_layer(layer, limits=limits)
     assert sorted(findings.skipped) == [(deep, "deeper than 48 components"),
-                                        ("var/lib/dpkg/status", "larger than the per-file limit")]
+                                        ("var/lib/dpkg/status", "larger than the 1048576-byte limit for such a file")]
     found = inventory([findings])
     assert [f.package.name for f in found.packages] == ["z"]  # too deep and too large: not read
     image = Image(config=ImageConfig.new()).with_layers((layer,))
     doc = json.loads(sbom_json(image, found, name="t", created=0))
-    assert "layer 1 /var/lib/dpkg/status (larger than the per-file limit)" in doc["creationInfo"]["comment"]
+    assert "layer 1 /var/lib/dpkg/status (larger than the 1048576-byte" in doc["creationInfo"]["comment"]
     _spdx_valid(tmp_path, json.dumps(doc).encode())
+
+
+_SCAN_MEASURED = """
+import json, resource, sys
+from regctl_fp.attest.scan import inventory, scan_layer
+from regctl_fp.oci.descriptor import Descriptor
+from regctl_fp.oci.digest import Digest
+from regctl_fp.oci.image import Layer
+from regctl_fp.stores.layout import LayoutStore
+store = LayoutStore.open(sys.argv[1])
+desc = Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", Digest.parse(sys.argv[2]), int(sys.argv[3]))
+findings = scan_layer(Layer(desc, None, lambda: store.open_blob(desc)), lockfiles=["app"])
+found = inventory([findings])
+print(json.dumps({"skipped": findings.skipped, "packages": len(found.packages),
+                  "names": sorted({f.package.name for f in found.packages if not f.package.name.startswith("p")}),
+                  "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def _fill(path: Path, head: bytes, line: bytes | None, size: int, numbered: bytes | None = None) -> None:
+    """A file of about ``size`` bytes written in chunks: ``head``, then ``line`` repeated (or ``numbered``
+    lines with a counter: all distinct)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        f.write(head)
+        n = 0
+        while f.tell() < size:
+            if numbered is not None:
+                f.write(b"".join(numbered % (n + i) for i in range(10_000)))
+                n += 10_000
+            else:
+                assert line is not None
+                f.write(line * 10_000)
+
+
+def test_hostile_database_sizes_stay_bounded(tmp_path: Path) -> None:
+    """A layer of oversized databases: a 100 MiB dpkg status (not read), 3 million distinct pins in a
+    requirements file (listed up to the package cap), a 60 MiB METADATA (only its head read), a 9 MiB
+    package-lock.json (over the JSON limit). The scan, in its own process, stays within a small RSS."""
+    tree = tmp_path / "tree"
+    _fill(tree / "var/lib/dpkg/status", b"", b"Package: a\nStatus: install ok installed\nVersion: 1\n\n", 100 << 20)
+    _fill(tree / "app/requirements.txt", b"", None, 30 << 20, numbered=b"p%d==1\n")
+    _fill(tree / SITE / "big-1.dist-info/METADATA", b"Name: big\nVersion: 1\n\n", b"x" * 99 + b"\n", 60 << 20)
+    _fill(tree / "app/package-lock.json", b'{"packages": {"": {}', b', "node_modules/x": {"version": "1"}',
+          9 << 20)
+    with (tree / "app/package-lock.json").open("ab") as f:
+        f.write(b"}}")
+    store = LayoutStore.open_or_create(tmp_path / "layout")
+    written = write_layer(collect_tree(tree), store.blob_sink(), mtime=0, compression="gzip")
+    store.flush()  # into blobs/, where the other process looks
+    d = written.descriptor
+    done = subprocess.run([sys.executable, "-c", _SCAN_MEASURED, str(tmp_path / "layout"), d.digest.text,
+                           str(d.size)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert sorted(map(tuple, got["skipped"])) == [
+        ("app/package-lock.json", f"larger than the {8 << 20}-byte limit for such a file"),
+        ("app/requirements.txt", "more than 50000 packages; the rest not listed"),
+        ("var/lib/dpkg/status", f"larger than the {32 << 20}-byte limit for such a file")]
+    assert got["names"] == ["big"] and got["packages"] == 50_001
+    assert got["rss"] < 160 << 10, f"peak RSS {got['rss'] >> 10} MiB"  # ru_maxrss is in KiB
 
 
 def test_identity_key_never_in_the_sbom(tmp_path: Path) -> None:

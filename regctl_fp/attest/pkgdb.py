@@ -7,10 +7,12 @@ version is skipped, bytes that are not UTF-8 are replaced) and bounded by the si
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from typing import Literal
@@ -23,6 +25,12 @@ DPKG_STATUS_D = "var/lib/dpkg/status.d/"
 APK_INSTALLED = "lib/apk/db/installed"
 OS_RELEASE = ("etc/os-release", "usr/lib/os-release")
 # The lockfile names regfp reads when the recipe's dependency paths are directories.
+_STRUCTURED = ("poetry.lock", "uv.lock", "pdm.lock", "Cargo.lock", "package-lock.json", "npm-shrinkwrap.json",
+               "Pipfile.lock")
+# A JSON or TOML lockfile becomes a tree of Python objects about ten times its size: read only up to this.
+STRUCTURED_LIMIT = 8 << 20
+# METADATA starts with its headers (name, version); the long description after them is never needed.
+METADATA_HEAD = 256 << 10
 _LOCKFILE_NAME = re.compile(r"(requirements[\w.-]*\.(txt|lock)|constraints[\w.-]*\.txt|poetry\.lock|uv\.lock|"
                             r"pdm\.lock|Pipfile\.lock|package-lock\.json|npm-shrinkwrap\.json|Cargo\.lock|go\.sum)")
 
@@ -55,20 +63,41 @@ def which(path: str, lockfiles: tuple[str, ...] = ()) -> DbKind | None:
     return None
 
 
-def parse(kind: DbKind, path: str, data: bytes) -> list[Package]:
-    if kind in ("dpkg", "dpkg-status.d"):
-        return list(_dpkg(data, require_status=kind == "dpkg"))
-    if kind == "apk":
-        return list(_apk(data))
+def read_limit(kind: DbKind, path: str) -> int | None:
+    """How much of a database file is read: None for all of it (up to the scan's per-file limit), else a
+    prefix (METADATA) or a ceiling above which the file is passed over (JSON and TOML lockfiles)."""
     if kind == "dist-info":
-        return _dist_info(data)
-    return _lockfile(path.rpartition("/")[2], data)
+        return METADATA_HEAD
+    if kind == "lockfile" and path.rpartition("/")[2] in _STRUCTURED:
+        return STRUCTURED_LIMIT
+    return None
 
 
-def _stanzas(text: str) -> Iterator[dict[str, str]]:
+def parse(kind: DbKind, path: str, data: bytes, limit: int) -> tuple[list[Package], bool]:
+    """The packages recorded in ``data``, at most ``limit`` of them, and whether there were more."""
+    found: Iterable[Package]
+    if kind in ("dpkg", "dpkg-status.d"):
+        found = _dpkg(data, require_status=kind == "dpkg")
+    elif kind == "apk":
+        found = _apk(data)
+    elif kind == "dist-info":
+        found = _dist_info(data)
+    else:
+        found = _lockfile(path.rpartition("/")[2], data)
+    got = list(itertools.islice(found, limit + 1))
+    return got[:limit], len(got) > limit
+
+
+def _lines(data: bytes) -> Iterator[str]:
+    """The lines of ``data`` one at a time (a list of them all can be many times the file's size)."""
+    for raw in io.BytesIO(data):
+        yield raw.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def _stanzas(data: bytes) -> Iterator[dict[str, str]]:
     """RFC 822-style paragraphs (dpkg status): ``Field: value`` lines, continuation lines dropped."""
     fields: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in _lines(data):
         if not line.strip():
             if fields:
                 yield fields
@@ -82,7 +111,7 @@ def _stanzas(text: str) -> Iterator[dict[str, str]]:
 
 
 def _dpkg(data: bytes, *, require_status: bool) -> Iterator[Package]:
-    for f in _stanzas(data.decode("utf-8", "replace")):
+    for f in _stanzas(data):
         name, version = f.get("Package"), f.get("Version")
         if not name or not version:
             continue
@@ -95,14 +124,16 @@ def _dpkg(data: bytes, *, require_status: bool) -> Iterator[Package]:
 
 
 def _apk(data: bytes) -> Iterator[Package]:
-    for block in re.split(r"\n\s*\n", data.decode("utf-8", "replace")):
-        f: dict[str, str] = {}
-        for line in block.splitlines():
-            if len(line) > 2 and line[1] == ":":
-                f.setdefault(line[0], line[2:])
-        if f.get("P") and f.get("V"):
-            origin = f.get("o", "")
-            yield Package("apk", f["P"], f["V"], f.get("A", ""), origin if origin != f["P"] else "")
+    """The apk installed database: blank-line separated records of one-letter ``X:value`` lines."""
+    f: dict[str, str] = {}
+    for line in itertools.chain(_lines(data), [""]):
+        if len(line) > 2 and line[1] == ":":
+            f.setdefault(line[0], line[2:])
+        elif not line.strip():
+            if f.get("P") and f.get("V"):
+                origin = f.get("o", "")
+                yield Package("apk", f["P"], f["V"], f.get("A", ""), origin if origin != f["P"] else "")
+            f = {}
 
 
 def _dist_info(data: bytes) -> list[Package]:
@@ -116,8 +147,25 @@ def _dist_info(data: bytes) -> list[Package]:
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*===?\s*([^\s;#\\]+)")
 
 
-def _lockfile(name: str, data: bytes) -> list[Package]:
-    text = data.decode("utf-8", "replace")
+def _lockfile(name: str, data: bytes) -> Iterable[Package]:
+    if name in _STRUCTURED:
+        return _structured(name, data.decode("utf-8", "replace"))
+    if name == "go.sum":
+        return _go_sum(data)
+    # requirements.txt and anything else the recipe names: ``name==version`` pins, one a line.
+    return (Package("pypi", m.group(1), m.group(2)) for m in map(_PIN.match, _lines(data)) if m)
+
+
+def _go_sum(data: bytes) -> Iterator[Package]:
+    seen = set()
+    for line in _lines(data):
+        parts = line.split()
+        if len(parts) == 3 and not parts[1].endswith("/go.mod") and (parts[0], parts[1]) not in seen:
+            seen.add((parts[0], parts[1]))
+            yield Package("golang", parts[0], parts[1])
+
+
+def _structured(name: str, text: str) -> list[Package]:
     try:
         if name in ("poetry.lock", "uv.lock", "pdm.lock", "Cargo.lock"):
             doc = tomllib.loads(text)
@@ -133,21 +181,13 @@ def _lockfile(name: str, data: bytes) -> list[Package]:
             return [Package("pypi", k, str(v["version"]).lstrip("=")) for part in ("default", "develop")
                     for k, v in (doc.get(part) or {}).items() if isinstance(v, dict) and v.get("version")]
     except (ValueError, AttributeError, TypeError, KeyError, RecursionError):
-        return []  # a lockfile that does not parse still appears as a file (with its checksum)
-    if name == "go.sum":
-        found = set()
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) == 3 and not parts[1].endswith("/go.mod"):
-                found.add(Package("golang", parts[0], parts[1]))
-        return sorted(found)
-    # requirements.txt and anything else the recipe names: ``name==version`` pins, one a line.
-    return sorted({Package("pypi", m.group(1), m.group(2)) for m in map(_PIN.match, text.splitlines()) if m})
+        pass  # a lockfile that does not parse still appears as a file (with its checksum)
+    return []
 
 
 def os_release_id(data: bytes) -> str:
     """The ``ID`` of an os-release file (e.g. ``debian``, ``alpine``), or "" if it has none."""
-    for line in data.decode("utf-8", "replace").splitlines():
+    for line in _lines(data):
         key, _, value = line.partition("=")
         if key.strip() == "ID":
             return value.strip().strip("\"'")

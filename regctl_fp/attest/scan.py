@@ -31,6 +31,7 @@ class ScanLimits:
     total: int = 128 << 20  # all database files of one layer
     depth: int = 48  # path components
     files: int = 20_000  # database files read per layer
+    packages: int = 50_000  # records listed from one database file
 
 
 LIMITS = ScanLimits()
@@ -64,8 +65,9 @@ def _norm(name: str) -> str:
 
 
 class LayerScanner:
-    """Fed a layer's entries in order: ``wants(name, size)`` says whether the entry's content matters
-    (then pass it to ``add``); whiteouts are noted by name alone. ``findings`` is the result."""
+    """Fed a layer's entries in order: ``wants(name, size)`` says how many bytes of the entry's content
+    to read (0: none; then pass them to ``add``); whiteouts are noted by their names alone. The result
+    is ``findings``."""
 
     def __init__(self, lockfiles: Sequence[str] = (), limits: ScanLimits = LIMITS) -> None:
         self._lockfiles = tuple(_norm(p) for p in lockfiles)
@@ -73,33 +75,39 @@ class LayerScanner:
         self._taken = 0
         self.findings = LayerFindings()
 
-    def wants(self, name: str, size: int) -> bool:
+    def wants(self, name: str, size: int) -> int:
         path = _norm(name)
         if path.startswith(SECRET_DIRS):
-            return False
+            return 0
+        f = self.findings
         if path.count("/") >= self._limits.depth:
             if self._kind(path) is not None:
-                shown = path if len(path) <= 200 else path[:200] + "..."
-                self.findings.skipped.append((shown, f"deeper than {self._limits.depth} components"))
-            return False
+                f.skipped.append((path if len(path) <= 200 else path[:200] + "...",
+                                  f"deeper than {self._limits.depth} components"))
+            return 0
         parent, _, base = path.rpartition("/")
         if base.startswith(_WHITEOUT):
             if base == _OPAQUE:
-                self.findings.opaque.append(parent)
+                f.opaque.append(parent)
             else:
-                self.findings.removed.append(f"{parent}/{base[len(_WHITEOUT):]}" if parent else base[len(_WHITEOUT):])
-            return False
-        if self._kind(path) is None:
-            return False
-        f = self.findings
-        why = ("larger than the per-file limit" if size > self._limits.member else
-               "over the per-layer total" if self._taken + size > self._limits.total else
-               "over the per-layer file count" if len(f.dbs) + len(f.lockfiles) >= self._limits.files else "")
+                f.removed.append(f"{parent}/{base[len(_WHITEOUT):]}" if parent else base[len(_WHITEOUT):])
+            return 0
+        kind = self._kind(path)
+        if kind is None:
+            return 0
+        cap = pkgdb.METADATA_HEAD if kind == "os-release" else pkgdb.read_limit(kind, path)
+        prefix = kind in ("dist-info", "os-release")  # only the head of these is needed
+        need = min(size, cap) if prefix and cap is not None else size
+        most = self._limits.member if prefix or cap is None else min(cap, self._limits.member)
+        why = (f"larger than the {most}-byte limit for such a file" if need > most
+               else "over the per-layer total" if self._taken + need > self._limits.total
+               else "over the per-layer file count" if len(f.dbs) + len(f.lockfiles) >= self._limits.files
+               else "")
         if why:
             f.skipped.append((path, why))
-            return False
-        self._taken += size
-        return True
+            return 0
+        self._taken += need
+        return max(need, 1)  # an empty database is still a database (it replaces the one below)
 
     def _kind(self, path: str) -> DbKind | Literal["os-release"] | None:
         if path in pkgdb.OS_RELEASE:
@@ -107,7 +115,7 @@ class LayerScanner:
         return pkgdb.which(path, self._lockfiles)
 
     def add(self, name: str, data: bytes) -> None:
-        """The content of an entry ``wants`` asked for."""
+        """The content of an entry ``wants`` asked for (its first ``wants`` bytes)."""
         path = _norm(name)
         kind = self._kind(path)
         if kind == "os-release":
@@ -118,7 +126,10 @@ class LayerScanner:
         if kind == "lockfile":  # SPDX 2.3 requires a SHA1 checksum for every file
             self.findings.lockfiles[path] = FileRecord(hashlib.sha1(data).hexdigest(), hashlib.sha256(data).hexdigest(),
                                                        len(data))
-        self.findings.dbs[path] = tuple(sorted(set(pkgdb.parse(kind, path, data))))
+        found, more = pkgdb.parse(kind, path, data, self._limits.packages)
+        if more:
+            self.findings.skipped.append((path, f"more than {self._limits.packages} packages; the rest not listed"))
+        self.findings.dbs[path] = tuple(sorted(set(found)))
 
 
 def scan_entries(entries: Iterable[Entry], lockfiles: Sequence[str] = (), limits: ScanLimits = LIMITS) -> LayerFindings:
@@ -127,12 +138,12 @@ def scan_entries(entries: Iterable[Entry], lockfiles: Sequence[str] = (), limits
     scanner = LayerScanner(lockfiles, limits)
     for e in entries:
         name = e.path.decode("utf-8", "surrogateescape")
-        if e.kind == "file" and scanner.wants(name, e.size):
-            if e.data is not None:
-                scanner.add(name, e.data[: e.size])
-            elif e.opener is not None:
-                with e.opener() as f:
-                    scanner.add(name, f.read(e.size))
+        n = scanner.wants(name, e.size) if e.kind == "file" else 0
+        if n and e.data is not None:
+            scanner.add(name, e.data[:n])
+        elif n and e.opener is not None:
+            with e.opener() as f:
+                scanner.add(name, f.read(n))
     return scanner.findings
 
 
@@ -141,10 +152,11 @@ def scan_layer(layer: Layer, lockfiles: Sequence[str] = (), limits: ScanLimits =
     scanner = LayerScanner(lockfiles, limits)
     with open_tar(layer) as tar:
         for member in tar:
-            if member.isreg() and scanner.wants(member.name, member.size):
+            n = scanner.wants(member.name, member.size) if member.isreg() else 0
+            if n:
                 data = tar.extractfile(member)
                 assert data is not None
-                scanner.add(member.name, data.read(member.size))
+                scanner.add(member.name, data.read(n))
     return scanner.findings
 
 
