@@ -26,7 +26,7 @@ from regctl_fp.attest import dsse
 from regctl_fp.attest.facts import Input, SourceRef
 from regctl_fp.attest.keys import load_public_key, load_signing_key
 from regctl_fp.attest.provenance import StageRun, provenance_statement
-from regctl_fp.attest.sbom import dependency_paths, image_created, sbom_json, sbom_statement
+from regctl_fp.attest.sbom import dependency_paths, image_created, image_sbom, sbom_json, sbom_statement
 from regctl_fp.attest.scan import ScanLimits, inventory, scan_entries, scan_image_layers, scan_layer
 from regctl_fp.errors import AttestationError, KeyFileError
 from regctl_fp.layers import collect_tree, dir_entry, file_entry, opaque_entry, whiteout_entry, write_layer
@@ -86,11 +86,13 @@ class _Rule:
 
 
 def _sbom(image: Image, name: str, commit: str, lockfiles: tuple[str, ...] = ()) -> bytes:
+    source = SourceRef("hello", commit, url="https://git.example.com/acme/hello.git", subdir="app")
     found = inventory(scan_image_layers(image.layers, lockfiles))
     created = image_created(image)
     assert created is not None and created >= 1_700_000_000  # the commit time (tests/gitrepo.py's clock)
-    return sbom_json(image, found, name=name, created=created,
-                     source=SourceRef("hello", commit, url="https://git.example.com/acme/hello.git", subdir="app"))
+    data = sbom_json(image, found, name=name, created=created, source=source)
+    assert image_sbom(image, name=name, source=source, lockfiles=lockfiles) == data  # the one-call form
+    return data
 
 
 def _pyspdxtools() -> str:
@@ -122,6 +124,8 @@ def test_sbom_of_every_built_image_is_valid_spdx_and_lists_its_packages(built: d
     dist_name, dist_version = built["dist"]
     busybox_version = _dpkg_record("busybox-static").split("\nVersion: ")[1].split("\n")[0]
     assert len(built["images"]) == 4  # the build and its patches onto the three channels
+    keyfile = _key_file(tmp_path / "signing.key", "ecdsa")
+    key = load_signing_key(keyfile, None)
     for n, (name, image) in enumerate(sorted(built["images"].items())):
         data = _sbom(image, name, built["commit"], locks)
         _spdx_valid(tmp_path, data, f"{n}.spdx.json")
@@ -148,6 +152,11 @@ def test_sbom_of_every_built_image_is_valid_spdx_and_lists_its_packages(built: d
         assert {"algorithm": "SHA256", "checksumValue": hashlib.sha256(b"dep==1.0\n").hexdigest()} in lock["checksums"]
         assert f"in layer 2 ({image.layers[1].digest.text})" in lock["comment"]
         assert _sbom(image, name, built["commit"], locks) == data  # deterministic
+        # As an attestation: an in-toto statement about this image, signed, verified by securesystemslib.
+        payload = sbom_statement(name, image.digest, doc)
+        jsonschema.validate(json.loads(payload), STATEMENT_SCHEMA, format_checker=jsonschema.FormatChecker())
+        assert json.loads(payload)["subject"][0]["digest"] == {"sha256": image.digest.hex}
+        _sslib_verify(dsse.sign(payload, key).to_json(), keyfile.with_suffix(".pub"), key.keyid)
 
 
 def _write(store: LayoutStore, entries: list[Any]) -> Layer:

@@ -24,7 +24,7 @@ from ..timeutil import parse_rfc3339, rfc3339
 from .facts import SourceRef
 from .pkgdb import Package
 from .provenance import statement
-from .scan import Inventory
+from .scan import LIMITS, Inventory, ScanLimits, inventory, scan_layer
 
 SPDX_PREDICATE = "https://spdx.dev/Document/v2.3"
 NAMESPACE = "https://regfp.dev/spdx/"
@@ -193,6 +193,15 @@ def _image_purl(name: str, digest: Digest) -> str:
 def sbom_json(image: Image, found: Inventory, *, name: str, created: int, source: SourceRef | None = None) -> bytes:
     """``sbom_document`` as canonical JSON bytes (a valid SPDX 2.3 JSON file)."""
     return canonical_json(sbom_document(image, found, name=name, created=created, source=source))
+
+
+def image_sbom(image: Image, *, name: str, source: SourceRef | None = None, lockfiles: Sequence[str] = (),
+               created: int | None = None, limits: ScanLimits = LIMITS) -> bytes:
+    """The SPDX JSON of a stored image in one call: each layer read once (``scan_layer``), stacked, then
+    ``sbom_json``. ``created`` defaults to the image config's ``created`` (else the epoch: never the clock)."""
+    found = inventory([scan_layer(layer, lockfiles, limits) for layer in image.layers])
+    when = created if created is not None else image_created(image)
+    return sbom_json(image, found, name=name, created=when or 0, source=source)
 
 
 def sbom_statement(subject_name: str, subject_digest: Digest, document: dict[str, Any]) -> bytes:
