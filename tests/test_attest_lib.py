@@ -159,6 +159,38 @@ def test_sbom_of_every_built_image_is_valid_spdx_and_lists_its_packages(built: d
         _sslib_verify(dsse.sign(payload, key).to_json(), keyfile.with_suffix(".pub"), key.keyid)
 
 
+@pytest.mark.parametrize(("rules", "deps", "paths"), [
+    ([(".", "/app")], ["requirements.lock", "vendor"], ("app/requirements.lock", "app/vendor")),
+    ([("requirements.lock", "/deps/")], ["requirements.lock"], ("deps/requirements.lock",)),
+    ([("requirements.lock", "/deps/req.txt")], ["requirements.lock"], ("deps/req.txt",)),
+    ([("src", "/srv"), ("lock/go.sum", "/srv/")], ["src/go.sum", "lock"], ("srv/go.sum",)),
+    ([("vendor/a", "/opt/a")], ["vendor"], ("opt/a",)),
+    ([("vendor/a", "/opt/")], ["vendor"], ("opt",)),  # a directory: its files go below /opt
+    ([("src", "/srv")], ["other.lock"], ()),
+])
+def test_dependency_paths_follow_the_copy_rules(rules: list[tuple[str, str]], deps: list[str],
+                                                 paths: tuple[str, ...]) -> None:
+    tree = {"requirements.lock", "src/go.sum", "lock/go.sum", "vendor/a/x.txt", "other.lock"}
+    assert dependency_paths([_Rule(f, t) for f, t in rules], deps, tree) == paths
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    (b"not json", "not JSON"),
+    (b"[1]", "not a JSON object"),
+    (b'{"payload": "e30=", "signatures": [{"sig": "AA=="}]}', "no payloadType"),
+    (b'{"payload": "e30=", "payloadType": "t", "signatures": []}', "1 to 64 signatures"),
+    (b'{"payload": "e30=", "payloadType": "t", "signatures": [%b]}' % b",".join([b'{"sig": "AA=="}'] * 65),
+     "1 to 64 signatures"),
+    (b'{"payload": "%%%", "payloadType": "t", "signatures": [{"sig": "AA=="}]}', "payload of the envelope is not"),
+    (b'{"payload": "e30=", "payloadType": "t", "signatures": [{"keyid": 7, "sig": "AA=="}]}', "keyid string"),
+    (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+])
+def test_malformed_envelopes_are_refused(data: bytes, why: str) -> None:
+    with pytest.raises(AttestationError, match=why) as e:
+        dsse.parse_envelope(data)
+    assert e.value.exit_code == 1
+
+
 def _write(store: LayoutStore, entries: list[Any]) -> Layer:
     written = write_layer(entries, store.blob_sink(), mtime=1_700_000_000, compression="gzip")
     return Layer(written.descriptor, written.diff_id, lambda d=written.descriptor: store.open_blob(d))

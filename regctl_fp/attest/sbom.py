@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -40,9 +40,15 @@ class CopyRule(Protocol):
     def to(self) -> str: ...
 
 
-def dependency_paths(copy: Sequence[CopyRule], dependencies: Sequence[str]) -> tuple[str, ...]:
+def dependency_paths(copy: Sequence[CopyRule], dependencies: Sequence[str],
+                     files: Collection[str] = ()) -> tuple[str, ...]:
     """Where the recipe's dependency paths (``build.dependencies``, relative to the source subdir) land
-    in the image, by the copy rules that take them: the paths to give the scanner as lockfiles."""
+    in the image, by the copy rules that take them: the paths to give the scanner as lockfiles.
+
+    ``files`` are the source tree's file paths (relative to the subdir, as the build's tree lists
+    them): a rule whose source is a file and whose destination ends in ``/`` puts it inside that
+    directory, as the build does; without them, a rule's source is taken for a file only when it is
+    the dependency itself."""
     out = set()
     for dep in dependencies:
         d = posixpath.normpath(dep).lstrip("/")
@@ -50,12 +56,13 @@ def dependency_paths(copy: Sequence[CopyRule], dependencies: Sequence[str]) -> t
             src = posixpath.normpath(rule.from_).lstrip("/")
             src = "" if src == "." else src
             to = rule.to.strip("/")
-            if d == src and not rule.to.endswith("/"):
-                out.add(to)
-            elif d == src:
-                out.add(posixpath.join(to, posixpath.basename(d)))
-            elif not src or d.startswith(src + "/"):
+            into = rule.to.endswith("/")
+            if d == src:
+                out.add(posixpath.join(to, posixpath.basename(d)) if into else to)
+            elif not src or d.startswith(src + "/"):  # the rule copies a tree holding the dependency
                 out.add(posixpath.join(to, d[len(src) + 1 if src else 0:]))
+            elif src.startswith(d + "/"):  # the rule copies a part of a dependency directory
+                out.add(posixpath.join(to, posixpath.basename(src)) if into and src in files else to)
     return tuple(sorted(p for p in out if p))
 
 
