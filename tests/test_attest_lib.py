@@ -232,6 +232,9 @@ def test_scan_limits_skip_and_say_so(tmp_path: Path) -> None:
                                         ("var/lib/dpkg/status", "larger than the 1048576-byte limit for such a file")]
     found = inventory([findings])
     assert [f.package.name for f in found.packages] == ["z"]  # too deep and too large: not read
+    stale = b"Package: stale\nStatus: install ok installed\nVersion: 1\n\n"
+    lower = scan_layer(_write(store, [file_entry("var/lib/dpkg/status", stale)]))
+    assert [f.package.name for f in inventory([lower, findings]).packages] == ["z"]  # replaced, not kept
     image = Image(config=ImageConfig.new()).with_layers((layer,))
     doc = json.loads(sbom_json(image, found, name="t", created=0))
     assert "layer 1 /var/lib/dpkg/status (larger than the 1048576-byte" in doc["creationInfo"]["comment"]

@@ -194,6 +194,10 @@ def inventory(findings: Sequence[LayerFindings]) -> Inventory:
     for i, f in enumerate(findings):
         for state in (dbs, locks, osr):
             _drop(state, f.removed, f.opaque)  # type: ignore[arg-type]
+        for path, _ in f.skipped:  # replaced by a file not read: what the lower one said no longer holds
+            if path not in f.dbs:
+                dbs.pop(path, None)
+                locks.pop(path, None)
         for path, pkgs in f.dbs.items():
             before = dbs.get(path, {})
             dbs[path] = {p: before.get(p, i) for p in pkgs}
