@@ -17,10 +17,9 @@ from .oci.errors import (
 from .redaction import scrub
 
 __all__ = [
-    "CorruptLayer", "DigestMismatch", "DocumentTooLarge", "InputFileError", "InvalidDigest", "InvalidDocument",
-    "InvalidInput", "LayerInputError", "LayoutError", "LockTimeout", "NotFound", "RecipeError", "RefError",
-    "RegfpError", "RegistryError", "SizeMismatch",
-    "VerificationError",
+    "AttestationError", "CorruptLayer", "DigestMismatch", "DocumentTooLarge", "InputFileError", "InvalidDigest",
+    "InvalidDocument", "InvalidInput", "KeyFileError", "LayerInputError", "LayoutError", "LockTimeout", "NotFound",
+    "RecipeError", "RefError", "RegfpError", "RegistryError", "SizeMismatch", "VerificationError",
 ]
 
 
@@ -62,6 +61,26 @@ class InputFileError(InvalidInput):
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
+        self.reason = reason
+
+
+class KeyFileError(InvalidInput):
+    """A key file that cannot be used: unreadable, not PEM, locked, of an unsupported type, or readable by
+    others. The message names the file, never its content or a password."""
+
+    def __init__(self, what: str, path: str, reason: str) -> None:
+        super().__init__(f"{what} {path}: {reason}")
+        self.what = what
+        self.path = path
+        self.reason = reason
+
+
+class AttestationError(VerificationError):
+    """A signed attestation that does not verify: a malformed envelope, another payload type, no
+    signature by the expected key, or a signature that does not match the content."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"attestation does not verify: {reason}")
         self.reason = reason
 
 

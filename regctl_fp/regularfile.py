@@ -48,14 +48,21 @@ def open_regular(path: str | Path, *, follow: bool = True) -> BinaryIO:
         raise
 
 
-def read_regular(path: str | Path, limit: int, what: str, *, follow: bool = True) -> bytes:
+def read_regular(path: str | Path, limit: int, what: str, *, follow: bool = True, owner_only: bool = False) -> bytes:
     """The whole content of the regular file ``path``, refused above ``limit`` bytes.
 
     ``what`` names the file in the error ("recipe", "CA certificate"). The size is checked before
     reading and again while reading, so a file that grows meanwhile cannot exceed the limit either.
+    ``owner_only`` refuses a file that its group or others may access (a secret left readable has
+    already leaked to them; as ssh does with private keys), checked on the descriptor that is read.
     """
     with open_regular(path, follow=follow) as f:
-        if os.fstat(f.fileno()).st_size > limit:
+        st = os.fstat(f.fileno())
+        if owner_only and st.st_mode & 0o077:
+            raise InputFileError(str(path), f"is accessible to its group or others (mode "
+                                            f"{stat.S_IMODE(st.st_mode):04o}); a {what} must be readable by "
+                                            f"its owner only (chmod 600)")
+        if st.st_size > limit:
             raise InputFileError(str(path), f"larger than the {_size(limit)} a {what} may have")
         data = f.read(limit + 1)
     if len(data) > limit:

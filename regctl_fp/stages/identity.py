@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..errors import InputFileError, InvalidInput
+from ..errors import InputFileError, InvalidInput, KeyFileError
 from ..oci.canonical import canonical_json
+from ..privatekey import load_private_key
 from ..regularfile import PEM_LIMIT, read_regular
 from .validity import IDENTITY_DIR, window
 
@@ -62,19 +63,9 @@ def load_authority(cert_path: Path, key_path: Path, password: str | None, *, now
     except ValueError:
         raise IdentityError(f"CA certificate {cert_path}: not a PEM certificate") from None
     try:
-        key_pem = read_regular(key_path, PEM_LIMIT, "CA key")
-    except InputFileError as e:
-        raise IdentityError(f"CA key {e.message}") from None
-    except OSError as e:
-        raise IdentityError(f"CA key {key_path}: cannot read ({e.strerror})") from None
-    try:
-        key = serialization.load_pem_private_key(key_pem, password.encode() if password is not None else None)
-    except TypeError:
-        raise IdentityError(f"CA key {key_path}: it is encrypted; name the environment variable holding its "
-                            "password in identity.keyPasswordEnv" if password is None else
-                            f"CA key {key_path}: it is not encrypted, but a password was given") from None
-    except ValueError:
-        raise IdentityError(f"CA key {key_path}: not a PEM private key, or the password is wrong") from None
+        key = load_private_key(key_path, password, what="CA key", password_setting="identity.keyPasswordEnv")
+    except KeyFileError as e:
+        raise IdentityError(e.message) from None
     if not isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey)):
         raise IdentityError(f"CA key {key_path}: unsupported key type {type(key).__name__}")
     if _public_der(key.public_key()) != _public_der(cert.public_key()):
