@@ -164,6 +164,10 @@ def _api_referrers(store: RegistryStore, repo: str, subject: Digest,
             return None
         if resp.status_code != 200:
             raise client.fail(resp, "GET")
+        said = resp.headers.get("content-type", "").split(";")[0].strip()
+        if page == 0 and said != mt.OCI_INDEX:  # not a referrers API (one that answers every path): none
+            resp.close()
+            return None
         try:
             data = read_limited(resp, MANIFEST_LIMIT)
         finally:
