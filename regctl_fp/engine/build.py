@@ -83,6 +83,8 @@ def evaluate_input(run: Run, node: Node) -> Outcome:
         if not _base_needed(run):
             return Outcome(node, "input", "input", why)
         return Outcome(node, "input", "input", why, digest=_platform_base(run, platform).digest.text)
+    if node.id.part.startswith("platforms:"):  # a multi-platform unit's image: each platform's found by the unit
+        return Outcome(node, "input", "input", "image reference, for each platform")
     if node.id.part.startswith("channel:"):  # a multi-platform channel: each platform's image found by its patch
         name = node.id.part.removeprefix("channel:")
         platforms = run_platforms(run)

@@ -18,7 +18,7 @@ from ..stores.base import read_index_images, write_image, write_index
 from .build import BUILD, FROM, built_image, channel_input, image_input
 from .graph import Node, NodeId, Outcome
 from .keys import stage_key
-from .platforms import index_platforms, platform_image, run_platforms, where_refs
+from .platforms import check_serves, platform_image, run_platforms, where_refs
 from .reuse import reuse_or_make
 from .run import Run
 
@@ -63,28 +63,10 @@ def check_channels(run: Run) -> None:
     platforms = run_platforms(run)
     if r.patch is None or platforms is None or run.source is None or run.source.from_image is not None:
         return
-    from ..recipe.platforms import same_platform
-    from ..refs import DirRef
-
     for channel in r.patch.channels:
         if run.channels is not None and channel not in run.channels:
             continue
-        refs = run.lr.channel_refs(channel)
-        where = where_refs(run, channel)
-        for ref in ([refs.single] if refs.single is not None else list(refs.per_platform.values())):
-            run.lr.image_ref(ref)  # a missing dir: is a RecipeError naming its line
-        if refs.single is None or isinstance(run.lr.image_ref(refs.single), DirRef):
-            continue
-        served = index_platforms(run, refs.single)
-        if served is None:  # one image: it serves its own platform
-            for p in platforms:
-                platform_image(run, refs, p, where)
-            continue
-        missing = [str(p) for p in platforms if not any(same_platform(q, p) or q.matches(p) for q in served)]
-        if missing:
-            raise run.lr.error(where, f"channel {channel!r} ({refs.single}) has no image for {', '.join(missing)} "
-                                      f"(it has: {', '.join(map(str, served)) or 'none'}); the recipe builds "
-                                      f"{', '.join(map(str, platforms))}")
+        check_serves(run, run.lr.channel_refs(channel), platforms, where_refs(run, channel), f"channel {channel!r}")
 
 
 def _channel_digests(run: Run, channel: str, platforms: tuple[Platform, ...]) -> dict[str, str]:

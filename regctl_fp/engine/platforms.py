@@ -95,3 +95,30 @@ def where_refs(run: Run, channel_or_base: str | None) -> KeyPath:
         return ("patch", "channels", channel_or_base)
     return ("build", "base")
 
+
+
+def check_serves(run: Run, refs: Refs, platforms: tuple[Platform, ...], where: KeyPath, what: str) -> None:
+    """``refs`` has an image for each of ``platforms``, told before anything is made (a plan reads only
+    manifests): a ``dir:`` tree serves any platform, an index the platforms it lists, a single image its
+    own. A RecipeError naming ``where`` otherwise."""
+    from ..refs import DirRef
+
+    by_ref: dict[str, list[Platform]] = {}
+    for p in platforms:
+        ref = refs.for_platform(p)
+        if ref is None:
+            raise run.lr.error(where, f"{what} names no image for {p}")
+        by_ref.setdefault(ref, []).append(p)
+    for ref, wanted in by_ref.items():
+        if isinstance(run.lr.image_ref(ref), DirRef):  # a missing dir: is a RecipeError naming its line
+            continue
+        served = index_platforms(run, ref)
+        if served is None:  # one image: it serves its own platform
+            for p in wanted:
+                platform_image(run, refs, p, where)
+            continue
+        missing = [str(p) for p in wanted if not any(same_platform(q, p) or q.matches(p) for q in served)]
+        if missing:
+            raise run.lr.error(where, f"{what} ({ref}) has no image for {', '.join(missing)} (it has: "
+                                      f"{', '.join(map(str, served)) or 'none'}); the recipe builds "
+                                      f"{', '.join(map(str, platforms))}")
