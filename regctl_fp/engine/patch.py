@@ -8,6 +8,8 @@ build on its base instead.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 from ..oci import annotation_keys as A
 from ..oci import mediatypes as mt
@@ -94,8 +96,12 @@ def evaluate_patch(run: Run, node: Node) -> Outcome:
             return Outcome(node, "build", "pending", "the build is (re)built first")
         bases = _channel_digests(run, channel, platforms)
         key = patch_key(run, channel, upstream.digest, canonical_json(bases).decode())
-        return reuse_or_make(run, node, key, node.names, lambda: _patch_platforms(run, channel, key, platforms),
-                             cached_reason="up to date", make_reason=_why_platforms(run, node, bases))
+        out = reuse_or_make(run, node, key, node.names, lambda: _patch_platforms(run, channel, key, platforms),
+                            cached_reason="up to date", make_reason=_why_platforms(run, node, bases))
+        rebuilt = run.memo.get("rebuilt", {}).get(channel)
+        if out.how == "made" and rebuilt:
+            out = replace(out, reason=f"{out.reason}; rebuilt {', '.join(rebuilt)} (fallback: rebuild)")
+        return out
     if upstream.digest is None or base.digest is None:
         return Outcome(node, "build", "pending", "the build is (re)built first")
     key = patch_key(run, channel, upstream.digest, base.digest)
@@ -134,8 +140,9 @@ def _patch_platforms(run: Run, channel: str, key: str, platforms: tuple[Platform
     """Each platform's build rebased onto the channel's image for that platform, then the index. Each
     image carries its own key (its build image and base): a platform whose inputs did not move keeps
     the image the channel's patch already holds, so a moved arm64 base re-patches arm64 only."""
+    from ..mutate import RebaseError
     from ..recipe.platforms import same_platform
-    from ..stages.patch import old_base_of, patch_onto
+    from ..stages.patch import BaseMoved, MissingBase, old_base_of, patch_onto
 
     out = run.outcome(BUILD)
     entry = next(d for d in out.names.values() if d is not None)
@@ -148,6 +155,7 @@ def _patch_platforms(run: Run, channel: str, key: str, platforms: tuple[Platform
     refs = run.lr.channel_refs(channel)
     where = where_refs(run, channel)
     images: dict[Platform, Image] = {}
+    rebuilt: list[str] = []
     for p in platforms:
         image = next(im for q, im in built.items() if same_platform(q, p))
         new_base = platform_image(run, refs, p, where)
@@ -161,12 +169,46 @@ def _patch_platforms(run: Run, channel: str, key: str, platforms: tuple[Platform
         def old(image: Image = image, p: Platform = p) -> Image:
             return old_base_of(image, run.store, lambda name: run.image(name, platform=p))
 
-        patched = patch_onto(image, new_base, refs.for_platform(p) or refs.text, old, channel=channel,
-                             annotations={A.STAGE: "patch", A.KEY: own_key})
+        try:
+            patched = patch_onto(image, new_base, refs.for_platform(p) or refs.text, old, channel=channel,
+                                 annotations={A.STAGE: "patch", A.KEY: own_key})
+        except (RebaseError, MissingBase, BaseMoved):
+            if not _may_rebuild(run):
+                raise
+            # Only this platform's base cannot be rebased onto: it alone is built again, on its new base.
+            patched = _rebuild_platform(run, channel, own_key, new_base, refs.for_platform(p) or refs.text, p)
+            rebuilt.append(str(p))
         write_image(run.store, new_base)
         images[patched.config.platform] = patched
-    return write_index(run.store, images, {A.STAGE: "patch", A.KEY: key, A.CHANNEL: channel,
-                                           A.BASE_NAME: refs.text, A.REVISION: src.commit.sha})
+    annotations = {A.STAGE: "patch", A.KEY: key, A.CHANNEL: channel, A.BASE_NAME: refs.text,
+                   A.REVISION: src.commit.sha}
+    if rebuilt:
+        run.memo.setdefault("rebuilt", {})[channel] = rebuilt
+        annotations[A.FALLBACK] = f"rebuild {' '.join(rebuilt)}"  # which platforms were built again
+    return write_index(run.store, images, annotations)
+
+
+def _may_rebuild(run: Run) -> bool:
+    r = run.lr.recipe
+    return r.patch is not None and r.patch.fallback == "rebuild" and r.build is not None and r.source is not None
+
+
+def _rebuild_platform(run: Run, channel: str, key: str, base: Image, base_name: str, platform: Platform) -> Image:
+    """``platform``'s build made again on the channel's image (fallback: rebuild), not yet written. A
+    run step that is not per platform runs once for every platform rebuilt (its layer stays shared)."""
+    from ..stages.build import build, run_outputs
+    from .build import build_annotations, per_platform_step, source_inputs
+
+    src = run.source
+    assert src is not None
+    inputs = source_inputs(run, src)
+    target = platform if per_platform_step(run) else None
+    steps: dict[Platform | None, list[Any]] = run.memo.setdefault("fallback-steps", {})
+    if target not in steps:
+        steps[target] = run.hold_context(run_outputs(inputs, target))
+    annotations = {**build_annotations(run, src, base, key, base_name=base_name), A.STAGE: "patch",
+                   A.CHANNEL: channel, A.FALLBACK: "rebuild"}
+    return build(inputs, base, annotations, run.store, steps[target], run.progress)
 
 
 def _patch_or_rebuild(run: Run, channel: str, key: str) -> Descriptor:
@@ -180,8 +222,7 @@ def _patch_or_rebuild(run: Run, channel: str, key: str) -> Descriptor:
         patched = patch_onto(built, new_base, ref, _old_base(run, built), channel=channel,
                              annotations={A.STAGE: "patch", A.KEY: key})
     except (RebaseError, MissingBase, BaseMoved):
-        r = run.lr.recipe
-        if r.patch is None or r.patch.fallback != "rebuild" or r.build is None or r.source is None:
+        if not _may_rebuild(run):
             raise
         return _rebuild_on(run, channel, key, new_base)
     write_image(run.store, new_base)
