@@ -755,3 +755,42 @@ def test_fallback_rebuild_of_a_two_platform_patch_rebuilds_only_the_platform_tha
     assert regfp("verify", str(layout)).returncode == 0
     again = regfp_json("build", str(recipe), "--only", "patch")
     assert next(i for i in again["images"] if i["name"] == stable)["cached"]
+
+
+def test_patch_from_a_two_platform_index_patches_each_platform(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    sha = make_multi_project(tmp_path, arm64_rootfs)
+    regfp_json("build", str(tmp_path / "recipe.yaml"), "--only", "build")
+    built_name = f"build/src:{sha}"
+    entry, _ = index_of(tmp_path / "out", built_name)
+    built = {arch: manifest_of(tmp_path / "out", d) for arch, d in _children(tmp_path / "out", built_name).items()}
+    recipe = tmp_path / "from.yaml"
+    recipe.write_text(f'regfp: 1\nname: shipped\npatch:\n  from: "oci:out:{built_name}"\n  channels:\n'
+                      '    next: {linux/amd64: "dir:bases/amd64-2", linux/arm64: "dir:bases/arm64-2"}\n'
+                      "output: {layout: out-from}\n")
+    report = regfp_json("build", str(recipe))
+    hexd = entry["digest"].split(":")[1]
+    names = {i["name"]: i["digest"] for i in report["images"]}
+    layout = tmp_path / "out-from"
+    # The whole index is copied in (its digest names it), and the patch is an index of both platforms.
+    assert names[f"from/shipped:{hexd}"] == entry["digest"]
+    patched = f"patch/shipped/{hexd}:next"
+    assert index_of(layout, patched)[0]["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    images = {arch: manifest_of(layout, d) for arch, d in _children(layout, patched).items()}
+    assert sorted(images) == ["amd64", "arm64"]
+    for arch in ("amd64", "arm64"):
+        assert images[arch]["layers"][1:] == built[arch]["layers"][1:]  # rebased: the app's blobs kept
+        assert images[arch]["layers"][0] != built[arch]["layers"][0]
+        assert images[arch]["annotations"]["org.opencontainers.image.base.name"] == f"dir:bases/{arch}-2"
+    rootfs = unpack_arch(layout, patched, "arm64", tmp_path / "x", tool_env)
+    assert elf_machine(rootfs / "bin/busybox") == "aarch64"
+    assert run_arm64(rootfs, "/bin/busybox", "cat", "/etc/os-release") == "ID=test-os-2-arm64\n"
+    again = regfp_json("build", str(recipe))
+    assert all(i["cached"] for i in again["images"])
+    # A channel without one of the index's platforms is a plan-time error naming its line.
+    recipe.write_text(recipe.read_text().replace(', linux/arm64: "dir:bases/arm64-2"', "").replace(
+        "out-from", "out-from2"))
+    refused = regfp("build", str(recipe), check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"{recipe}:6:" in refused.stderr and "names no image for linux/arm64" in refused.stderr, refused.stderr
+    assert not (tmp_path / "out-from2").exists()

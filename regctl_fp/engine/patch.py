@@ -16,7 +16,7 @@ from ..oci import mediatypes as mt
 from ..oci.canonical import canonical_json
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.image import Image
-from ..stores.base import read_index_images, write_image, write_index
+from ..stores.base import read_image, read_index_images, write_image, write_index
 from .build import BUILD, FROM, built_image, channel_input, image_input
 from .graph import Node, NodeId, Outcome
 from .keys import stage_key
@@ -42,7 +42,7 @@ def patch_nodes(run: Run) -> list[Node]:
                 raise run.lr.error(("patch", "channels"), f"no channel {name!r} in this recipe "
                                                          f"(channels: {', '.join(r.patch.channels)})")
     nodes = []
-    platforms = run_platforms(run) if src.from_image is None else None
+    platforms = run_platforms(run)
     for channel in r.patch.channels:
         if run.channels is not None and channel not in run.channels:
             continue
@@ -63,8 +63,12 @@ def check_channels(run: Run) -> None:
     tree serves any; a single image of one platform serves only that one."""
     r = run.lr.recipe
     platforms = run_platforms(run)
-    if r.patch is None or platforms is None or run.source is None or run.source.from_image is not None:
+    if r.patch is None or platforms is None or run.source is None:
         return
+    if run.source.from_image is not None and r.patch.from_ is not None:
+        from ..recipe.platforms import Refs
+
+        check_serves(run, Refs.of(r.patch.from_), platforms, ("patch", "from"), "patch.from")
     for channel in r.patch.channels:
         if run.channels is not None and channel not in run.channels:
             continue
@@ -90,7 +94,7 @@ def evaluate_patch(run: Run, node: Node) -> Outcome:
     channel = node.id.part
     upstream = run.outcome(node.inputs[0])
     base = run.outcome(node.inputs[1])
-    platforms = run_platforms(run) if node.inputs[0] == BUILD else None
+    platforms = run_platforms(run)
     if platforms is not None:
         if upstream.digest is None:
             return Outcome(node, "build", "pending", "the build is (re)built first")
@@ -144,9 +148,14 @@ def _patch_platforms(run: Run, channel: str, key: str, platforms: tuple[Platform
     from ..recipe.platforms import same_platform
     from ..stages.patch import BaseMoved, MissingBase, old_base_of, patch_onto
 
-    out = run.outcome(BUILD)
+    out = run.outcomes.get(BUILD) or run.outcome(FROM)  # the build, or patch.from's image
     entry = next(d for d in out.names.values() if d is not None)
-    built = read_index_images(run.store, Descriptor(entry.media_type, entry.digest, entry.size))
+    desc = Descriptor(entry.media_type, entry.digest, entry.size)
+    if desc.media_type in mt.INDEX_TYPES:
+        built = read_index_images(run.store, desc)
+    else:  # patch.from names one image: it serves its own platform (checked at plan time)
+        one = read_image(run.store, desc)
+        built = {one.config.platform: one}
     src = run.source
     assert src is not None
     have = run.snapshot.names.get(src.patch_name(channel))
