@@ -715,11 +715,18 @@ def test_a_matrix_axis_without_a_requested_platform_is_a_plan_time_error(tmp_pat
 
 # ---- fallback: rebuild -----------------------------------------------------------------------------
 
+STEP = ("  run: {command: 'echo \"$TARGETPLATFORM|$TARGETARCH\" > target.txt', "
+        "outputs: [{from: target.txt, to: /app/target.txt}]EXTRA}\n")
+
+
+@pytest.mark.parametrize("step", [None, "", ", perPlatform: true"], ids=["no-step", "shared-step", "per-platform-step"])
 def test_fallback_rebuild_of_a_two_platform_patch_rebuilds_only_the_platform_that_cannot_be_rebased(
-        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str], step: str | None) -> None:
     sha = make_multi_project(tmp_path, arm64_rootfs)
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(PROJECT.replace("patch:\n", "patch:\n  fallback: rebuild\n"))
+    project = PROJECT if step is None else PROJECT.replace("  env: {GREETING: hi}\n", "  env: {GREETING: hi}\n" +
+                                                           STEP.replace("EXTRA", step))
+    recipe.write_text(project.replace("patch:\n", "patch:\n  fallback: rebuild\n"))
     regfp_json("build", str(recipe), "--only", "build")
     layout = tmp_path / "out"
     built = {arch: manifest_of(layout, d) for arch, d in _children(layout, f"build/src:{sha}").items()}
@@ -728,7 +735,7 @@ def test_fallback_rebuild_of_a_two_platform_patch_rebuilds_only_the_platform_tha
     (layout / "blobs/sha256" / gone).unlink()
     (tmp_path / "bases/arm64-1/etc/os-release").write_text("ID=test-os-1-arm64-moved\n")
     without = tmp_path / "no-fallback.yaml"
-    without.write_text(PROJECT)
+    without.write_text(project)
     failed = regfp("build", str(without), "--only", "patch", check=False)
     assert failed.returncode == 1 and "the image's base" in failed.stderr and "Traceback" not in failed.stderr
 
@@ -752,6 +759,8 @@ def test_fallback_rebuild_of_a_two_platform_patch_rebuilds_only_the_platform_tha
     rootfs = unpack_arch(layout, stable, "arm64", tmp_path / "x", tool_env)
     assert elf_machine(rootfs / "bin/busybox") == "aarch64"
     assert run_arm64(rootfs, "/bin/busybox", "cat", "/etc/os-release") == "ID=test-os-1-arm64-moved\n"
+    if step is not None:  # the rebuilt platform's step ran as the build's did: for arm64 when per platform
+        assert (rootfs / "app/target.txt").read_text() == ("linux/arm64|arm64\n" if step else "|\n")
     assert regfp("verify", str(layout)).returncode == 0
     again = regfp_json("build", str(recipe), "--only", "patch")
     assert next(i for i in again["images"] if i["name"] == stable)["cached"]
