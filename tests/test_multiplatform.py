@@ -803,3 +803,16 @@ def test_patch_from_a_two_platform_index_patches_each_platform(
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert f"{recipe}:6:" in refused.stderr and "names no image for linux/arm64" in refused.stderr, refused.stderr
     assert not (tmp_path / "out-from2").exists()
+
+
+def test_a_work_base_without_a_requested_platform_is_a_plan_time_error(tmp_path: Path, arm64_rootfs: Path) -> None:
+    recipe = make_units_project(tmp_path, arm64_rootfs)
+    regfp("copy", f"dir:{tmp_path / 'm/os-amd64'}", f"oci:{tmp_path / 'os-amd64'}:os", "--platform", "linux/amd64")
+    text = ('regfp: 1\nname: units\nplatforms: [linux/amd64, linux/arm64]\nwork:\n'
+            '  - {name: jobs, root: items, chunks: 2, base: "oci:os-amd64:os"}\noutput: {layout: out}\n')
+    recipe.write_text(text)
+    for command in ("plan", "build"):
+        proc = regfp(command, str(recipe), check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{recipe}:5:" in proc.stderr and "not linux/arm64" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
