@@ -698,7 +698,12 @@ output: {layout: out}
 """
 
 
-@pytest.mark.parametrize("text", [UNITS, ONLY_LISTED], ids=["per-platform-axis", "recipe-platforms"])
+MAP_ENTRY = UNITS.replace('{os: {linux/amd64: "dir:m/os-amd64", linux/arm64: "dir:m/os-arm64"}}',
+                          '{os: {linux/amd64: "dir:m/os-amd64",\n                  linux/arm64: "oci:rt-amd64:rt"}}')
+
+
+@pytest.mark.parametrize("text", [UNITS, ONLY_LISTED, MAP_ENTRY],
+                         ids=["per-platform-axis", "recipe-platforms", "mapping-entry"])
 def test_a_matrix_axis_without_a_requested_platform_is_a_plan_time_error(tmp_path: Path, arm64_rootfs: Path,
                                                                          text: str) -> None:
     recipe = make_units_project(tmp_path, arm64_rootfs)

@@ -130,13 +130,16 @@ def check_serves(run: Run, refs: Refs, platforms: tuple[Platform, ...], where: K
     for ref, wanted in by_ref.items():
         if isinstance(run.lr.image_ref(ref), DirRef):  # a missing dir: is a RecipeError naming its line
             continue
+        # A per-platform mapping's entry is named by its own line.
+        at = where if refs.single is not None else \
+            (*where, next(k for k in refs.per_platform if same_platform(Platform.parse(k), wanted[0])))
         served = index_platforms(run, ref)
         if served is None:  # one image: it serves its own platform
             for p in wanted:
-                platform_image(run, refs, p, where)
+                platform_image(run, refs, p, at)
             continue
         missing = [str(p) for p in wanted if not any(same_platform(q, p) or q.matches(p) for q in served)]
         if missing:
-            raise run.lr.error(where, f"{what} ({ref}) has no image for {', '.join(missing)} (it has: "
+            raise run.lr.error(at, f"{what} ({ref}) has no image for {', '.join(missing)} (it has: "
                                       f"{', '.join(map(str, served)) or 'none'}); the recipe builds "
                                       f"{', '.join(map(str, platforms))}")
