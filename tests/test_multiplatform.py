@@ -599,6 +599,8 @@ def test_two_platform_matrix_cells_are_indexes_sharing_the_dir_layers(
     report = regfp_json("build", str(recipe), "--only", "matrix")
     cells = sorted(i["name"] for i in report["images"])
     assert cells == [f"matrix/grid:os-r{r}-m{k}" for r in (1, 2) for k in (1, 2)]
+    # Each dir: tree is compressed once, not once per platform: 2 OS trees, 2 runtimes, 2 models.
+    assert report["stats"]["layersCompressed"] == 6
     layout = tmp_path / "out"
     layers: dict[str, list[str]] = {"amd64": [], "arm64": []}
     for name in cells:
@@ -821,3 +823,23 @@ def test_a_work_base_without_a_requested_platform_is_a_plan_time_error(tmp_path:
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert f"{recipe}:5:" in proc.stderr and "not linux/arm64" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("first", "then"), [("linux/amd64", "linux/arm64"), ("linux/arm/v7", "linux/amd64"),
+                                              ("linux/arm64", "linux/arm/v7")])
+def test_a_dir_tree_made_for_one_platform_is_byte_for_byte_the_others_image(tmp_path: Path, first: str,
+                                                                            then: str) -> None:
+    """A run makes a dir: tree's layer once and re-labels the image for each further platform; that must
+    be exactly the image the tree gives when made for that platform directly (else digests would depend
+    on which platform a run happened to load first)."""
+    from regctl_fp.engine.run import on_platform
+    from regctl_fp.sources import BuildOptions, image_from_directory
+    from regctl_fp.stores.null import NullStore
+
+    make_busybox_rootfs(tmp_path / "tree")
+    store = NullStore()  # only digests matter here
+    made = image_from_directory(tmp_path / "tree", store, BuildOptions(platform=Platform.parse(first)))
+    direct = image_from_directory(tmp_path / "tree", store, BuildOptions(platform=Platform.parse(then)))
+    derived = on_platform(made, Platform.parse(then))
+    assert derived.config_bytes == direct.config_bytes and derived.digest == direct.digest
+    assert derived.layers[0].digest == made.layers[0].digest and derived.digest != made.digest
