@@ -539,3 +539,307 @@ def test_a_polyfill_without_an_image_for_a_platform_is_an_error_before_anything_
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert f"{recipe}:{line}:" in proc.stderr and "not linux/arm64" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ---- matrix and work -------------------------------------------------------------------------------
+
+UNITS = """\
+regfp: 1
+name: units
+matrix:
+  - name: grid
+    axes:
+      base: {os: {linux/amd64: "dir:m/os-amd64", linux/arm64: "dir:m/os-arm64"}}
+      runtime: {r1: "dir:m/rt1", r2: "dir:m/rt2"}
+      model: {m1: "dir:m/model1", m2: "dir:m/model2"}
+    entrypoint: runtime
+work:
+  - {name: jobs, root: items, items: ["*.txt"], chunks: 2, base: {linux/amd64: "dir:m/os-amd64",
+     linux/arm64: "dir:m/os-arm64"}}
+output: {layout: out}
+"""
+
+
+def make_units_project(root: Path, arm64_rootfs: Path) -> Path:
+    """A 1x2x2 matrix over an OS axis given per platform (amd64 and arm64 busybox trees) and dir: runtimes
+    and models (platform-neutral data), and six work items on the same per-platform base; the recipe."""
+    m = root / "m"
+    make_busybox_rootfs(m / "os-amd64")
+    shutil.copytree(arm64_rootfs, m / "os-arm64", symlinks=True)
+    for arch in ("amd64", "arm64"):
+        (m / f"os-{arch}/etc/os-release").write_text(f"ID=os-{arch}\n")
+    for r in (1, 2):
+        run = m / f"rt{r}/opt/rt/run"
+        run.parent.mkdir(parents=True)
+        run.write_text(f"#!/bin/sh\necho runtime{r} $(cat /models/model.txt) on $(cat /etc/os-release)\n")
+        run.chmod(0o755)
+        (m / f"rt{r}/opt/rt/entry").write_text("")
+    for k in (1, 2):
+        (m / f"model{k}/models").mkdir(parents=True)
+        (m / f"model{k}/models/model.txt").write_text(f"model{k}\n")
+    (root / "items").mkdir()
+    for i in range(6):
+        (root / f"items/item-{i}.txt").write_text(f"item {i}\n")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(UNITS)
+    return recipe
+
+
+def _clone_units(root: Path, clone: Path) -> Path:
+    clone.mkdir()
+    for part in ("m", "items"):
+        shutil.copytree(root / part, clone / part, symlinks=True)
+    shutil.copy2(root / "recipe.yaml", clone / "recipe.yaml")
+    return clone / "recipe.yaml"
+
+
+def test_two_platform_matrix_cells_are_indexes_sharing_the_dir_layers(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    recipe = make_units_project(tmp_path, arm64_rootfs)
+    report = regfp_json("build", str(recipe), "--only", "matrix")
+    cells = sorted(i["name"] for i in report["images"])
+    assert cells == [f"matrix/grid:os-r{r}-m{k}" for r in (1, 2) for k in (1, 2)]
+    # Each dir: tree is compressed once, not once per platform: 2 OS trees, 2 runtimes, 2 models.
+    assert report["stats"]["layersCompressed"] == 6
+    layout = tmp_path / "out"
+    layers: dict[str, list[str]] = {"amd64": [], "arm64": []}
+    for name in cells:
+        entry, _ = index_of(layout, name)
+        assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json", name
+        assert [m["platform"]["architecture"] for m in skopeo_raw(layout, name, tool_env)["manifests"]] == \
+            ["amd64", "arm64"]
+        images = {arch: manifest_of(layout, d) for arch, d in _children(layout, name).items()}
+        for arch, image in images.items():
+            assert manifest_of(layout, image["config"])["architecture"] == arch
+            assert len(image["layers"]) == 3
+            layers[arch] += [la["digest"] for la in image["layers"]]
+        # The OS layer is each platform's own; the runtime's and the model's are one blob on both.
+        assert images["amd64"]["layers"][0] != images["arm64"]["layers"][0]
+        assert images["amd64"]["layers"][1:] == images["arm64"]["layers"][1:]
+    assert len(set(layers["amd64"]) | set(layers["arm64"])) == 6  # 2 OS + 2 runtimes + 2 models, stored once
+    assert set(layers["amd64"]) & set(layers["arm64"]) == set(layers["amd64"]) - {layers["amd64"][0]}
+
+    # The arm64 image of a cell, as skopeo selects it: aarch64 busybox running under qemu, the cell's files.
+    rootfs = unpack_arch(layout, "matrix/grid:os-r2-m1", "arm64", tmp_path / "x", tool_env)
+    assert elf_machine(rootfs / "bin/busybox") == "aarch64"
+    assert run_arm64(rootfs, "/bin/busybox", "cat", "/models/model.txt", "/etc/os-release") == "model1\nID=os-arm64\n"
+    assert (rootfs / "opt/rt/run").read_bytes() == (tmp_path / "m/rt2/opt/rt/run").read_bytes()
+    # The amd64 one runs under runc.
+    only_arch(layout, "matrix/grid:os-r2-m1", "amd64", tmp_path / "amd64", tool_env)
+    ran = run_image(tmp_path / "amd64", "img", tmp_path / "bundle", tool_env, ["/opt/rt/run"])
+    assert ran.returncode == 0 and ran.stdout.strip() == "runtime2 model1 on ID=os-amd64", ran.stderr
+
+    again = regfp_json("build", str(recipe), "--only", "matrix")
+    assert all(i["cached"] for i in again["images"])
+    other = regfp_json("build", str(_clone_units(tmp_path, tmp_path / "clone")), "--only", "matrix")
+    assert {i["name"]: i["digest"] for i in other["images"]} == {i["name"]: i["digest"] for i in report["images"]}
+
+    # An axis value that is a two-platform index (a cell above) makes the matrix two-platform by itself.
+    (tmp_path / "m/extra/opt/extra").mkdir(parents=True)
+    (tmp_path / "m/extra/opt/extra/note").write_text("extra\n")
+    stacked = tmp_path / "stacked.yaml"
+    stacked.write_text('regfp: 1\nname: stacked\nmatrix:\n  - name: stack\n    axes:\n'
+                       '      cell: {c: "oci:out:matrix/grid:os-r2-m1"}\n      extra: {e: "dir:m/extra"}\n'
+                       "output: {layout: out-stacked}\n")
+    regfp_json("build", str(stacked))
+    below = {arch: manifest_of(layout, d) for arch, d in _children(layout, "matrix/grid:os-r2-m1").items()}
+    above = {arch: manifest_of(tmp_path / "out-stacked", d)
+             for arch, d in _children(tmp_path / "out-stacked", "matrix/stack:c-e").items()}
+    assert sorted(above) == ["amd64", "arm64"]
+    for arch in ("amd64", "arm64"):
+        assert above[arch]["layers"][:3] == below[arch]["layers"]
+    assert above["amd64"]["layers"][3] == above["arm64"]["layers"][3]
+
+
+def test_two_platform_work_chunks_share_the_item_layer(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    recipe = make_units_project(tmp_path, arm64_rootfs)
+    report = regfp_json("build", str(recipe), "--only", "work")
+    chunks = sorted(i["name"] for i in report["images"])
+    assert chunks == ["work/jobs:1-of-2", "work/jobs:2-of-2"]
+    layout = tmp_path / "out"
+    seen: list[str] = []
+    for name in chunks:
+        assert index_of(layout, name)[0]["mediaType"] == "application/vnd.oci.image.index.v1+json"
+        images = {arch: manifest_of(layout, d) for arch, d in _children(layout, name).items()}
+        assert sorted(images) == ["amd64", "arm64"]
+        assert images["amd64"]["layers"][0] != images["arm64"]["layers"][0]  # each platform's base
+        assert images["amd64"]["layers"][1] == images["arm64"]["layers"][1]  # the items: one blob
+        for arch, image in images.items():
+            config = manifest_of(layout, image["config"])
+            assert config["architecture"] == arch and config["config"]["User"] == "65534:65534"
+        rootfs = unpack_arch(layout, name, "arm64", tmp_path / name.replace("/", "_").replace(":", "_"), tool_env)
+        assert elf_machine(rootfs / "bin/busybox") == "aarch64"
+        listed = json.loads(run_arm64(rootfs, "/bin/busybox", "cat", "/work/index.json"))
+        assert listed["work"] == "jobs" and listed["chunks"] == 2
+        seen += [it["item"] for it in listed["items"]]
+    assert sorted(seen) == [f"item-{i}.txt" for i in range(6)]
+    other = regfp_json("build", str(_clone_units(tmp_path, tmp_path / "clone")), "--only", "work")
+    assert {i["name"]: i["digest"] for i in other["images"]} == {i["name"]: i["digest"] for i in report["images"]}
+    # The platform set is part of the key: listing only amd64 makes other chunks (indexes of one image).
+    amd64 = tmp_path / "amd64.yaml"
+    amd64.write_text(UNITS.replace("matrix:", "platforms: [linux/amd64]\nmatrix:").replace(
+        ',\n     linux/arm64: "dir:m/os-arm64"}}', "}}").replace(
+        ', linux/arm64: "dir:m/os-arm64"}}', "}}").replace("out}", "out-amd64}"))
+    only = regfp_json("build", str(amd64), "--only", "work")
+    for i in only["images"]:
+        assert sorted(_children(tmp_path / "out-amd64", i["name"])) == ["amd64"]
+        assert i["digest"] != next(j["digest"] for j in report["images"] if j["name"] == i["name"])
+
+
+ONLY_LISTED = """\
+regfp: 1
+name: units
+platforms: [linux/amd64, linux/arm64]
+matrix:
+  - name: grid
+    axes:
+      runtime: {r1: "dir:m/rt1", r2: "dir:m/rt2"}
+      model: {m1: "dir:m/model1", m2: "dir:m/model2"}
+output: {layout: out}
+"""
+
+
+MAP_ENTRY = UNITS.replace('{os: {linux/amd64: "dir:m/os-amd64", linux/arm64: "dir:m/os-arm64"}}',
+                          '{os: {linux/amd64: "dir:m/os-amd64",\n                  linux/arm64: "oci:rt-amd64:rt"}}')
+
+
+@pytest.mark.parametrize("text", [UNITS, ONLY_LISTED, MAP_ENTRY],
+                         ids=["per-platform-axis", "recipe-platforms", "mapping-entry"])
+def test_a_matrix_axis_without_a_requested_platform_is_a_plan_time_error(tmp_path: Path, arm64_rootfs: Path,
+                                                                         text: str) -> None:
+    recipe = make_units_project(tmp_path, arm64_rootfs)
+    regfp("copy", f"dir:{tmp_path / 'm/rt1'}", f"oci:{tmp_path / 'rt-amd64'}:rt", "--platform", "linux/amd64")
+    text = text.replace('r1: "dir:m/rt1"', 'r1: "oci:rt-amd64:rt"')
+    recipe.write_text(text)
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if "rt-amd64" in s)
+    for command in ("plan", "build"):
+        proc = regfp(command, str(recipe), check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{recipe}:{line}:" in proc.stderr and "linux/arm64" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ---- fallback: rebuild -----------------------------------------------------------------------------
+
+STEP = ("  run: {command: 'echo \"$TARGETPLATFORM|$TARGETARCH\" > target.txt', "
+        "outputs: [{from: target.txt, to: /app/target.txt}]EXTRA}\n")
+
+
+@pytest.mark.parametrize("step", [None, "", ", perPlatform: true"], ids=["no-step", "shared-step", "per-platform-step"])
+def test_fallback_rebuild_of_a_two_platform_patch_rebuilds_only_the_platform_that_cannot_be_rebased(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str], step: str | None) -> None:
+    sha = make_multi_project(tmp_path, arm64_rootfs)
+    recipe = tmp_path / "recipe.yaml"
+    project = PROJECT if step is None else PROJECT.replace("  env: {GREETING: hi}\n", "  env: {GREETING: hi}\n" +
+                                                           STEP.replace("EXTRA", step))
+    recipe.write_text(project.replace("patch:\n", "patch:\n  fallback: rebuild\n"))
+    regfp_json("build", str(recipe), "--only", "build")
+    layout = tmp_path / "out"
+    built = {arch: manifest_of(layout, d) for arch, d in _children(layout, f"build/src:{sha}").items()}
+    # arm64's old base is gone from the layout and its directory moved on: arm64 cannot be rebased.
+    gone = built["arm64"]["annotations"]["org.opencontainers.image.base.digest"].split(":")[1]
+    (layout / "blobs/sha256" / gone).unlink()
+    (tmp_path / "bases/arm64-1/etc/os-release").write_text("ID=test-os-1-arm64-moved\n")
+    without = tmp_path / "no-fallback.yaml"
+    without.write_text(project)
+    failed = regfp("build", str(without), "--only", "patch", check=False)
+    assert failed.returncode == 1 and "the image's base" in failed.stderr and "Traceback" not in failed.stderr
+
+    done = regfp_json("build", str(recipe), "--only", "patch")
+    stable = f"patch/src/{sha}:stable"
+    made = next(i for i in done["images"] if i["name"] == stable)
+    assert not made["cached"] and "rebuilt linux/arm64 (fallback: rebuild)" in made["reason"], made
+    entry, index = index_of(layout, stable)
+    assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert index["annotations"]["dev.regfp.fallback"] == "rebuild linux/arm64"
+    images = {arch: manifest_of(layout, d) for arch, d in _children(layout, stable).items()}
+    assert sorted(images) == ["amd64", "arm64"]
+    # amd64 was rebased (its layers above the base are the build's blobs); arm64 was built again.
+    assert "dev.regfp.fallback" not in images["amd64"]["annotations"]
+    assert images["amd64"]["layers"][1:] == built["amd64"]["layers"][1:]
+    assert images["arm64"]["annotations"]["dev.regfp.fallback"] == "rebuild"
+    assert images["arm64"]["annotations"]["dev.regfp.channel"] == "stable"
+    assert images["arm64"]["annotations"]["org.opencontainers.image.base.name"] == "dir:bases/arm64-1"
+    assert images["arm64"]["layers"][1:] == built["arm64"]["layers"][1:]  # the same Git tree, the same blobs
+    assert images["arm64"]["layers"][0] != built["arm64"]["layers"][0]
+    rootfs = unpack_arch(layout, stable, "arm64", tmp_path / "x", tool_env)
+    assert elf_machine(rootfs / "bin/busybox") == "aarch64"
+    assert run_arm64(rootfs, "/bin/busybox", "cat", "/etc/os-release") == "ID=test-os-1-arm64-moved\n"
+    if step is not None:  # the rebuilt platform's step ran as the build's did: for arm64 when per platform
+        assert (rootfs / "app/target.txt").read_text() == ("linux/arm64|arm64\n" if step else "|\n")
+    assert regfp("verify", str(layout)).returncode == 0
+    again = regfp_json("build", str(recipe), "--only", "patch")
+    assert next(i for i in again["images"] if i["name"] == stable)["cached"]
+
+
+def test_patch_from_a_two_platform_index_patches_each_platform(
+        tmp_path: Path, arm64_rootfs: Path, tool_env: dict[str, str]) -> None:
+    sha = make_multi_project(tmp_path, arm64_rootfs)
+    regfp_json("build", str(tmp_path / "recipe.yaml"), "--only", "build")
+    built_name = f"build/src:{sha}"
+    entry, _ = index_of(tmp_path / "out", built_name)
+    built = {arch: manifest_of(tmp_path / "out", d) for arch, d in _children(tmp_path / "out", built_name).items()}
+    recipe = tmp_path / "from.yaml"
+    recipe.write_text(f'regfp: 1\nname: shipped\npatch:\n  from: "oci:out:{built_name}"\n  channels:\n'
+                      '    next: {linux/amd64: "dir:bases/amd64-2", linux/arm64: "dir:bases/arm64-2"}\n'
+                      "output: {layout: out-from}\n")
+    report = regfp_json("build", str(recipe))
+    hexd = entry["digest"].split(":")[1]
+    names = {i["name"]: i["digest"] for i in report["images"]}
+    layout = tmp_path / "out-from"
+    # The whole index is copied in (its digest names it), and the patch is an index of both platforms.
+    assert names[f"from/shipped:{hexd}"] == entry["digest"]
+    patched = f"patch/shipped/{hexd}:next"
+    assert index_of(layout, patched)[0]["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    images = {arch: manifest_of(layout, d) for arch, d in _children(layout, patched).items()}
+    assert sorted(images) == ["amd64", "arm64"]
+    for arch in ("amd64", "arm64"):
+        assert images[arch]["layers"][1:] == built[arch]["layers"][1:]  # rebased: the app's blobs kept
+        assert images[arch]["layers"][0] != built[arch]["layers"][0]
+        assert images[arch]["annotations"]["org.opencontainers.image.base.name"] == f"dir:bases/{arch}-2"
+    rootfs = unpack_arch(layout, patched, "arm64", tmp_path / "x", tool_env)
+    assert elf_machine(rootfs / "bin/busybox") == "aarch64"
+    assert run_arm64(rootfs, "/bin/busybox", "cat", "/etc/os-release") == "ID=test-os-2-arm64\n"
+    again = regfp_json("build", str(recipe))
+    assert all(i["cached"] for i in again["images"])
+    # A channel without one of the index's platforms is a plan-time error naming its line.
+    recipe.write_text(recipe.read_text().replace(', linux/arm64: "dir:bases/arm64-2"', "").replace(
+        "out-from", "out-from2"))
+    refused = regfp("build", str(recipe), check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"{recipe}:6:" in refused.stderr and "names no image for linux/arm64" in refused.stderr, refused.stderr
+    assert not (tmp_path / "out-from2").exists()
+
+
+def test_a_work_base_without_a_requested_platform_is_a_plan_time_error(tmp_path: Path, arm64_rootfs: Path) -> None:
+    recipe = make_units_project(tmp_path, arm64_rootfs)
+    regfp("copy", f"dir:{tmp_path / 'm/os-amd64'}", f"oci:{tmp_path / 'os-amd64'}:os", "--platform", "linux/amd64")
+    text = ('regfp: 1\nname: units\nplatforms: [linux/amd64, linux/arm64]\nwork:\n'
+            '  - {name: jobs, root: items, chunks: 2, base: "oci:os-amd64:os"}\noutput: {layout: out}\n')
+    recipe.write_text(text)
+    for command in ("plan", "build"):
+        proc = regfp(command, str(recipe), check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{recipe}:5:" in proc.stderr and "not linux/arm64" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("first", "then"), [("linux/amd64", "linux/arm64"), ("linux/arm/v7", "linux/amd64"),
+                                              ("linux/arm64", "linux/arm/v7")])
+def test_a_dir_tree_made_for_one_platform_is_byte_for_byte_the_others_image(tmp_path: Path, first: str,
+                                                                            then: str) -> None:
+    """A run makes a dir: tree's layer once and re-labels the image for each further platform; that must
+    be exactly the image the tree gives when made for that platform directly (else digests would depend
+    on which platform a run happened to load first)."""
+    from regctl_fp.engine.run import on_platform
+    from regctl_fp.sources import BuildOptions, image_from_directory
+    from regctl_fp.stores.null import NullStore
+
+    make_busybox_rootfs(tmp_path / "tree")
+    store = NullStore()  # only digests matter here
+    made = image_from_directory(tmp_path / "tree", store, BuildOptions(platform=Platform.parse(first)))
+    direct = image_from_directory(tmp_path / "tree", store, BuildOptions(platform=Platform.parse(then)))
+    derived = on_platform(made, Platform.parse(then))
+    assert derived.config_bytes == direct.config_bytes and derived.digest == direct.digest
+    assert derived.layers[0].digest == made.layers[0].digest and derived.digest != made.digest

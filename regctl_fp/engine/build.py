@@ -16,7 +16,7 @@ from ..oci.image import Image
 from ..stores.base import read_image, write_image, write_index
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
 from .graph import Node, NodeId, Outcome
-from .platforms import platform_image, run_platforms, where_refs
+from .platforms import open_index, platform_image, run_platforms, where_refs
 from .reuse import reuse_or_make
 from .run import Run
 from .source import Source
@@ -83,6 +83,8 @@ def evaluate_input(run: Run, node: Node) -> Outcome:
         if not _base_needed(run):
             return Outcome(node, "input", "input", why)
         return Outcome(node, "input", "input", why, digest=_platform_base(run, platform).digest.text)
+    if node.id.part.startswith("platforms:"):  # a multi-platform unit's image: each platform's found by the unit
+        return Outcome(node, "input", "input", "image reference, for each platform")
     if node.id.part.startswith("channel:"):  # a multi-platform channel: each platform's image found by its patch
         name = node.id.part.removeprefix("channel:")
         platforms = run_platforms(run)
@@ -303,7 +305,13 @@ def evaluate_from(run: Run, node: Node) -> Outcome:
                        names={node.names[0]: run.entry(have)})
     if run.dry:
         return Outcome(node, "build", "pending", "to be copied into the layout", digest=src.from_image)
-    desc = write_image(run.store, run.image(src.base_ref))
+    found = open_index(run, src.base_ref) if run_platforms(run) is not None else None
+    if found is not None and found[1].digest.text == src.from_image:  # every platform's image, as it is
+        from ..stores.transfer import copy_descriptor
+
+        desc = copy_descriptor(found[0], run.store, found[1])
+    else:
+        desc = write_image(run.store, run.image(src.base_ref))
     return Outcome(node, "build", "made", "copied into the layout", digest=desc.digest.text,
                    names={node.names[0]: run.entry(desc)})
 

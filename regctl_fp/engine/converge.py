@@ -29,7 +29,9 @@ def nodes_of(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | 
     wanted = expand(frozenset(stages)) if with_needs else frozenset(stages)
     if run.source is None:
         r = run.lr.recipe
-        from_digest = run.image(r.patch.from_).digest.text if r.patch and r.patch.from_ and \
+        from .platforms import from_digest as digest_of
+
+        from_digest = digest_of(run, r.patch.from_) if r.patch and r.patch.from_ and \
             wanted & {"build", "patch", "rollout", "environment"} else None
         run.source = open_source(run.lr, git_cache=run.git_cache, from_digest=from_digest) \
             if wanted & {"build", "patch", "rollout", "environment"} else None

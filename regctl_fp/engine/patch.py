@@ -8,17 +8,19 @@ build on its base instead.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 from ..oci import annotation_keys as A
 from ..oci import mediatypes as mt
 from ..oci.canonical import canonical_json
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.image import Image
-from ..stores.base import read_index_images, write_image, write_index
+from ..stores.base import read_image, read_index_images, write_image, write_index
 from .build import BUILD, FROM, built_image, channel_input, image_input
 from .graph import Node, NodeId, Outcome
 from .keys import stage_key
-from .platforms import index_platforms, platform_image, run_platforms, where_refs
+from .platforms import check_serves, platform_image, run_platforms, where_refs
 from .reuse import reuse_or_make
 from .run import Run
 
@@ -40,7 +42,7 @@ def patch_nodes(run: Run) -> list[Node]:
                 raise run.lr.error(("patch", "channels"), f"no channel {name!r} in this recipe "
                                                          f"(channels: {', '.join(r.patch.channels)})")
     nodes = []
-    platforms = run_platforms(run) if src.from_image is None else None
+    platforms = run_platforms(run)
     for channel in r.patch.channels:
         if run.channels is not None and channel not in run.channels:
             continue
@@ -61,30 +63,16 @@ def check_channels(run: Run) -> None:
     tree serves any; a single image of one platform serves only that one."""
     r = run.lr.recipe
     platforms = run_platforms(run)
-    if r.patch is None or platforms is None or run.source is None or run.source.from_image is not None:
+    if r.patch is None or platforms is None or run.source is None:
         return
-    from ..recipe.platforms import same_platform
-    from ..refs import DirRef
+    if run.source.from_image is not None and r.patch.from_ is not None:
+        from ..recipe.platforms import Refs
 
+        check_serves(run, Refs.of(r.patch.from_), platforms, ("patch", "from"), "patch.from")
     for channel in r.patch.channels:
         if run.channels is not None and channel not in run.channels:
             continue
-        refs = run.lr.channel_refs(channel)
-        where = where_refs(run, channel)
-        for ref in ([refs.single] if refs.single is not None else list(refs.per_platform.values())):
-            run.lr.image_ref(ref)  # a missing dir: is a RecipeError naming its line
-        if refs.single is None or isinstance(run.lr.image_ref(refs.single), DirRef):
-            continue
-        served = index_platforms(run, refs.single)
-        if served is None:  # one image: it serves its own platform
-            for p in platforms:
-                platform_image(run, refs, p, where)
-            continue
-        missing = [str(p) for p in platforms if not any(same_platform(q, p) or q.matches(p) for q in served)]
-        if missing:
-            raise run.lr.error(where, f"channel {channel!r} ({refs.single}) has no image for {', '.join(missing)} "
-                                      f"(it has: {', '.join(map(str, served)) or 'none'}); the recipe builds "
-                                      f"{', '.join(map(str, platforms))}")
+        check_serves(run, run.lr.channel_refs(channel), platforms, where_refs(run, channel), f"channel {channel!r}")
 
 
 def _channel_digests(run: Run, channel: str, platforms: tuple[Platform, ...]) -> dict[str, str]:
@@ -106,14 +94,18 @@ def evaluate_patch(run: Run, node: Node) -> Outcome:
     channel = node.id.part
     upstream = run.outcome(node.inputs[0])
     base = run.outcome(node.inputs[1])
-    platforms = run_platforms(run) if node.inputs[0] == BUILD else None
+    platforms = run_platforms(run)
     if platforms is not None:
         if upstream.digest is None:
             return Outcome(node, "build", "pending", "the build is (re)built first")
         bases = _channel_digests(run, channel, platforms)
         key = patch_key(run, channel, upstream.digest, canonical_json(bases).decode())
-        return reuse_or_make(run, node, key, node.names, lambda: _patch_platforms(run, channel, key, platforms),
-                             cached_reason="up to date", make_reason=_why_platforms(run, node, bases))
+        out = reuse_or_make(run, node, key, node.names, lambda: _patch_platforms(run, channel, key, platforms),
+                            cached_reason="up to date", make_reason=_why_platforms(run, node, bases))
+        rebuilt = run.memo.get("rebuilt", {}).get(channel)
+        if out.how == "made" and rebuilt:
+            out = replace(out, reason=f"{out.reason}; rebuilt {', '.join(rebuilt)} (fallback: rebuild)")
+        return out
     if upstream.digest is None or base.digest is None:
         return Outcome(node, "build", "pending", "the build is (re)built first")
     key = patch_key(run, channel, upstream.digest, base.digest)
@@ -152,12 +144,18 @@ def _patch_platforms(run: Run, channel: str, key: str, platforms: tuple[Platform
     """Each platform's build rebased onto the channel's image for that platform, then the index. Each
     image carries its own key (its build image and base): a platform whose inputs did not move keeps
     the image the channel's patch already holds, so a moved arm64 base re-patches arm64 only."""
+    from ..mutate import RebaseError
     from ..recipe.platforms import same_platform
-    from ..stages.patch import old_base_of, patch_onto
+    from ..stages.patch import BaseMoved, MissingBase, old_base_of, patch_onto
 
-    out = run.outcome(BUILD)
+    out = run.outcomes.get(BUILD) or run.outcome(FROM)  # the build, or patch.from's image
     entry = next(d for d in out.names.values() if d is not None)
-    built = read_index_images(run.store, Descriptor(entry.media_type, entry.digest, entry.size))
+    desc = Descriptor(entry.media_type, entry.digest, entry.size)
+    if desc.media_type in mt.INDEX_TYPES:
+        built = read_index_images(run.store, desc)
+    else:  # patch.from names one image: it serves its own platform (checked at plan time)
+        one = read_image(run.store, desc)
+        built = {one.config.platform: one}
     src = run.source
     assert src is not None
     have = run.snapshot.names.get(src.patch_name(channel))
@@ -166,6 +164,7 @@ def _patch_platforms(run: Run, channel: str, key: str, platforms: tuple[Platform
     refs = run.lr.channel_refs(channel)
     where = where_refs(run, channel)
     images: dict[Platform, Image] = {}
+    rebuilt: list[str] = []
     for p in platforms:
         image = next(im for q, im in built.items() if same_platform(q, p))
         new_base = platform_image(run, refs, p, where)
@@ -179,12 +178,46 @@ def _patch_platforms(run: Run, channel: str, key: str, platforms: tuple[Platform
         def old(image: Image = image, p: Platform = p) -> Image:
             return old_base_of(image, run.store, lambda name: run.image(name, platform=p))
 
-        patched = patch_onto(image, new_base, refs.for_platform(p) or refs.text, old, channel=channel,
-                             annotations={A.STAGE: "patch", A.KEY: own_key})
+        try:
+            patched = patch_onto(image, new_base, refs.for_platform(p) or refs.text, old, channel=channel,
+                                 annotations={A.STAGE: "patch", A.KEY: own_key})
+        except (RebaseError, MissingBase, BaseMoved):
+            if not _may_rebuild(run):
+                raise
+            # Only this platform's base cannot be rebased onto: it alone is built again, on its new base.
+            patched = _rebuild_platform(run, channel, own_key, new_base, refs.for_platform(p) or refs.text, p)
+            rebuilt.append(str(p))
         write_image(run.store, new_base)
         images[patched.config.platform] = patched
-    return write_index(run.store, images, {A.STAGE: "patch", A.KEY: key, A.CHANNEL: channel,
-                                           A.BASE_NAME: refs.text, A.REVISION: src.commit.sha})
+    annotations = {A.STAGE: "patch", A.KEY: key, A.CHANNEL: channel, A.BASE_NAME: refs.text,
+                   A.REVISION: src.commit.sha}
+    if rebuilt:
+        run.memo.setdefault("rebuilt", {})[channel] = rebuilt
+        annotations[A.FALLBACK] = f"rebuild {' '.join(rebuilt)}"  # which platforms were built again
+    return write_index(run.store, images, annotations)
+
+
+def _may_rebuild(run: Run) -> bool:
+    r = run.lr.recipe
+    return r.patch is not None and r.patch.fallback == "rebuild" and r.build is not None and r.source is not None
+
+
+def _rebuild_platform(run: Run, channel: str, key: str, base: Image, base_name: str, platform: Platform) -> Image:
+    """``platform``'s build made again on the channel's image (fallback: rebuild), not yet written. A
+    run step that is not per platform runs once for every platform rebuilt (its layer stays shared)."""
+    from ..stages.build import build, run_outputs
+    from .build import build_annotations, per_platform_step, source_inputs
+
+    src = run.source
+    assert src is not None
+    inputs = source_inputs(run, src)
+    target = platform if per_platform_step(run) else None
+    steps: dict[Platform | None, list[Any]] = run.memo.setdefault("fallback-steps", {})
+    if target not in steps:
+        steps[target] = run.hold_context(run_outputs(inputs, target))
+    annotations = {**build_annotations(run, src, base, key, base_name=base_name), A.STAGE: "patch",
+                   A.CHANNEL: channel, A.FALLBACK: "rebuild"}
+    return build(inputs, base, annotations, run.store, steps[target], run.progress)
 
 
 def _patch_or_rebuild(run: Run, channel: str, key: str) -> Descriptor:
@@ -198,8 +231,7 @@ def _patch_or_rebuild(run: Run, channel: str, key: str) -> Descriptor:
         patched = patch_onto(built, new_base, ref, _old_base(run, built), channel=channel,
                              annotations={A.STAGE: "patch", A.KEY: key})
     except (RebaseError, MissingBase, BaseMoved):
-        r = run.lr.recipe
-        if r.patch is None or r.patch.fallback != "rebuild" or r.build is None or r.source is None:
+        if not _may_rebuild(run):
             raise
         return _rebuild_on(run, channel, key, new_base)
     write_image(run.store, new_base)

@@ -9,7 +9,7 @@ as one image, exactly as before platforms existed.
 from __future__ import annotations
 
 from ..oci import mediatypes as mt
-from ..oci.descriptor import Platform
+from ..oci.descriptor import Descriptor, Platform
 from ..oci.errors import InvalidDocument
 from ..oci.image import Image
 from ..oci.manifest import Index
@@ -33,8 +33,8 @@ def _resolve(run: Run) -> tuple[Platform, ...] | None:
     r = run.lr.recipe
     if r.platforms:
         return tuple(parse_platform(p) for p in r.platforms)
-    if r.build is None:
-        return None
+    if r.build is None and (r.patch is None or r.patch.from_ is None):
+        return None  # matrix and work sections find their own platforms
     refs = run.lr.base_refs()
     if refs.single is None:
         return refs.platforms
@@ -45,6 +45,21 @@ def _resolve(run: Run) -> tuple[Platform, ...] | None:
 def index_platforms(run: Run, ref_text: str) -> tuple[Platform, ...] | None:
     """The platforms of the image index ``ref_text`` names (None: it names one image, or a ``dir:``
     tree). Entries without a real platform (attestations: unknown/unknown) are not platforms."""
+    found = open_index(run, ref_text)
+    if found is None:
+        return None
+    store, desc = found
+    index = Index.parse(store.get_manifest(desc), desc.media_type)
+    out: list[Platform] = []
+    for d in index.manifests:
+        p = d.platform
+        if p is not None and p.os != "unknown" and not any(same_platform(p, q) for q in out):
+            out.append(p)
+    return tuple(out)
+
+
+def open_index(run: Run, ref_text: str) -> tuple[Store, Descriptor] | None:
+    """The store and descriptor of the image index ``ref_text`` names (None: not an index)."""
     ref = run.lr.image_ref(ref_text)
     store: Store
     if isinstance(ref, LayoutRef):
@@ -53,15 +68,18 @@ def index_platforms(run: Run, ref_text: str) -> tuple[Platform, ...] | None:
         store, desc = run.options.registry(ref)
     else:
         return None
-    if desc.media_type not in mt.INDEX_TYPES:
-        return None
-    index = Index.parse(store.get_manifest(desc), desc.media_type)
-    out: list[Platform] = []
-    for d in index.manifests:
-        p = d.platform
-        if p is not None and p.os != "unknown" and not any(same_platform(p, q) for q in out):
-            out.append(p)
-    return tuple(out)
+    return (store, desc) if desc.media_type in mt.INDEX_TYPES else None
+
+
+def from_digest(run: Run, ref_text: str) -> str:
+    """The digest of patch.from's image: its index's when the recipe patches several platforms of it
+    (the whole index is copied in and patched platform by platform), else its image's (for an index,
+    the host's platform's, as before platforms existed)."""
+    if run_platforms(run) is not None:
+        found = open_index(run, ref_text)
+        if found is not None:
+            return found[1].digest.text
+    return run.image(ref_text).digest.text
 
 
 def platform_image(run: Run, refs: Refs, platform: Platform, where: KeyPath) -> Image:
@@ -95,3 +113,33 @@ def where_refs(run: Run, channel_or_base: str | None) -> KeyPath:
         return ("patch", "channels", channel_or_base)
     return ("build", "base")
 
+
+
+def check_serves(run: Run, refs: Refs, platforms: tuple[Platform, ...], where: KeyPath, what: str) -> None:
+    """``refs`` has an image for each of ``platforms``, told before anything is made (a plan reads only
+    manifests): a ``dir:`` tree serves any platform, an index the platforms it lists, a single image its
+    own. A RecipeError naming ``where`` otherwise."""
+    from ..refs import DirRef
+
+    by_ref: dict[str, list[Platform]] = {}
+    for p in platforms:
+        ref = refs.for_platform(p)
+        if ref is None:
+            raise run.lr.error(where, f"{what} names no image for {p}")
+        by_ref.setdefault(ref, []).append(p)
+    for ref, wanted in by_ref.items():
+        if isinstance(run.lr.image_ref(ref), DirRef):  # a missing dir: is a RecipeError naming its line
+            continue
+        # A per-platform mapping's entry is named by its own line.
+        at = where if refs.single is not None else \
+            (*where, next(k for k in refs.per_platform if same_platform(Platform.parse(k), wanted[0])))
+        served = index_platforms(run, ref)
+        if served is None:  # one image: it serves its own platform
+            for p in wanted:
+                platform_image(run, refs, p, at)
+            continue
+        missing = [str(p) for p in wanted if not any(same_platform(q, p) or q.matches(p) for q in served)]
+        if missing:
+            raise run.lr.error(at, f"{what} ({ref}) has no image for {', '.join(missing)} (it has: "
+                                      f"{', '.join(map(str, served)) or 'none'}); the recipe builds "
+                                      f"{', '.join(map(str, platforms))}")

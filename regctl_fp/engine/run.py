@@ -116,6 +116,11 @@ class Run:
             # A dir: tree becomes an image of the platform asked for (the host's unless a recipe says).
             options = self.options if want == self.options.platform else replace(self.options, platform=want)
             parsed = self.lr.image_ref(ref)
+            made = next((im for (r, _), im in self._images.items() if r == ref), None)
+            if made is not None and isinstance(parsed, DirRef) and plain_tree(parsed):
+                # The tree's layer is platform-neutral: made (compressed) once, for every platform.
+                self._images[cache_key] = on_platform(made, want)
+                return self._images[cache_key]
             # Only a dir: tree is made into an image (and needs the layout): reading an oci: or registry
             # image must not create the layout before the run's checks have passed.
             work = self.work if isinstance(parsed, DirRef) else None
@@ -154,3 +159,18 @@ class Run:
         """A descriptor as an index entry: plain, plus the given entry annotations (the stage key...)."""
         return Descriptor(desc.media_type, desc.digest, desc.size, annotations=frozen_str_map(annotations),
                           platform=desc.platform)
+
+
+def plain_tree(ref: DirRef) -> bool:
+    """Whether a ``dir:`` reference is a plain directory tree (not a directory skopeo wrote an image to)."""
+    from ..stores.skopeodir import transport_version
+
+    return transport_version(Path(ref.path)) is None
+
+
+def on_platform(image: Image, platform: Platform) -> Image:
+    """A ``dir:`` tree's image made for another platform: the same layer blob, only the config's
+    platform fields changed. Byte for byte the image the tree gives when made for ``platform``: that
+    config is the same canonical document but for those fields."""
+    return image.with_config(image.config.with_fields(os=platform.os, architecture=platform.architecture,
+                                                      variant=platform.variant))

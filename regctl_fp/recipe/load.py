@@ -315,11 +315,15 @@ def _named_refs(lr: LoadedRecipe) -> list[tuple[KeyPath, str]]:
     if r.debug is not None and r.debug.tools is not None:
         named.append((("debug", "tools"), r.debug.tools))
     for i, m in enumerate(r.matrix):
-        named += [(("matrix", i, "axes", axis, v), ref) for axis, values in m.axes.items()
-                  for v, ref in values.items()]
+        for axis, values in m.axes.items():
+            for v, ref in values.items():
+                named += [(("matrix", i, "axes", axis, v), ref)] if isinstance(ref, str) else \
+                    [(("matrix", i, "axes", axis, v, p), one) for p, one in ref.items()]
     for i, w in enumerate(r.work):
-        if w.base is not None:
+        if isinstance(w.base, str):
             named.append((("work", i, "base"), w.base))
+        elif w.base is not None:
+            named += [(("work", i, "base", p), one) for p, one in w.base.items()]
     return named
 
 

@@ -260,8 +260,9 @@ class Matrix:
     """One image per combination of the axes: matrix/<name>:<v1>-<v2>-... (layers in axis order)."""
 
     name: Name = field(doc="the images are matrix/<name>:<v1>-<v2>-...")
-    axes: FrozenDict[str, FrozenDict[str, str]] = field(doc="axis -> {value name -> image reference}, "
-                                                            "in layer order (first axis at the bottom)")
+    axes: FrozenDict[str, FrozenDict[str, str | PerPlatformRefs]] = field(
+        doc="axis -> {value name -> image reference, or a per-platform mapping platform -> reference}, in "
+            "layer order (first axis at the bottom)")
     entrypoint: str | None = field(default=None, doc="the axis whose entrypoint, cmd, workdir and user win")
     overwrite: bool = field(default=False, doc="allow a path to come from two axes (the later axis wins)")
 
@@ -290,8 +291,9 @@ class Work:
     root: RecipePath = field(doc="directory holding the items, relative to the recipe")
     items: tuple[str, ...] = field(default=("**/*",), doc="glob patterns within root")
     chunks: int = field(default=4, doc="how many chunk images the items are spread over")
-    base: str | None = field(default=None, doc="image the chunks are built on (a channel or reference); "
-                                               "default: none (data only)")
+    base: str | PerPlatformRefs | None = field(
+        default=None, doc="image the chunks are built on (a channel or reference, or a per-platform mapping "
+                          "platform -> reference); default: none (data only)")
     user: Owner = field(default="65534:65534", doc="the non-root user the workers run as")
 
     def __post_init__(self) -> None:

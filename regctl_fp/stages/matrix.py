@@ -30,7 +30,7 @@ def merge_cell(axes: Sequence[tuple[str, str, Image]], *, entrypoint_axis: str |
     platform = first.config.platform
     for axis, value, img in axes[1:]:
         p = img.config.platform
-        if (p.os, p.architecture, p.variant) != (platform.os, platform.architecture, platform.variant):
+        if not (p.matches(platform) and platform.matches(p)):  # arm64 and arm64/v8 are one platform
             raise InvalidInput(f"axis {axis}={value} is {p}, but {axes[0][0]}={axes[0][1]} is {platform}")
     if files is not None and not overwrite:
         seen: dict[str, str] = {}

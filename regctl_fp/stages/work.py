@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from ..filedigests import hash_file
 from ..oci.canonical import canonical_json
 from ..oci.config import History, ImageConfig
+from ..oci.descriptor import Platform
 from ..oci.image import Image, Layer
 from ..regularfile import open_regular
 from ..stores.base import Store
@@ -100,6 +101,14 @@ class WorkItem:
 def chunk_image(base: Image | None, items: Sequence[WorkItem], *, index: int, chunks: int, name: str, user: str,
                 mtime: int, store: Store, digests: Mapping[str, str] | None = None) -> Image:
     """The chunk's image; ``digests`` (item name -> sha256 hex) saves hashing items the caller hashed."""
+    layer = chunk_layer(items, index=index, chunks=chunks, name=name, mtime=mtime, store=store, digests=digests)
+    return chunk_on(base, layer, index=index, chunks=chunks, name=name, user=user)
+
+
+def chunk_layer(items: Sequence[WorkItem], *, index: int, chunks: int, name: str, mtime: int, store: Store,
+                digests: Mapping[str, str] | None = None) -> Layer:
+    """The chunk's one layer (its items and index), written to ``store``: the same bytes whatever the base
+    or platform, so every platform's image of a chunk shares the blob."""
     from ..layers import Entry, dir_entry, file_entry, write_layer
 
     known = digests or {}
@@ -118,8 +127,20 @@ def chunk_image(base: Image | None, items: Sequence[WorkItem], *, index: int, ch
     entries.append(file_entry("work/index.json", canonical_json(doc) + b"\n", 0o444))
     written = write_layer(entries, store.blob_sink(), mtime=mtime)
     desc = written.descriptor
-    layer = Layer(desc, written.diff_id, lambda: store.open_blob(desc))
-    image = base if base is not None else Image(config=ImageConfig.new())
+    return Layer(desc, written.diff_id, lambda: store.open_blob(desc))
+
+
+def chunk_on(base: Image | None, layer: Layer, *, index: int, chunks: int, name: str, user: str,
+             platform: Platform | None = None) -> Image:
+    """The chunk's layer on ``base`` (or on nothing: an image of ``platform``, by default the image
+    config's default one)."""
+    if base is not None:
+        image = base
+    elif platform is not None:
+        image = Image(config=ImageConfig.new(os=platform.os, architecture=platform.architecture,
+                                             variant=platform.variant))
+    else:
+        image = Image(config=ImageConfig.new())
     image = image.appended(layer, History(created_by=f"regfp work: {name} {index + 1}-of-{chunks}"))
     cfg = image.config.with_container(User=user, WorkingDir="/work").with_labels(
         {"dev.regfp.work": name, "dev.regfp.chunk": f"{index + 1}-of-{chunks}"})
