@@ -22,6 +22,7 @@ from .errors import InvalidInput, RegfpError
 from .oci.streams import ByteReader
 
 _HEX = re.compile(r"[0-9a-f]+")
+_PACKED_REFS_LIMIT = 16 << 20  # bytes of packed-refs scanned for a tag; a larger file is left to git
 _GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 
 
@@ -65,6 +66,14 @@ def _git(repo: Path | None, *args: str, input: bytes | None = None) -> bytes:
     return proc.stdout
 
 
+def _owned(path: Path) -> bool:
+    """Whether this user owns the checkout (else git's safe.directory rules apply: git is asked)."""
+    try:
+        return path.stat().st_uid == os.getuid()
+    except OSError:
+        return False
+
+
 def is_url(location: str) -> bool:
     return "://" in location or re.match(r"^[\w.-]+@[\w.-]+:", location) is not None
 
@@ -84,6 +93,11 @@ class Repository:
         path = (base / location).resolve()
         if not path.exists():
             raise GitError(f"repository {location!r} ({path}) does not exist")
+        dot_git = path / ".git"
+        if (dot_git / "HEAD").is_file() and (dot_git / "objects").is_dir() and _owned(path):
+            # The common case, a checkout's own .git directory: what ``rev-parse --absolute-git-dir``
+            # answers (git stops at the first .git walking up), without starting git.
+            return cls(dot_git, location)
         try:
             out = _git(path, "rev-parse", "--absolute-git-dir")
         except GitError:
@@ -157,11 +171,36 @@ class Repository:
         return int(out) if out else None
 
     def _has_ref(self, full: str) -> bool:
+        known = self._ref_in_files(full)
+        if known is not None:
+            return known
         try:
             _git(self.git_dir, "show-ref", "--verify", "--quiet", full)
         except GitError:
             return False
         return True
+
+    def _ref_in_files(self, full: str) -> bool | None:
+        """Whether ``full`` (``refs/...``) exists, read from the ref files of a plain repository: a loose
+        ref file, else a line of ``packed-refs``. None where only git can tell (a linked worktree, the
+        reftable format, a packed-refs file too large to scan): the caller asks git."""
+        d = self.git_dir
+        if (d / "commondir").exists() or (d / "reftable").exists():
+            return None
+        try:
+            if (d / full).is_file():
+                return True
+            packed = d / "packed-refs"
+            if not packed.exists():
+                return False
+            if packed.stat().st_size > _PACKED_REFS_LIMIT:
+                return None
+            with open(packed, "rb") as f:
+                lines = f.read(_PACKED_REFS_LIMIT + 1).splitlines()
+        except OSError:
+            return None
+        want = b" " + full.encode()
+        return any(line.endswith(want) and not line.startswith((b"#", b"^")) for line in lines)
 
     def tree(self, sha: str, subdir: str = "") -> list[TreeEntry]:
         """Every blob and link below ``subdir`` at ``sha``, paths relative to ``subdir``."""

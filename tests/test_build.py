@@ -267,3 +267,32 @@ def test_run_step_export_on_a_python_without_extraction_filters(tmp_path: Path,
         with pytest.raises(GitError):
             _check_export_member(member, root)
     _check_export_member(tarfile.TarInfo("app/ok.txt"), root)
+
+
+def test_refs_read_from_files_agree_with_git(tmp_path: Path) -> None:
+    """A checkout's .git and its tags are read from the ref files (no git process for them) and agree
+    with git: loose and packed tags, a branch that is no tag, a name in a peeled line; a linked worktree
+    and a repository given by a path below its top are left to git."""
+    from regctl_fp.gitsource import Repository
+
+    repo = GitRepo.init(tmp_path / "r")
+    repo.write("a.txt", "a\n")
+    first = repo.commit()
+    repo.git("tag", "loose")
+    repo.git("tag", "-a", "-m", "annotated", "packed")
+    repo.git("pack-refs", "--all")
+    repo.git("tag", "later")
+    opened = Repository.open("r", base=tmp_path)
+    assert opened.git_dir == (tmp_path / "r" / ".git").resolve()
+    for ref, want in [("loose", True), ("packed", True), ("later", True), ("main", False), ("nope", False)]:
+        assert opened._ref_in_files(f"refs/tags/{ref}") is want, ref
+        assert opened._has_ref(f"refs/tags/{ref}") is want, ref
+    assert opened.resolve("packed").tag == "packed" and opened.resolve("packed").sha == first
+    assert opened.resolve("main").tag is None
+    repo.git("worktree", "add", "-q", "--detach", str(tmp_path / "wt"), "main")
+    linked = Repository.open("wt", base=tmp_path)
+    assert linked._ref_in_files("refs/tags/loose") is None  # refs live in the common dir: git is asked
+    assert linked.resolve("loose").tag == "loose"
+    (tmp_path / "r" / "sub").mkdir()
+    below = Repository.open("r/sub", base=tmp_path)
+    assert below.git_dir == opened.git_dir and below.resolve("later").tag == "later"

@@ -71,7 +71,10 @@ def _main(argv: list[str] | None) -> None:
         _fail("missing command", 2, "UsageError", as_json, shown=True)
     try:
         with _only_the_command_named(app, args):
-            code = app(args=args, prog_name="regfp", standalone_mode=False)
+            try:
+                code = app(args=args, prog_name="regfp", standalone_mode=False)
+            finally:
+                _finish_notes()
     except RegfpError as e:
         _fail(str(e), e.exit_code, type(e).__name__, as_json)
     except typer.Abort:
@@ -101,6 +104,13 @@ def _main(argv: list[str] | None) -> None:
 
 
 _terminated = False
+
+
+def _finish_notes() -> None:
+    """Notes whose checks ran alongside the command (a dirty source), said once it is done."""
+    state = sys.modules.get("regctl_fp.cli.source_state")
+    if state is not None:
+        state.finish_notes()
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
