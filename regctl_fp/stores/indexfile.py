@@ -29,13 +29,18 @@ def entry_order(entry: Any) -> tuple[str, str]:
     return (name if isinstance(name, str) else "", str(entry.get("digest", "")) if isinstance(entry, dict) else "")
 
 
-def ref_of(entry: object) -> str | None:
+def entry_annotation(entry: object, key: str) -> str | None:
+    """One string annotation of a raw index.json entry (None if absent or malformed)."""
     if isinstance(entry, dict):
         annotations = entry.get("annotations")
         if isinstance(annotations, dict):
-            name = annotations.get(REF_NAME)
-            return name if isinstance(name, str) else None
+            value = annotations.get(key)
+            return value if isinstance(value, str) else None
     return None
+
+
+def ref_of(entry: object) -> str | None:
+    return entry_annotation(entry, REF_NAME)
 
 
 class Names(Mapping[str, Descriptor]):

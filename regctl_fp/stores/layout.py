@@ -50,7 +50,7 @@ from ..oci.streams import ByteReader
 from ..oci.verify import VerifyingReader, read_verified
 from ..regularfile import open_regular, read_regular
 from .base import MANIFEST_LIMIT, check_size, closure
-from .indexfile import REF_NAME, Names, entry_order, merged
+from .indexfile import REF_NAME, Names, entry_annotation, entry_order, merged
 from .localblob import LocalBlobReader, link_verified
 
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
@@ -683,12 +683,7 @@ class _FileSink:
 
 
 def _subject_of_entry(entry: object) -> str | None:
-    if isinstance(entry, dict):
-        annotations = entry.get("annotations")
-        if isinstance(annotations, dict):
-            subject = annotations.get(SUBJECT)
-            return subject if isinstance(subject, str) else None
-    return None
+    return entry_annotation(entry, SUBJECT)
 
 
 def _subject_digest(desc: Descriptor) -> Digest | None:
