@@ -104,9 +104,7 @@ class Names(Mapping[str, Descriptor]):
 
     def annotation(self, name: str, key: str) -> str | None:
         """One annotation of a name's entry, without parsing the entry."""
-        annotations = self._raw[name].get("annotations")
-        value = annotations.get(key) if isinstance(annotations, dict) else None
-        return value if isinstance(value, str) else None
+        return entry_annotation(self._raw[name], key)
 
     def updated(self, entries: list[Any], removed: set[str], added: Mapping[str, Any], *, ordered: bool) -> Names:
         """These names after a write that removed ``removed`` and named ``added`` (name -> entry), with
