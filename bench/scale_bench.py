@@ -15,7 +15,6 @@ are left to age 2 s before they are used: regfp never caches a dir: tree changed
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import shutil
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import interp  # noqa: E402  (bench/interp.py: the interpreter regfp runs on)
 
 TARGET_COLD_MS_PER_IMAGE = 5.0
 TARGET_GROWTH = 1.2
@@ -99,15 +100,15 @@ with LayoutStore.open_or_create({str(layout)!r}) as store:
     desc = write_image(store, Image(config=ImageConfig.new()))
     store.set_names({{f"filler/n{{i:05d}}:latest": desc for i in range({names})}})
 """
-    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)  # set-up, not timed
 
 
 def run(runs: int) -> dict[str, object]:
-    py = sys.executable
-    result: dict[str, object] = {}
+    py, note = interp.python()  # as a user's regular install runs it (see interp.py)
+    result: dict[str, object] = {"interpreter": note}
     with tempfile.TemporaryDirectory(prefix="regfp-scale-") as tmp:
         base = Path(tmp)
-        env = dict(os.environ, XDG_CACHE_HOME=str(base / "cache"))
+        env = interp.env(dict(os.environ, XDG_CACHE_HOME=str(base / "cache")))
         one = one_image_recipe(base)
         settle()
         subprocess.run([py, "-m", "regctl_fp", "build", str(one)], check=True, capture_output=True, env=env)
@@ -145,7 +146,6 @@ def run(runs: int) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    compileall.compile_dir(str(ROOT / "regctl_fp"), quiet=1)  # as a wheel install runs it
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", type=Path)
@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(small, dict) and isinstance(large, dict)
     growth = large["cold_ms_per_image"] / small["cold_ms_per_image"]
     add_ms = (float(r["add_one_to_10000_s"]) - float(r["startup_s"])) * 1000  # type: ignore[arg-type]
+    print(r["interpreter"])
     print(f"start-up (warm no-op, one image): {r['startup_s']:.3f} s")
     for label in ("small", "large"):
         row = r[label]
