@@ -262,7 +262,6 @@ def _why(run: Run, node: Node) -> str:
 
 
 def _make_cell(run: Run, cell: Cell, key: str, platforms: tuple[Platform, ...] | None) -> Descriptor:
-    from ..imagefs import list_files
     from ..stages.matrix import merge_cell
 
     axis_annotations = {f"{A.AXIS_PREFIX}{a}": v for a, v, _ in cell.values}
@@ -270,7 +269,9 @@ def _make_cell(run: Run, cell: Cell, key: str, platforms: tuple[Platform, ...] |
 
     def merged(axes: list[tuple[str, str, Image]], platform: str) -> Image:
         files = None
-        if not cell.matrix.overwrite:
+        if not cell.matrix.overwrite and len(axes) > 1:  # one axis cannot overlap itself: nothing to list
+            from ..imagefs import list_files
+
             files = {}
             for a, v, img in axes:
                 # A dir: tree lists the same paths on every platform, but an index's images may not.
