@@ -1,0 +1,201 @@
+"""regfp's HTTP client (``stores.http_client``, on http.client) against small stdlib servers on 127.0.0.1:
+credentials never follow a redirect to another origin, a kept-alive connection the server closed is
+replaced, a body cut short is an error, compressed answers are decoded in bounded pieces, and timeouts
+hold. (The registry-level behaviour is in test_registry_faults.py and test_hostile_io.py.)"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from regctl_fp.stores import http_client as http
+
+Reply = Callable[[BaseHTTPRequestHandler], None]
+
+
+class Server:
+    """Answers each path its own way; records the headers and the client port of every request."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Reply] = {}
+        self.seen: list[tuple[str, dict[str, str], int]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                server.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()},
+                                    self.client_address[1]))
+                reply = server.routes.get(self.path.split("?")[0])
+                if reply is None:
+                    send(self, 404, b"no")
+                else:
+                    reply(self)
+
+            do_GET = do_HEAD = do_POST = do_PUT = _any
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def send(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    h.send_response(status)
+    for k, v in {"Content-Length": str(len(body)), **(headers or {})}.items():
+        h.send_header(k, v)
+    h.end_headers()
+    if h.command != "HEAD":
+        h.wfile.write(body)
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[Server, Server]]:
+    a, b = Server(), Server()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def read_all(resp: http.Response) -> bytes:
+    try:
+        return b"".join(resp.iter_raw())
+    finally:
+        resp.close()
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_origin(servers: tuple[Server, Server]) -> None:
+    a, b = servers
+    a.routes["/same"] = lambda h: send(h, 307, b"", {"Location": "/landed"})
+    a.routes["/away"] = lambda h: send(h, 302, b"", {"Location": f"{b.base}/landed"})
+    a.routes["/landed"] = b.routes["/landed"] = lambda h: send(h, 200, b"ok")
+    with http.Client(verify=False, read_timeout=5) as client:
+        auth = {"Authorization": "Bearer s3cret-token"}
+        assert read_all(client.send("GET", f"{a.base}/same", headers=auth, follow_redirects=True)) == b"ok"
+        assert read_all(client.send("GET", f"{a.base}/away", headers=auth, follow_redirects=True)) == b"ok"
+        unfollowed = client.send("GET", f"{a.base}/away", headers=auth)
+        assert unfollowed.status_code == 302
+        unfollowed.close()
+    landed_a = [hdrs for path, hdrs, _ in a.seen if path == "/landed"]
+    landed_b = [hdrs for path, hdrs, _ in b.seen if path == "/landed"]
+    assert [h.get("authorization") for h in landed_a] == ["Bearer s3cret-token"]  # same origin: kept
+    assert [h.get("authorization") for h in landed_b] == [None]  # another port is another origin
+
+
+def test_a_redirect_loop_and_a_redirect_to_another_scheme_are_errors(servers: tuple[Server, Server]) -> None:
+    a, _ = servers
+    a.routes["/loop"] = lambda h: send(h, 307, b"", {"Location": "/loop"})
+    a.routes["/ftp"] = lambda h: send(h, 302, b"", {"Location": "ftp://127.0.0.1/x"})
+    with http.Client(verify=False, read_timeout=5) as client:
+        with pytest.raises(http.TooManyRedirects):
+            client.send("GET", f"{a.base}/loop", follow_redirects=True)
+        with pytest.raises(http.UnsupportedProtocol):
+            client.send("GET", f"{a.base}/ftp", follow_redirects=True)
+    assert len([p for p, _, _ in a.seen if p == "/loop"]) == http.MAX_REDIRECTS + 1
+
+
+def test_a_kept_alive_connection_is_reused_and_replaced_once_the_server_closed_it(
+        servers: tuple[Server, Server], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, _ = servers
+
+    def close_after(h: BaseHTTPRequestHandler) -> None:
+        send(h, 200, b"bye")  # no "Connection: close": the client learns it only from the closed socket
+        h.close_connection = True
+
+    a.routes["/keep"] = lambda h: send(h, 200, b"kept")
+    a.routes["/close"] = close_after
+    with http.Client(verify=False, read_timeout=5) as client:
+        for _ in range(3):
+            assert read_all(client.send("GET", f"{a.base}/keep")) == b"kept"
+        assert len({port for _, _, port in a.seen}) == 1  # one connection for all three
+        assert read_all(client.send("GET", f"{a.base}/close")) == b"bye"
+        # The server closed it after answering: the next request notices before sending ...
+        assert read_all(client.send("GET", f"{a.base}/keep")) == b"kept"
+        assert read_all(client.send("GET", f"{a.base}/close")) == b"bye"
+        # ... and when the close is not visible yet (a race), the request goes once more on a new one.
+        monkeypatch.setattr(http, "_still_open", lambda conn: True)
+        assert read_all(client.send("GET", f"{a.base}/keep")) == b"kept"
+    assert len({port for _, _, port in a.seen}) == 3
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_body_cut_short_is_an_error_not_a_short_success(servers: tuple[Server, Server], framing: str) -> None:
+    a, _ = servers
+
+    def cut(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        if framing == "length":
+            h.send_header("Content-Length", "100000")
+            h.end_headers()
+            h.wfile.write(b"x" * 1000)
+        else:
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            h.wfile.write(b"3e8\r\n" + b"x" * 1000 + b"\r\n")  # no last chunk
+        h.wfile.flush()
+        h.connection.shutdown(socket.SHUT_RDWR)
+        h.close_connection = True
+
+    a.routes["/cut"] = cut
+    with http.Client(verify=False, read_timeout=5) as client:
+        resp = client.send("GET", f"{a.base}/cut")
+        with pytest.raises(http.RemoteProtocolError, match="complete message body"):
+            read_all(resp)
+
+
+def test_a_compressed_answer_is_decoded_in_bounded_pieces(servers: tuple[Server, Server]) -> None:
+    a, _ = servers
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    bomb = z.compress(b" " * (64 << 20)) + z.flush()  # 64 MiB in ~64 KiB
+    a.routes["/gzip"] = lambda h: send(h, 200, bomb, {"Content-Encoding": "gzip"})
+    a.routes["/br"] = lambda h: send(h, 200, b"xx", {"Content-Encoding": "br"})
+    a.routes["/broken"] = lambda h: send(h, 200, b"not gzip at all", {"Content-Encoding": "gzip"})
+    with http.Client(verify=False, read_timeout=5) as client:
+        resp = client.send("GET", f"{a.base}/gzip")
+        sizes = [len(piece) for piece in resp.iter_bytes(1 << 20)]
+        resp.close()
+        assert sum(sizes) == 64 << 20 and max(sizes) <= 1 << 20
+        for path in ("/br", "/broken"):
+            resp = client.send("GET", f"{a.base}{path}")
+            with pytest.raises(http.DecodingError):
+                b"".join(resp.iter_bytes())
+            resp.close()
+    assert all(hdrs.get("accept-encoding") == "identity" for _, hdrs, _ in a.seen)
+
+
+def test_a_server_that_stops_answering_times_out(servers: tuple[Server, Server]) -> None:
+    a, _ = servers
+    gate = threading.Event()
+
+    def stall(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", "10")
+        h.end_headers()
+        h.wfile.write(b"12345")
+        h.wfile.flush()
+        gate.wait(10)
+
+    a.routes["/stall-body"] = stall
+    a.routes["/stall-head"] = lambda h: gate.wait(10)
+    try:
+        with http.Client(verify=False, read_timeout=0.3) as client:
+            with pytest.raises(http.ReadTimeout):
+                client.send("GET", f"{a.base}/stall-head")
+            resp = client.send("GET", f"{a.base}/stall-body")
+            with pytest.raises(http.ReadTimeout):
+                read_all(resp)
+    finally:
+        gate.set()
