@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -199,3 +200,46 @@ def test_a_server_that_stops_answering_times_out(servers: tuple[Server, Server])
                 read_all(resp)
     finally:
         gate.set()
+
+
+@pytest.mark.parametrize("flood", ["interim answers", "trailer lines"])
+def test_endless_interim_answers_or_trailer_lines_are_an_error_not_a_hang(flood: str) -> None:
+    """Each line comes at once, so no read timeout fires: only a bound on their number ends it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                if flood == "interim answers":
+                    while not stop.is_set():
+                        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 100)
+                else:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n")
+                    while not stop.is_set():
+                        conn.sendall(b"X-Trailer: again\r\n" * 100)
+            except OSError:
+                pass
+
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            with http.Client(verify=False, read_timeout=5) as client:
+                read_all(client.send("GET", f"http://127.0.0.1:{listener.getsockname()[1]}/"))
+        except BaseException as e:  # handed to the test thread
+            errors.append(e)
+
+    threading.Thread(target=serve, daemon=True).start()
+    started = time.monotonic()
+    client_thread = threading.Thread(target=fetch, daemon=True)  # a hang fails the test, not the run
+    client_thread.start()
+    client_thread.join(10)
+    stop.set()
+    listener.close()
+    assert not client_thread.is_alive(), "still reading after 10 s"
+    assert len(errors) == 1 and isinstance(errors[0], http.RemoteProtocolError), errors
+    assert "more than 100" in str(errors[0])
+    assert time.monotonic() - started < 5

@@ -33,6 +33,8 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 CHUNK = 1 << 20  # the most one read of a streamed body returns
 REDIRECT_BODY_LIMIT = 64 << 10  # a redirect's body is read (to keep the connection) only up to this
 MAX_REDIRECTS = 20
+MAX_LINE = 65536  # bytes in one header, trailer or chunk-size line (http.client's own limit)
+MAX_TRAILER_LINES = 100  # and interim answers: as many as http.client allows header lines
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -333,6 +335,29 @@ class _Deflate:
         return self._d.flush()
 
 
+class _BoundedResponse(http.client.HTTPResponse):
+    """http.client's response, with two loops bounded that it leaves open: the interim ``100 Continue``
+    answers before the real one, and the trailer lines of a chunked body. A server sending either
+    without end would hold the reader forever (each line arrives in time: no read timeout fires)."""
+
+    _status_lines = 0
+
+    def _read_status(self) -> tuple[str, int, str]:
+        self._status_lines += 1
+        if self._status_lines > MAX_TRAILER_LINES:
+            raise http.client.HTTPException(f"more than {MAX_TRAILER_LINES} interim (1xx) answers")
+        return super()._read_status()  # type: ignore[misc, no-any-return]
+
+    def _read_and_discard_trailer(self) -> None:
+        for _ in range(MAX_TRAILER_LINES):
+            line = self.fp.readline(MAX_LINE + 1)
+            if len(line) > MAX_LINE:
+                raise http.client.LineTooLong("trailer line")
+            if line in (b"\r\n", b"\n", b""):
+                return
+        raise http.client.HTTPException(f"more than {MAX_TRAILER_LINES} trailer lines")
+
+
 # -- the client -----------------------------------------------------------------------------------------
 Key = tuple[str, str, int]
 Content = bytes | Iterable[bytes] | None
@@ -462,6 +487,7 @@ class Client:
             conn = http.client.HTTPSConnection(host, port, timeout=self.connect_timeout, context=ctx)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
+        conn.response_class = _BoundedResponse
         try:
             conn.connect()
         except TimeoutError:
