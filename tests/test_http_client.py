@@ -243,3 +243,57 @@ def test_endless_interim_answers_or_trailer_lines_are_an_error_not_a_hang(flood:
     assert len(errors) == 1 and isinstance(errors[0], http.RemoteProtocolError), errors
     assert "more than 100" in str(errors[0])
     assert time.monotonic() - started < 5
+
+
+def raw_answer(answer: bytes) -> Callable[[], str]:
+    """A one-shot server on 127.0.0.1 that reads a request and sends ``answer`` as it is."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(answer)
+                conn.shutdown(socket.SHUT_WR)
+                conn.recv(1)
+            except OSError:
+                pass
+        listener.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return lambda: f"http://127.0.0.1:{listener.getsockname()[1]}/"
+
+
+@pytest.mark.parametrize(("answer", "needle"), [
+    (b"HTPP/1.1 200 OK\r\n\r\n", "malformed status line"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", "more than 100 header lines"),
+    (b"HTTP/1.1 200 OK\r\nX-A: " + b"b" * 70000 + b"\r\n\r\n", "longer than"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nNo colon here\r\n\r\n", "malformed header line"),
+])
+def test_malformed_answers_are_protocol_errors(answer: bytes, needle: str) -> None:
+    url = raw_answer(answer)
+    with http.Client(verify=False, read_timeout=5) as client, pytest.raises(http.RemoteProtocolError, match=needle):
+        client.send("GET", url())
+
+
+def test_a_chunked_body_and_one_read_until_close_arrive_whole() -> None:
+    chunked = raw_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n")
+    until_close = raw_answer(b"HTTP/1.0 200 OK\r\n\r\nwhole body")
+    with http.Client(verify=False, read_timeout=5) as client:
+        assert read_all(client.send("GET", chunked())) == b"abcde"
+        assert read_all(client.send("GET", until_close())) == b"whole body"
+
+
+@pytest.mark.parametrize("where", ["target", "header"])
+def test_a_request_that_would_inject_lines_is_not_sent(servers: tuple[Server, Server], where: str) -> None:
+    a, _ = servers
+    with http.Client(verify=False, read_timeout=5) as client, pytest.raises(http.UnsupportedProtocol):
+        if where == "target":
+            client.send("GET", f"{a.base}/x HTTP/1.1\r\nX-Injected: 1\r\n")
+        else:
+            client.send("GET", f"{a.base}/x", headers={"Authorization": "Bearer t\r\nX-Injected: 1"})
+    assert a.seen == []

@@ -82,6 +82,8 @@ def test_a_re_push_imports_no_recipe_identity_or_httpx_machinery(registry: Regis
     modules, stdout = modules_of(tmp_path, "copy", f"oci:{layout}:app:1", target)
     assert stdout.split() == [target, str(digest)]
     assert present(modules, NEVER | HTTP | {"cryptography", "yaml", "zstandard"}) == []
+    # Nor http.client and the email package it needs, nor ssl for a plain-HTTP registry (~30 ms together).
+    assert present(modules, {"http", "email", "ssl"}) == []
     assert "regctl_fp.stores.transport" in modules  # it did talk to the registry
 
 

@@ -5,14 +5,13 @@ the method, the URL without secrets, the status and the registry's error code.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from .. import __version__
@@ -22,6 +21,9 @@ from ..regularfile import PEM_LIMIT, read_regular
 from . import http_client as http
 from .auth import Authenticator, Credential, credential_refusal, header_safe, parse_challenges
 from .bounded import ERROR_BODY_LIMIT, Rate, read_body
+
+if TYPE_CHECKING:
+    import ssl
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -297,6 +299,8 @@ class BlobLocations:
 
 # -- helpers ------------------------------------------------------------------------------------------
 def _ssl_context(ca_files: tuple[str, ...]) -> ssl.SSLContext:
+    import ssl  # only for https: a plain-HTTP registry does without it
+
     ctx = ssl.create_default_context()
     for ca in ca_files:
         # Read here, as a regular file of bounded size: OpenSSL would block on a FIFO given as cafile.
@@ -311,6 +315,8 @@ def _retry_after(resp: http.Response, now: float) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # only for a dated Retry-After: the email package costs start-up otherwise
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
