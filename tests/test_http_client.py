@@ -272,6 +272,7 @@ def raw_answer(answer: bytes) -> Callable[[], str]:
     (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "Content-Length"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "Content-Length"),
     (b"HTTP/1.1 200 OK\r\nNo colon here\r\n\r\n", "malformed header line"),
+    (b"HTTP/1.1 200 OK\r\n" + (b"X-A: " + b"b" * 60000 + b"\r\n") * 20 + b"\r\n", "larger than 1 MiB"),
 ])
 def test_malformed_answers_are_protocol_errors(answer: bytes, needle: str) -> None:
     url = raw_answer(answer)

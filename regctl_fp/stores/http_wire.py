@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 MAX_LINE = 65536  # bytes in one status, header, trailer or chunk-size line
 MAX_HEADERS = 100  # header lines of one answer, trailer lines of one chunked body
+MAX_HEAD_BYTES = 1 << 20  # all header (or trailer) lines of one answer together
 MAX_INTERIM = 100  # interim (1xx) answers before the final one
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -182,8 +183,12 @@ class Connection:
 
     def _headers(self, what: str) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
+        size = 0
         for _ in range(MAX_HEADERS + 1):
             line = self._line(f"{what} line")
+            size += len(line)
+            if size > MAX_HEAD_BYTES:
+                raise ProtocolError(f"{what}s larger than {MAX_HEAD_BYTES >> 20} MiB")
             if line in (b"\r\n", b"\n"):
                 return out
             if not line:
@@ -230,7 +235,7 @@ class Body:
                 raise IncompleteBody("peer closed connection without sending complete message body "
                                      "(before the last chunk)")
             size_text = line.split(b";", 1)[0].strip()
-            if not size_text or any(c not in b"0123456789abcdefABCDEF" for c in size_text):
+            if not 0 < len(size_text) <= 16 or any(c not in b"0123456789abcdefABCDEF" for c in size_text):
                 raise ProtocolError(f"malformed chunk size {line[:80]!r}")
             size = int(size_text, 16)
             if size == 0:
