@@ -11,6 +11,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -298,3 +299,27 @@ def test_a_request_that_would_inject_lines_is_not_sent(servers: tuple[Server, Se
         else:
             client.send("GET", f"{a.base}/x", headers={"Authorization": "Bearer t\r\nX-Injected: 1"})
     assert a.seen == []
+
+
+def test_a_loopback_registry_served_over_tls_is_found_and_verified(tmp_path: Path) -> None:
+    """127.0.0.1 starts on plain HTTP; a registry there that speaks TLS answers "HTTP request to an
+    HTTPS server" (an answer framed by closing the connection): the client moves to https, with the
+    certificate checked against the given CA, and without one the certificate is refused."""
+    from registry_support import Registry, self_signed
+
+    from regctl_fp.errors import RegistryError
+    from regctl_fp.stores.transport import ClientOptions, RegistryClient
+
+    cert, key = self_signed(tmp_path / "tls")
+    reg = Registry(tmp_path / "reg", tls=(cert, key)).start()
+    try:
+        with RegistryClient(reg.host, None, ClientOptions(plain_http=True, ca_files=(str(cert),))) as c:
+            c.ping()
+            assert c.scheme == "https"
+            resp = c.request("GET", "/v2/_catalog", scopes=frozenset())
+            assert resp.status_code == 200 and "repositories" in resp.json()
+        with RegistryClient(reg.host, None, ClientOptions(plain_http=True)) as c, \
+                pytest.raises(RegistryError, match="certificate"):
+            c.ping()
+    finally:
+        reg.stop()
