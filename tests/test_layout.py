@@ -348,3 +348,25 @@ def test_gc_refuses_when_a_named_manifest_is_missing(tmp_path: Path) -> None:
     assert named["app/img1:v1"].digest.text in gc.stderr
     assert "Traceback" not in gc.stderr
     assert snapshot(layout) == before
+
+
+def test_a_big_blob_is_handed_to_the_disk_while_it_is_written(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writeback starts every 8 MiB as a blob streams in (sync_file_range), so the fsync before its
+    rename waits only for the tail; the blob is stored as ever."""
+    import io
+
+    from regctl_fp.stores import layout as layout_module
+
+    data = hashlib.sha256(b"seed").digest() * ((20 << 20) // 32)  # 20 MiB
+    desc = Descriptor(mt.OCI_LAYER_GZIP, Digest.of(data), len(data))
+    with LayoutStore.open_or_create(tmp_path / "real") as real:  # libc's call, for real
+        real.put_blob(io.BytesIO(data), desc)
+    assert (tmp_path / "real" / "blobs" / "sha256" / desc.digest.hex).read_bytes() == data
+
+    calls: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(layout_module, "_sync_file_range", lambda fd, off, n, flags: calls.append((off, n, flags)))
+    with LayoutStore.open_or_create(tmp_path / "seen") as seen:
+        seen.put_blob(io.BytesIO(data), desc)
+    assert calls == [(0, 8 << 20, 2), (8 << 20, 8 << 20, 2)]  # contiguous, SYNC_FILE_RANGE_WRITE only
+    assert (tmp_path / "seen" / "blobs" / "sha256" / desc.digest.hex).read_bytes() == data

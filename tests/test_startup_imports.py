@@ -1,7 +1,8 @@
 """Start-up: a command imports only what it uses. A warm no-op ``regfp build`` and a re-push with ``regfp
 copy`` run in a subprocess whose ``sys.modules`` is written out at exit; the heavy libraries they do not
-need (cryptography: only when an identity is issued; rich: only on a terminal; httpx: only on the
-registry path; zstandard: only for zstd layers; yaml: no recipe in a copy) must be absent."""
+need (cryptography: only when an identity is issued; rich: only on a terminal; httpx and its stack:
+never, regfp's HTTP client is on the standard library; zstandard: only for zstd layers; yaml: no recipe in
+a copy) must be absent."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from regctl_fp.stores.layout import LayoutStore
 
 pytest_plugins = ["registry_fixtures"]
 
-# Whatever the command: never rich off a terminal. (httpx is regfp's HTTP client on the registry path;
-# a build that talks to no registry does not load it.)
+# Whatever the command: never rich off a terminal, never httpx or its stack (regfp's registry transport
+# is ``stores.http_client``, on http.client: httpx alone cost ~0.2 s of start-up).
 NEVER = {"rich", "rich.console"}
 HTTP = {"httpx", "httpcore", "h11", "anyio"}
 
@@ -71,7 +72,7 @@ def test_a_warm_no_op_build_imports_no_cryptography_rich_httpx_or_zstandard(tmp_
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
-def test_a_re_push_imports_no_recipe_or_identity_machinery(registry: Registry, tmp_path: Path) -> None:
+def test_a_re_push_imports_no_recipe_identity_or_httpx_machinery(registry: Registry, tmp_path: Path) -> None:
     layout = tmp_path / "layout"
     with LayoutStore.open_or_create(layout) as store:
         digest = make_image(store, "app:1").digest
@@ -80,8 +81,9 @@ def test_a_re_push_imports_no_recipe_or_identity_machinery(registry: Registry, t
 
     modules, stdout = modules_of(tmp_path, "copy", f"oci:{layout}:app:1", target)
     assert stdout.split() == [target, str(digest)]
-    # (zstandard comes with httpx, which loads it for its optional zstd content decoding.)
-    assert present(modules, NEVER | {"cryptography", "yaml"}) == []
+    assert present(modules, NEVER | HTTP | {"cryptography", "yaml", "zstandard"}) == []
+    # Nor http.client and the email package it needs, nor ssl for a plain-HTTP registry (~30 ms together).
+    assert present(modules, {"http", "email", "ssl"}) == []
     assert "regctl_fp.stores.transport" in modules  # it did talk to the registry
 
 

@@ -15,7 +15,7 @@ from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..oci.streams import ByteReader, Opener
 from ..oci.verify import VerifyingReader
-from ._httpx import httpx
+from . import http_client as http
 from .auth import PULL, PUSH, repo_scope
 from .bounded import Deadline
 from .transport import RETRY_STATUS, RegistryClient, _describe, _retry_after
@@ -50,7 +50,7 @@ class RemoteBlobReader:
         self._path = f"/v2/{repository}/blobs/{desc.digest}"
         self._offset = 0
         self._failures = 0
-        self._resp: httpx.Response | None = None
+        self._resp: http.Response | None = None
         self._chunks: Iterator[bytes] | None = None
         self._pending = b""
         self._deadline = Deadline(client.options.rate, client.options.timing.monotonic)
@@ -100,7 +100,7 @@ class RemoteBlobReader:
         while True:
             try:
                 chunk = next(self._chunks, b"")
-            except (httpx.TransportError, httpx.StreamError) as e:
+            except (http.TransportError, http.StreamError) as e:
                 self._reopen_after(e)
                 continue
             self._offset += len(chunk)
@@ -127,7 +127,7 @@ class RemoteBlobReader:
         self._failures += 1
         policy = self._client.options.retry
         if self._failures >= policy.attempts:
-            why = _describe(e, self._failures) if isinstance(e, httpx.TransportError) else str(e)
+            why = _describe(e, self._failures) if isinstance(e, http.TransportError) else str(e)
             raise RegistryError("GET", self._client.url(self._path), None, None,
                                 f"{why}; got {self._offset} of {self._desc.size} bytes") from None
         self._check_deadline()
@@ -256,7 +256,7 @@ def _start(client: RegistryClient, repository: str) -> str:
     raise _classify(client, resp, "POST")
 
 
-def _classify(client: RegistryClient, resp: httpx.Response, method: str) -> Exception:
+def _classify(client: RegistryClient, resp: http.Response, method: str) -> Exception:
     wait = _retry_after(resp, client.options.timing.wall()) if resp.status_code == 429 else None
     err = client.fail(resp, method)
     if resp.status_code in RETRY_STATUS or err.code in RESTARTABLE_CODES:
@@ -267,7 +267,7 @@ def _classify(client: RegistryClient, resp: httpx.Response, method: str) -> Exce
 
 
 def _with_digest(client: RegistryClient, location: str, digest: Digest) -> str:
-    return str(httpx.URL(client.url(location)).copy_add_param("digest", digest.text))
+    return http.add_params(client.url(location), [("digest", digest.text)])
 
 
 def _put_monolithic(client: RegistryClient, repository: str, location: str, desc: Descriptor,
@@ -343,7 +343,7 @@ def _read_up_to(stream: ByteReader, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _check_digest_header(resp: httpx.Response, digest: Digest, method: str) -> None:
+def _check_digest_header(resp: http.Response, digest: Digest, method: str) -> None:
     said = resp.headers.get("docker-content-digest")
     if said and said != digest.text:
         raise RegistryError(method, str(resp.request.url), resp.status_code, "DIGEST_INVALID",

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import RegistryError
-from ._httpx import httpx
+from .http_client import DecodingError, Response
 
 BODY_LIMIT = 16 << 20  # a response read whole: token answers, tag and repository lists, /v2/
 ERROR_BODY_LIMIT = 64 << 10  # an error answer is read for its message only; the rest is dropped
@@ -48,7 +48,7 @@ class Deadline:
         return self.elapsed > self.rate.allowed(size)
 
 
-def read_body(resp: httpx.Response, method: str, rate: Rate, clock: Callable[[], float]) -> None:
+def read_body(resp: Response, method: str, rate: Rate, clock: Callable[[], float]) -> None:
     """Read ``resp``'s body whole, so that ``resp.content`` holds it, within bounds, and close it.
 
     A success answer larger than ``BODY_LIMIT`` is refused; an error answer is cut at
@@ -73,11 +73,9 @@ def read_body(resp: httpx.Response, method: str, rate: Rate, clock: Callable[[],
                 raise RegistryError(method, str(resp.request.url), resp.status_code, None,
                                     f"the answer came too slowly ({got} bytes in {deadline.elapsed:.0f} s; "
                                     f"the limit is {rate.describe()})")
-    except httpx.DecodingError as e:
+    except DecodingError as e:
         raise RegistryError(method, str(resp.request.url), resp.status_code, None,
                             f"the answer cannot be decoded ({e})") from None
     finally:
         resp.close()
-    # httpx keeps a body read in full in ``_content`` (what ``Response.read`` sets); setting it here lets
-    # ``resp.content`` and ``resp.json()`` work on the bounded read.
-    resp._content = b"".join(parts)
+    resp.set_content(b"".join(parts))  # what ``resp.content`` and ``resp.json()`` read

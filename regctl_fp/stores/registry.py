@@ -29,7 +29,7 @@ from .blobio import OnBytes, pull_scope, push_scope
 from .transport import RegistryClient, next_link, read_limited
 
 if TYPE_CHECKING:
-    from ._httpx import httpx
+    from .http_client import Response
 
 ACCEPT = ", ".join((mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_LIST))
 TAG_PAGE = 1000
@@ -354,7 +354,7 @@ class RegistryStore:
             data = self._manifests.get(desc.digest) or self._fetch_manifest(repo, desc)
             self._put_manifest(repo, tag, data, desc.media_type)
 
-    def _put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> httpx.Response:
+    def _put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> Response:
         """PUT a manifest's exact bytes (which hash to the digest regfp holds them under).
 
         A DIGEST_INVALID answer to such bytes is the registry misreading its own storage: distribution
@@ -418,7 +418,7 @@ def _children(data: bytes, media_type: str) -> list[Descriptor]:
 class _ResponseReader:
     """A streamed response body as a readable stream, for ``read_verified``."""
 
-    def __init__(self, resp: httpx.Response) -> None:
+    def __init__(self, resp: Response) -> None:
         self._chunks = resp.iter_raw()
         self._resp = resp
 

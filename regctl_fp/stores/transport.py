@@ -5,23 +5,25 @@ the method, the URL without secrets, the status and the registry's error code.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from .. import __version__
 from ..errors import InvalidInput, RegistryError
 from ..redaction import scrub
 from ..regularfile import PEM_LIMIT, read_regular
-from ._httpx import httpx
+from . import http_client as http
 from .auth import Authenticator, Credential, credential_refusal, header_safe, parse_challenges
 from .bounded import ERROR_BODY_LIMIT, Rate, read_body
+
+if TYPE_CHECKING:
+    import ssl
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -99,19 +101,14 @@ class RegistryClient:
         self._ready = False
         self._ready_lock = threading.Lock()
 
-    def _new_http(self) -> httpx.Client:
+    def _new_http(self) -> http.Client:
         opts = self.options
         # Loading the system CA store costs ~60 ms: a plain-HTTP client makes no certificate checks at all.
+        # No proxies or .netrc from the environment: they would bypass what the CLI decided.
         verify: ssl.SSLContext | bool = _ssl_context(opts.ca_files) if self.scheme == "https" else False
-        return httpx.Client(
-            verify=verify,
-            timeout=httpx.Timeout(connect=opts.connect_timeout, read=opts.read_timeout,
-                                  write=opts.read_timeout, pool=opts.read_timeout),
-            limits=httpx.Limits(max_connections=opts.max_connections,
-                                max_keepalive_connections=opts.max_connections),
-            headers={"User-Agent": opts.user_agent},
-            trust_env=False,  # proxies and .netrc from the environment would bypass what the CLI decided
-        )
+        return http.Client(verify=verify, connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout,
+                           pool_timeout=opts.read_timeout, max_connections=opts.max_connections,
+                           headers={"User-Agent": opts.user_agent})
 
     def close(self) -> None:
         self._http.close()
@@ -161,7 +158,7 @@ class RegistryClient:
     # -- requests -------------------------------------------------------------------------------------
     def request(self, method: str, path: str, *, scopes: frozenset[str], headers: Mapping[str, str] | None = None,
                 body: Body = None, length: int | None = None, stream: bool = False, follow: bool = False,
-                retry: bool = True) -> httpx.Response:
+                retry: bool = True) -> http.Response:
         """Send with authentication and retries; the caller checks the status (and closes a stream).
 
         ``body`` is bytes or a factory of byte iterables, called afresh for each try, so a streamed
@@ -173,7 +170,7 @@ class RegistryClient:
         if length is not None:
             hdrs["Content-Length"] = str(length)
         # An upload location on another host (a storage backend) never sees the registry's credentials.
-        ours = httpx.URL(url).netloc.decode("ascii") == self.host
+        ours = http.origin(url) == http.origin(self.url("/"))
         for _auth_round in range(3):
             sent = self.auth.header(scopes) if ours else None
             if sent is not None:
@@ -191,31 +188,30 @@ class RegistryClient:
             scopes = new_scopes
         return resp
 
-    def fail(self, resp: httpx.Response, method: str, context: str = "") -> RegistryError:
+    def fail(self, resp: http.Response, method: str, context: str = "") -> RegistryError:
         """The error for an unexpected response (its body is read, up to a limit, and closed)."""
         return _error(resp, method, str(resp.request.url), context, self.auth.credential, host=self.host)
 
     def _send_retrying(self, method: str, url: str, headers: Mapping[str, str], body: Body,
-                       *, stream: bool, follow: bool, retry: bool = True) -> httpx.Response:
+                       *, stream: bool, follow: bool, retry: bool = True) -> http.Response:
         policy = self.options.retry
         timing = self.options.timing
         attempts = policy.attempts if retry else 1
         for attempt in range(attempts):
             last = attempt + 1 >= attempts
             content = body() if callable(body) else body
-            request = self._http.build_request(method, url, headers=headers, content=content)
             self.stats.count(method)
             try:
                 # Always streamed: a body wanted whole is read here, within bounds (``read_body``).
-                resp = self._http.send(request, stream=True, follow_redirects=follow)
+                resp = self._http.send(method, url, headers=headers, content=content, follow_redirects=follow)
                 if not stream:
                     read_body(resp, method, self.options.rate, timing.monotonic)
-            except httpx.TooManyRedirects:
+            except http.TooManyRedirects:
                 raise RegistryError(method, url, None, None, f"more than {self._http.max_redirects} redirects "
                                                              "(a redirect loop?)") from None
-            except httpx.TransportError as e:
+            except http.TransportError as e:
                 # A refused connection is retried once (a registry restarting), not for the whole budget.
-                refused = isinstance(e, httpx.ConnectError) and attempt >= 1
+                refused = isinstance(e, http.ConnectError) and attempt >= 1
                 if last or refused or _not_transient(e):
                     raise RegistryError(method, url, None, None, _describe(e, attempt + 1)) from None
                 self.stats.add("retries")
@@ -257,7 +253,7 @@ class RegistryClient:
             headers = {}
             if credential is not None and credential.has_password:
                 headers["Authorization"] = credential.basic_header()
-            url = str(httpx.URL(realm).copy_merge_params(tuple(params)))
+            url = http.add_params(realm, params)
             resp = self._send_retrying("GET", url, headers, None, stream=False, follow=True)
         if resp.status_code != 200:
             raise _error(resp, "GET" if credential is None or not credential.identity_token else "POST",
@@ -303,6 +299,8 @@ class BlobLocations:
 
 # -- helpers ------------------------------------------------------------------------------------------
 def _ssl_context(ca_files: tuple[str, ...]) -> ssl.SSLContext:
+    import ssl  # only for https: a plain-HTTP registry does without it
+
     ctx = ssl.create_default_context()
     for ca in ca_files:
         # Read here, as a regular file of bounded size: OpenSSL would block on a FIFO given as cafile.
@@ -310,13 +308,15 @@ def _ssl_context(ca_files: tuple[str, ...]) -> ssl.SSLContext:
     return ctx
 
 
-def _retry_after(resp: httpx.Response, now: float) -> float | None:
+def _retry_after(resp: http.Response, now: float) -> float | None:
     value = resp.headers.get("retry-after")
     if value is None:
         return None
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # only for a dated Retry-After: the email package costs start-up otherwise
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -324,24 +324,24 @@ def _retry_after(resp: httpx.Response, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def _not_transient(e: httpx.TransportError) -> bool:
+def _not_transient(e: http.TransportError) -> bool:
     text = str(e)
     return "CERTIFICATE_VERIFY_FAILED" in text or "WRONG_VERSION_NUMBER" in text or isinstance(
-        e, httpx.UnsupportedProtocol)
+        e, http.UnsupportedProtocol)
 
 
-def _describe(e: httpx.TransportError, tries: int) -> str:
+def _describe(e: http.TransportError, tries: int) -> str:
     text = str(e) or type(e).__name__
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return (f"TLS certificate not trusted ({text}); pass --ca-file, or put the CA in "
                 "/etc/docker/certs.d/HOST/ca.crt")
     if "WRONG_VERSION_NUMBER" in text:
         return "the registry does not speak TLS here; for a plain-HTTP registry pass --insecure-registry HOST"
-    kind = {httpx.ConnectTimeout: "connect timeout", httpx.ReadTimeout: "no data within the read timeout",
-            httpx.WriteTimeout: "write timeout", httpx.PoolTimeout: "no free connection",
-            httpx.ConnectError: "cannot connect", httpx.ReadError: "connection broken while reading",
-            httpx.WriteError: "connection broken while sending",
-            httpx.RemoteProtocolError: "connection closed by the registry"}.get(type(e), type(e).__name__)
+    kind = {http.ConnectTimeout: "connect timeout", http.ReadTimeout: "no data within the read timeout",
+            http.WriteTimeout: "write timeout", http.PoolTimeout: "no free connection",
+            http.ConnectError: "cannot connect", http.ReadError: "connection broken while reading",
+            http.WriteError: "connection broken while sending",
+            http.RemoteProtocolError: "connection closed by the registry"}.get(type(e), type(e).__name__)
     after = f" (after {tries} tries)" if tries > 1 else ""
     return f"{kind}: {text}{after}"
 
@@ -351,7 +351,7 @@ _GENERIC_401 = frozenset({"authentication required", "unauthorized", "unauthoriz
                           "access to the requested resource is not authorized"})
 
 
-def _error(resp: httpx.Response, method: str, url: str, context: str = "",
+def _error(resp: http.Response, method: str, url: str, context: str = "",
            credential: Credential | None = None, *, host: str = "", by: str = "the registry") -> RegistryError:
     """The RegistryError for a failed response. A 401 says once what went wrong: the credentials that
     were refused (by whom), or that there were none and how to give some for this host."""
@@ -359,13 +359,13 @@ def _error(resp: httpx.Response, method: str, url: str, context: str = "",
     raw = b""
     try:
         raw = resp.content
-    except httpx.ResponseNotRead:
+    except http.ResponseNotRead:
         try:
             for chunk in resp.iter_bytes():
                 raw += chunk
                 if len(raw) > ERROR_BODY_LIMIT:
                     break
-        except (httpx.HTTPError, httpx.StreamError):
+        except http.HTTPError:
             pass
     finally:
         resp.close()
@@ -410,7 +410,7 @@ def _whose(credential: Credential) -> str:
         f" of {credential.username!r}" if credential.username else "")
 
 
-def next_link(resp: httpx.Response) -> str | None:
+def next_link(resp: http.Response) -> str | None:
     """The ``rel="next"`` target of a paginated answer's ``Link`` header (tags, catalog, referrers)."""
     link = resp.headers.get("link", "")
     if 'rel="next"' not in link:
@@ -418,7 +418,7 @@ def next_link(resp: httpx.Response) -> str | None:
     return link.split(";")[0].strip().strip("<>") or None
 
 
-def read_limited(resp: httpx.Response, limit: int) -> bytes:
+def read_limited(resp: http.Response, limit: int) -> bytes:
     """A streamed answer's raw body, refused once it passes ``limit`` bytes."""
     parts: list[bytes] = []
     got = 0
