@@ -5,9 +5,9 @@ from __future__ import annotations
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, assert_never
+from typing import TYPE_CHECKING, Any, NoReturn, assert_never
 
-from ..errors import RefError
+from ..errors import InvalidInput, RefError
 from ..oci import mediatypes as mt
 from ..oci.manifest import Index
 from ..refs import DirRef, LayoutRef, Ref, RegistryRef, parse_ref
@@ -17,6 +17,7 @@ from .progress import progress_bar
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from ..attest.check import Finding
     from ..oci.descriptor import Descriptor, Platform
     from ..sources import BuildOptions
     from ..stores.base import ReadStore
@@ -112,7 +113,7 @@ def _manifest_bytes(ref: Ref, text: str, want: Platform | None) -> bytes:
 
 
 def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | None = None, *,
-           deep: bool = False) -> None:
+           deep: bool = False, attestations: bool = False, key: Path | None = None) -> None:
     from ..sources import open_layout_ref
     from ..stages.identity_verify import verify_identity
     from ..stores.layout import LayoutStore
@@ -124,6 +125,16 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
         _unsupported(ref, text)
     if ca is not None and isinstance(ref, LayoutRef) and ref.name is None and ref.digest is None:
         raise RefError(text, "--ca checks one image's identity: name it (oci:PATH:NAME)")
+    if attestations != (key is not None):
+        raise InvalidInput("--attestations and --key go together: the attestations are checked with the key")
+    if attestations and isinstance(ref, LayoutRef) and ref.name is None and ref.digest is None:
+        raise RefError(text, "--attestations checks one image's: name it (oci:PATH:NAME)")
+    public = None
+    if key is not None:
+        from ..attest.keys import load_public_key
+
+        public = load_public_key(key)
+    findings: list[Finding] = []
     with progress_bar() as bar, ExitStack() as stack:
         if isinstance(ref, LayoutRef) and ref.name is None and ref.digest is None:
             report = verify_layout(LayoutStore.open(ref.path), bar, deep=deep)
@@ -147,11 +158,24 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
                 from .recipe_cmds import parse_now
 
                 verify_identity(store, desc, _read_ca(ca), report, label, now=parse_now(now_text))
+            if public is not None:
+                from ..attest.check import check_attestations
+
+                findings = check_attestations(store, desc, public)
+                report.problems += [f"{label}: {f.predicate} of {f.subject} ({f.referrer or 'missing'}): {f.problem}"
+                                    for f in findings if not f.ok]
     if json_out:
-        output.print_json({"ok": report.ok, "verified": report.checked, "problems": report.problems})
+        shown: dict[str, Any] = {"ok": report.ok, "verified": report.checked, "problems": report.problems}
+        if public is not None:
+            shown["attestations"] = [f.to_json() for f in findings]
+        output.print_json(shown)
     else:
         for label in report.checked:
             output.line(f"ok  {label}")
+        signer = public.keyid[:16] if public is not None else ""
+        for f in findings:
+            if f.ok:
+                output.line(f"ok  {f.predicate} of {f.subject} ({f.referrer}), signed by key {signer}")
         for problem in report.problems:
             output.error(problem)
     if not report.ok:

@@ -1,0 +1,250 @@
+"""The recipe's ``attest:`` key: every build, patch and environment image gets a signed SPDX SBOM and a
+SLSA provenance as OCI referrers; ``verify --attestations`` checks them; checked by independent tools
+(spdx-tools, securesystemslib, oras-py) and against the real registry."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import regfp
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from registry_support import Registry
+from test_environment import NOW, env_project
+
+from regctl_fp.attest.dsse import IN_TOTO, sign
+from regctl_fp.attest.keys import SigningKey
+from regctl_fp.oci import annotation_keys as A
+from regctl_fp.oci.referrer import artifact
+from regctl_fp.stores.layout import LayoutStore
+from regctl_fp.stores.referrers import write_artifact
+
+pytest_plugins = ["registry_fixtures"]
+
+PASSWORD = "attest-pw-7f3a91"
+SPDX = "https://spdx.dev/Document/v2.3"
+SLSA = "https://slsa.dev/provenance/v1"
+KINDS = ("build", "patch", "environment")
+
+
+def add_key(root: Path, *, ed: bool = False) -> tuple[Path, bytes]:
+    """An encrypted signing key beside the recipe, ``attest:`` in the recipe; the public key's path and
+    the private PEM body (to look for leaks)."""
+    key = ed25519.Ed25519PrivateKey.generate() if ed else ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.BestAvailableEncryption(PASSWORD.encode()))
+    (root / "attest.key").write_bytes(pem)
+    (root / "attest.key").chmod(0o600)
+    (root / "attest.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    recipe = root / "recipe.yaml"
+    recipe.write_text(recipe.read_text() + "attest: {key: attest.key, keyPasswordEnv: ATTEST_PW}\n")
+    plain = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+    return root / "attest.pub", b"".join(plain.splitlines()[1:-1])
+
+
+def env(**more: str) -> dict[str, str]:
+    return {**os.environ, "ATTEST_PW": PASSWORD, **more}
+
+
+def build(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return regfp("build", str(root / "recipe.yaml"), "--json", "--now", NOW, *args, env=env(), check=check)
+
+
+def attestations(layout: Path) -> dict[tuple[str, str], str]:
+    """(subject digest, predicate type) -> attestation manifest digest, from index.json."""
+    doc = json.loads((layout / "index.json").read_text())
+    return {(m["annotations"][A.SUBJECT], m["annotations"][A.PREDICATE_TYPE]): m["digest"]
+            for m in doc["manifests"] if m.get("artifactType") == IN_TOTO}
+
+
+def blob(layout: Path, digest: str) -> Path:
+    return layout / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+
+def envelope_of(layout: Path, manifest_digest: str) -> tuple[Path, dict]:  # type: ignore[type-arg]
+    manifest = json.loads(blob(layout, manifest_digest).read_text())
+    path = blob(layout, manifest["layers"][0]["digest"])
+    return path, json.loads(path.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("attested")
+    env_project(root)
+    pub, body = add_key(root)
+    first = build(root)
+    return {"root": root, "pub": pub, "body": body, "first": first,
+            "images": json.loads(first.stdout)["images"]}
+
+
+def test_every_image_has_a_valid_sbom_and_a_provenance_signed_with_the_key(built: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import SSlibKey
+
+    root: Path = built["root"]
+    layout = root / "out"
+    found = attestations(layout)
+    images = {i["digest"]: i for i in built["images"] if i["stage"] in KINDS}
+    assert {i["stage"] for i in images.values()} == set(KINDS)
+    keyid = next(iter(json.loads((layout / "index.json").read_text())["manifests"]))["annotations"][A.ATTEST_KEYID]
+    public = serialization.load_pem_public_key(Path(built["pub"]).read_bytes())
+    verifier = SSlibKey.from_crypto(public, keyid=keyid)  # type: ignore[arg-type]
+    for digest, image in images.items():
+        for predicate in (SPDX, SLSA):
+            _, doc = envelope_of(layout, found[(digest, predicate)])
+            envelope = Envelope.from_dict(doc)
+            assert envelope.verify([verifier], 1)  # an independent DSSE implementation agrees
+            statement = json.loads(base64.b64decode(doc["payload"]))
+            assert statement["subject"][0]["digest"] == {"sha256": digest.split(":")[1]}
+            assert statement["predicateType"] == predicate
+            if predicate == SPDX:
+                sbom = tmp_path / f"{digest[7:19]}.spdx.json"
+                sbom.write_text(json.dumps(statement["predicate"]))
+                checked = subprocess.run([sys.executable, "-m", "spdx_tools.spdx.clitools.pyspdxtools", "-i",
+                                          str(sbom)], capture_output=True, text=True, timeout=120)
+                assert checked.returncode == 0, checked.stdout + checked.stderr
+                names = {p["name"] for p in statement["predicate"]["packages"]}
+                assert "dep" in names  # from the recipe's requirements.lock
+            else:
+                build_def = statement["predicate"]["buildDefinition"]
+                assert build_def["externalParameters"]["stage"]["kind"] == image["stage"]
+                manifest = json.loads(blob(layout, digest).read_text())
+                assert build_def["externalParameters"]["stage"]["key"] == manifest["annotations"][A.KEY]
+                deps = {v for d in build_def["resolvedDependencies"] for v in d["digest"].values()}
+                commit = manifest["annotations"]["org.opencontainers.image.revision"]
+                assert commit in deps
+                if "org.opencontainers.image.base.digest" in manifest["annotations"]:
+                    assert manifest["annotations"]["org.opencontainers.image.base.digest"][7:] in deps
+
+
+def test_verify_passes_and_fails_after_one_flipped_byte_in_either_attestation(built: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    root: Path = tmp_path / "copy"
+    shutil.copytree(built["root"], root, symlinks=True)
+    layout = root / "out"
+    image = next(i for i in built["images"] if i["stage"] == "environment")
+    ref = f"oci:{layout}:{image['name']}"
+    ok = regfp("verify", ref, "--attestations", "--key", str(built["pub"]), "--json")
+    shown = json.loads(ok.stdout)
+    assert shown["ok"] and {a["predicate"] for a in shown["attestations"]} == {"sbom", "provenance"}
+    for predicate in (SPDX, SLSA):
+        path, _ = envelope_of(layout, attestations(layout)[(image["digest"], predicate)])
+        good = path.read_bytes()
+        payload = bytearray(good)
+        at = good.index(b'"payload":"') + 40
+        payload[at] = ord("A") if payload[at] != ord("A") else ord("B")
+        path.unlink()  # replaced, not written into: blobs may be hard links shared with other layouts
+        path.write_bytes(bytes(payload))
+        bad = regfp("verify", ref, "--attestations", "--key", str(built["pub"]), check=False)
+        assert bad.returncode == 1, bad.stdout + bad.stderr
+        assert ("sbom" if predicate == SPDX else "provenance") in bad.stderr
+        path.unlink()
+        path.write_bytes(good)
+    assert regfp("verify", ref, "--attestations", "--key", str(built["pub"])).returncode == 0
+
+
+def test_an_attestation_signed_by_another_key_or_about_another_image_fails(built: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    root: Path = tmp_path / "copy"
+    shutil.copytree(built["root"], root, symlinks=True)
+    layout = root / "out"
+    image = next(i for i in built["images"] if i["stage"] == "build")
+    other = next(i for i in built["images"] if i["stage"] == "patch")
+    store = LayoutStore.open(layout)
+    subject = store.resolve(image["name"])
+    # A valid envelope (digests all right), but by another key; then one by no key about another image.
+    stranger = SigningKey(ec.generate_private_key(ec.SECP256R1()))
+    statement = json.dumps({"_type": "https://in-toto.io/Statement/v1", "predicateType": SLSA, "predicate": {},
+                            "subject": [{"name": "x", "digest": {"sha256": other["digest"][7:]}}]}).encode()
+    art = artifact(subject, IN_TOTO, sign(statement, stranger).to_json(), "application/vnd.dsse.envelope.v1+json",
+                   {A.PREDICATE_TYPE: SLSA, A.ATTEST_KEYID: stranger.keyid})
+    store.add_referrers([write_artifact(store, art)])
+    store.close()
+    bad = regfp("verify", f"oci:{layout}:{image['name']}", "--attestations", "--key", str(built["pub"]), "--json",
+                check=False)
+    assert bad.returncode == 1
+    problems = [a for a in json.loads(bad.stdout)["attestations"] if not a["ok"]]
+    assert len(problems) == 1 and "no signature by key" in problems[0]["problem"]
+    # The stranger's own key accepts its signature, but the statement is about another image.
+    pub = tmp_path / "stranger.pub"
+    pub.write_bytes(stranger.public.pem)
+    bad = regfp("verify", f"oci:{layout}:{image['name']}", "--attestations", "--key", str(pub), "--json",
+                check=False)
+    problems = [a["problem"] for a in json.loads(bad.stdout)["attestations"] if not a["ok"]]
+    assert any(f"not {image['digest']}" in p for p in problems)
+
+
+def test_a_warm_run_makes_no_attestation_and_the_key_never_shows(built: dict) -> None:  # type: ignore[type-arg]
+    root: Path = built["root"]
+    layout = root / "out"
+    before = {p.name: p.stat().st_mtime_ns for p in (layout / "blobs/sha256").iterdir()}
+    index = (layout / "index.json").read_bytes()
+    again = build(root)
+    assert all(i["cached"] for i in json.loads(again.stdout)["images"])
+    assert (layout / "index.json").read_bytes() == index
+    assert {p.name: p.stat().st_mtime_ns for p in (layout / "blobs/sha256").iterdir()} == before
+    first: subprocess.CompletedProcess[str] = built["first"]
+    body: bytes = built["body"]
+    encrypted = (root / "attest.key").read_bytes()
+    secrets = [body[:40], PASSWORD.encode(), b"".join(encrypted.splitlines()[1:-1])[:40]]
+    for out in (first.stdout, first.stderr, again.stdout, again.stderr):
+        assert not any(s in out.encode() for s in secrets)
+    for path in layout.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(s in data for s in secrets), path
+
+
+def test_two_clones_give_the_same_attestations(built: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    root: Path = built["root"]
+    clone = tmp_path / "clone"
+    shutil.copytree(root, clone, symlinks=True, ignore=shutil.ignore_patterns("out", "src"))
+    subprocess.run(["git", "clone", "-q", str(root / "src"), str(clone / "src")], check=True)
+    (clone / "attest.key").chmod(0o600)
+    build(clone)
+    assert attestations(clone / "out") == attestations(root / "out")
+    assert len(attestations(root / "out")) >= 2 * len({i["digest"] for i in built["images"] if i["stage"] in KINDS})
+
+
+def test_a_bad_key_or_missing_password_fails_before_anything_is_written(tmp_path: Path) -> None:
+    env_project(tmp_path)
+    add_key(tmp_path)
+    missing = regfp("build", str(tmp_path / "recipe.yaml"), "--now", NOW, check=False,
+                    env={k: v for k, v in os.environ.items() if k != "ATTEST_PW"})
+    assert missing.returncode == 2 and "ATTEST_PW" in missing.stderr and "Traceback" not in missing.stderr
+    wrong = regfp("build", str(tmp_path / "recipe.yaml"), "--now", NOW, check=False, env=env(ATTEST_PW="nope"))
+    assert wrong.returncode == 2 and "nope" not in wrong.stderr + wrong.stdout
+    assert not (tmp_path / "out").exists()
+    usage = regfp("verify", "oci:x:y", "--attestations", check=False)
+    assert usage.returncode == 2 and "--key" in usage.stderr
+
+
+def test_push_carries_the_attestations_and_oras_pulls_one_by_digest(built: dict, registry: Registry,  # type: ignore[type-arg]
+                                                                    tmp_path: Path) -> None:
+    oras_client = pytest.importorskip("oras.client")
+    root: Path = tmp_path / "copy"
+    shutil.copytree(built["root"], root, symlinks=True)
+    recipe = root / "recipe.yaml"
+    prefix = f"{registry.host}/attest{os.getpid()}"
+    push = f'push: {{prefix: "{prefix}", private: true}}\n'
+    recipe.write_text(recipe.read_text().replace("output: {layout: out}\n", push + "output: {layout: out}\n"))
+    pushed = json.loads(build(root, "--push").stdout)
+    image = next(i for i in pushed["images"] if i["stage"] == "build")
+    ref = f"{prefix}/{image['name'].rpartition(':')[0]}@{image['digest']}"
+    shown = json.loads(regfp("verify", ref, "--attestations", "--key", str(built["pub"]), "--json").stdout)
+    assert shown["ok"] and {a["predicate"] for a in shown["attestations"]} == {"sbom", "provenance"}
+    attestation = attestations(root / "out")[(image["digest"], SLSA)]
+    client = oras_client.OrasClient(insecure=True)
+    repo = ref.rpartition("@")[0]
+    manifest = client.get_manifest(f"{repo}@{attestation}")
+    assert manifest["subject"]["digest"] == image["digest"] and manifest["artifactType"] == IN_TOTO
+    files = client.pull(target=f"{repo}@{attestation}", outdir=str(tmp_path / "oras"))
+    pulled = json.loads(Path(files[0]).read_bytes())
+    assert json.loads(base64.b64decode(pulled["payload"]))["predicateType"] == SLSA
