@@ -248,3 +248,42 @@ def test_push_carries_the_attestations_and_oras_pulls_one_by_digest(built: dict,
     files = client.pull(target=f"{repo}@{attestation}", outdir=str(tmp_path / "oras"))
     pulled = json.loads(Path(files[0]).read_bytes())
     assert json.loads(base64.b64decode(pulled["payload"]))["predicateType"] == SLSA
+
+
+UNITS = """\
+regfp: 1
+name: units
+{platforms}matrix:
+  - name: grid
+    axes:
+      base: {{os: "dir:m/os"}}
+      runtime: {{r1: "dir:m/rt1", r2: "dir:m/rt2"}}
+work:
+  - {{name: jobs, root: items, items: ["*.txt"], chunks: 2, base: "dir:m/os"}}
+output: {{layout: out}}
+"""
+
+
+@pytest.mark.parametrize("platforms", ["", "platforms: [linux/amd64, linux/arm64]\n"])
+def test_matrix_cells_and_work_chunks_are_attested_on_one_platform_or_several(tmp_path: Path,
+                                                                                 platforms: str) -> None:
+    for part, text in (("m/os/etc/os-release", "ID=units-os\n"), ("m/rt1/opt/rt", "r1\n"),
+                       ("m/rt2/opt/rt", "r2\n"), ("items/a.txt", "a\n"), ("items/b.txt", "b\n")):
+        (tmp_path / part).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / part).write_text(text)
+    (tmp_path / "recipe.yaml").write_text(UNITS.format(platforms=platforms))
+    pub, _ = add_key(tmp_path, ed=True)
+    images = json.loads(build(tmp_path).stdout)["images"]
+    assert {i["stage"] for i in images} == {"matrix", "work"} and len(images) == 4
+    for image in images:
+        shown = json.loads(regfp("verify", f"oci:{tmp_path / 'out'}:{image['name']}", "--attestations", "--key",
+                                 str(pub), "--json").stdout)
+        predicates = sorted(a["predicate"] for a in shown["attestations"])
+        # One platform: an SBOM and a provenance; two: those of each platform's image and the index's provenance.
+        assert predicates == (["provenance", "sbom"] if not platforms else ["provenance"] * 3 + ["sbom"] * 2)
+        assert shown["ok"]
+    cell = next(i for i in images if i["stage"] == "matrix")
+    _, doc = envelope_of(tmp_path / "out", attestations(tmp_path / "out")[(cell["digest"], SLSA)])
+    deps = json.loads(base64.b64decode(doc["payload"]))["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert any(d["name"].startswith("image:runtime") for d in deps)  # each axis's image, by the axis name
+    assert any(d["name"].startswith("base:base") for d in deps)
