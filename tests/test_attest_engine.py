@@ -287,3 +287,45 @@ def test_matrix_cells_and_work_chunks_are_attested_on_one_platform_or_several(tm
     deps = json.loads(base64.b64decode(doc["payload"]))["predicate"]["buildDefinition"]["resolvedDependencies"]
     assert any(d["name"].startswith("image:runtime") for d in deps)  # each axis's image, by the axis name
     assert any(d["name"].startswith("base:base") for d in deps)
+
+
+def test_rebuild_from_the_provenance_passes_on_a_clean_checkout_and_names_what_changed(built: dict,  # type: ignore[type-arg]
+                                                                                        tmp_path: Path) -> None:
+    root: Path = tmp_path / "copy"
+    shutil.copytree(built["root"], root, symlinks=True)
+    layout, recipe = root / "out", root / "recipe.yaml"
+    pub = str(built["pub"])
+    images = {i["stage"]: i for i in built["images"]}
+    # A new commit on the branch after the build: the rebuild is pinned to the provenance's commit.
+    subprocess.run(["git", "-C", str(root / "src"), "commit", "-q", "--allow-empty", "-m", "later"], check=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t"})
+    before = {p.name for p in (layout / "blobs/sha256").iterdir()}
+    for stage in ("build", "patch"):
+        image = images[stage]
+        ok = json.loads(regfp("verify", f"oci:{layout}:{image['name']}", "--rebuild", "--recipe", str(recipe),
+                              "--key", pub, "--json", "--now", NOW).stdout)
+        assert ok["ok"] and ok["rebuild"]["digest"] == image["digest"] and ok["rebuild"]["kind"] == stage
+    assert {p.name for p in (layout / "blobs/sha256").iterdir()} == before  # made in a scratch layout only
+
+    def rebuild(name: str) -> dict:  # type: ignore[type-arg]
+        proc = regfp("verify", f"oci:{layout}:{name}", "--rebuild", "--recipe", str(recipe), "--key", pub, "--json",
+                     "--now", NOW, check=False)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        return json.loads(proc.stdout)["rebuild"]  # type: ignore[no-any-return]
+
+    # The recipe changed after the build: another key, and the provenance says which part.
+    recipe.write_text(recipe.read_text().replace("GREETING: hi", "GREETING: hello"))
+    changed = rebuild(images["build"]["name"])
+    assert not changed["ok"] and changed["digest"] != images["build"]["digest"]
+    assert any(d.startswith("fragment.build.env") for d in changed["differences"]), changed
+    recipe.write_text(recipe.read_text().replace("GREETING: hello", "GREETING: hi"))
+    # A base changed after the build.
+    (root / "bases/os-1/etc/os-release").write_text("ID=test-os-1-moved\n")
+    moved = rebuild(images["build"]["name"])
+    assert any(d.startswith("inputs.base.digest") for d in moved["differences"]), moved
+    usage = regfp("verify", f"oci:{layout}:{images['build']['name']}", "--rebuild", "--key", pub, check=False)
+    assert usage.returncode == 2 and "--recipe" in usage.stderr
+    env_image = regfp("verify", f"oci:{layout}:{images['environment']['name']}", "--rebuild", "--recipe", str(recipe),
+                      "--key", pub, check=False)
+    assert env_image.returncode == 2 and "not environment images" in env_image.stderr

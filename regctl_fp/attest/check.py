@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RegfpError
@@ -33,6 +33,7 @@ class Finding:
     predicate: str  # sbom, provenance, or the predicate type as annotated
     referrer: str | None
     problem: str | None = None
+    statement: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # once it verified
 
     @property
     def ok(self) -> bool:
@@ -64,14 +65,16 @@ def _check_subject(store: ReadStore, subject: Descriptor, key: PublicKey) -> lis
     seen = set()
     for ref in list_referrers(store, subject.digest, IN_TOTO):
         predicate = ref.annotations.get(A.PREDICATE_TYPE, "")
+        statement: dict[str, Any] | None = None
         try:
             statement = _statement(store, ref, key)
             _check_statement(statement, subject, predicate, own)
             seen.add(predicate)
             problem = None
         except (RegfpError, ValueError, KeyError, TypeError) as e:
-            problem = str(e)
-        found.append(Finding(subject.digest.text, _SHORT.get(predicate, predicate or "?"), ref.digest.text, problem))
+            problem, statement = str(e), None
+        found.append(Finding(subject.digest.text, _SHORT.get(predicate, predicate or "?"), ref.digest.text, problem,
+                             statement))
     wanted = (SLSA_PROVENANCE,) if is_index else (SPDX_PREDICATE, SLSA_PROVENANCE)
     for predicate in wanted:
         if predicate not in seen and not any(f.predicate == _SHORT[predicate] for f in found):

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from ..attest.check import Finding
+    from ..engine.rebuild import Rebuilt
     from ..oci.descriptor import Descriptor, Platform
     from ..sources import BuildOptions
     from ..stores.base import ReadStore
@@ -113,7 +114,8 @@ def _manifest_bytes(ref: Ref, text: str, want: Platform | None) -> bytes:
 
 
 def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | None = None, *,
-           deep: bool = False, attestations: bool = False, key: Path | None = None) -> None:
+           deep: bool = False, attestations: bool = False, key: Path | None = None,
+           rebuild: bool = False, recipe: Path | None = None) -> None:
     from ..sources import open_layout_ref
     from ..stages.identity_verify import verify_identity
     from ..stores.layout import LayoutStore
@@ -127,6 +129,8 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
         raise RefError(text, "--ca checks one image's identity: name it (oci:PATH:NAME)")
     if attestations != (key is not None):
         raise InvalidInput("--attestations and --key go together: the attestations are checked with the key")
+    if rebuild and recipe is None:
+        raise InvalidInput("--rebuild needs --recipe: the recipe that made the image")
     if attestations and isinstance(ref, LayoutRef) and ref.name is None and ref.digest is None:
         raise RefError(text, "--attestations checks one image's: name it (oci:PATH:NAME)")
     public = None
@@ -135,6 +139,7 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
 
         public = load_public_key(key)
     findings: list[Finding] = []
+    rebuilt: Rebuilt | None = None
     with progress_bar() as bar, ExitStack() as stack:
         if isinstance(ref, LayoutRef) and ref.name is None and ref.digest is None:
             report = verify_layout(LayoutStore.open(ref.path), bar, deep=deep)
@@ -164,10 +169,18 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
                 findings = check_attestations(store, desc, public)
                 report.problems += [f"{label}: {f.predicate} of {f.subject} ({f.referrer or 'missing'}): {f.problem}"
                                     for f in findings if not f.ok]
+                if rebuild and recipe is not None and report.ok:
+                    rebuilt = _rebuild(recipe, findings, desc, now_text)
+                    if not rebuilt.ok:
+                        report.problems.append(_rebuild_problem(label, rebuilt))
     if json_out:
         shown: dict[str, Any] = {"ok": report.ok, "verified": report.checked, "problems": report.problems}
         if public is not None:
             shown["attestations"] = [f.to_json() for f in findings]
+        if rebuilt is not None:
+            shown["rebuild"] = {"ok": rebuilt.ok, "kind": rebuilt.kind, "name": rebuilt.name, "key": rebuilt.key,
+                                "expected": rebuilt.expected, "digest": rebuilt.digest, "madeKey": rebuilt.made_key,
+                                "differences": rebuilt.differences}
         output.print_json(shown)
     else:
         for label in report.checked:
@@ -176,10 +189,38 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
         for f in findings:
             if f.ok:
                 output.line(f"ok  {f.predicate} of {f.subject} ({f.referrer}), signed by key {signer}")
+        if rebuilt is not None and rebuilt.ok:
+            output.line(f"ok  rebuilt {rebuilt.name} from its provenance: {rebuilt.digest}")
         for problem in report.problems:
             output.error(problem)
     if not report.ok:
         raise SystemExit(1)
+
+
+def _rebuild(recipe: Path, findings: list[Finding], desc: Descriptor, now_text: str | None) -> Rebuilt:
+    """Make the image again from its (verified) provenance in a scratch layout."""
+    from ..engine.rebuild import rebuild
+    from .recipe_cmds import _git_cache, parse_now
+    from .recipe_file import load
+
+    statement = next((f.statement for f in findings if f.subject == desc.digest.text and
+                      f.predicate == "provenance" and f.statement is not None), None)
+    if statement is None:
+        raise InvalidInput(f"{desc.digest} has no verified provenance to rebuild from")
+    lr = load(recipe)
+    with tempfile.TemporaryDirectory(prefix="regfp-rebuild-") as scratch:
+        return rebuild(lr, statement, desc.digest.text, Path(scratch) / "layout", now=parse_now(now_text),
+                       options=_options(), git_cache=_git_cache())
+
+
+def _rebuild_problem(label: str, rebuilt: Rebuilt) -> str:
+    if rebuilt.digest is None:
+        return f"{label}: not made again: {'; '.join(rebuilt.differences)}"
+    if rebuilt.made_key != rebuilt.key:
+        why = "; ".join(rebuilt.differences) or "the stage key differs"
+        return (f"{label}: made again as {rebuilt.digest} under another stage key (the recipe or an input "
+                f"changed since): {why}")
+    return f"{label}: made again from the same stage key as {rebuilt.digest}, not {rebuilt.expected}: not reproducible"
 
 
 def _read_ca(path: Path) -> x509.Certificate:
