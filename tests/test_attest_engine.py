@@ -329,3 +329,27 @@ def test_rebuild_from_the_provenance_passes_on_a_clean_checkout_and_names_what_c
     env_image = regfp("verify", f"oci:{layout}:{images['environment']['name']}", "--rebuild", "--recipe", str(recipe),
                       "--key", pub, check=False)
     assert env_image.returncode == 2 and "not environment images" in env_image.stderr
+
+
+def test_a_statement_signed_by_the_key_but_malformed_fails_cleanly(built: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    from regctl_fp.attest.keys import load_signing_key
+
+    root: Path = tmp_path / "copy"
+    shutil.copytree(built["root"], root, symlinks=True)
+    layout = root / "out"
+    image = next(i for i in built["images"] if i["stage"] == "build")
+    key = load_signing_key(root / "attest.key", PASSWORD)
+    store = LayoutStore.open(layout)
+    subject = store.resolve(image["name"])
+    shapes = (json.dumps({"subject": [{"digest": "not-an-object"}]}).encode(), json.dumps({"subject": 7}).encode(),
+              b"[" * 100_000 + b"]" * 100_000)  # the last nests deeper than Python's parser recurses
+    for n, statement in enumerate(shapes):
+        art = artifact(subject, IN_TOTO, sign(statement, key).to_json(), "application/vnd.dsse.envelope.v1+json",
+                       {A.PREDICATE_TYPE: SLSA, A.ATTEST_KEYID: key.keyid, "n": str(n)})
+        store.add_referrers([write_artifact(store, art)])
+    store.close()
+    bad = regfp("verify", f"oci:{layout}:{image['name']}", "--attestations", "--key", str(built["pub"]), "--json",
+                check=False)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+    problems = [a["problem"] for a in json.loads(bad.stdout)["attestations"] if not a["ok"]]
+    assert len(problems) == 3

@@ -71,7 +71,10 @@ def _check_subject(store: ReadStore, subject: Descriptor, key: PublicKey) -> lis
             _check_statement(statement, subject, predicate, own)
             seen.add(predicate)
             problem = None
-        except (RegfpError, ValueError, KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError, IndexError, RecursionError):
+            # Only a statement signed by the key gets this far: malformed, but by someone holding it.
+            problem, statement = "the signed statement does not have the shape of an in-toto statement", None
+        except (RegfpError, ValueError) as e:
             problem, statement = str(e), None
         found.append(Finding(subject.digest.text, _SHORT.get(predicate, predicate or "?"), ref.digest.text, problem,
                              statement))
