@@ -114,6 +114,7 @@ def test_every_image_has_a_valid_sbom_and_a_provenance_signed_with_the_key(built
                 assert checked.returncode == 0, checked.stdout + checked.stderr
                 names = {p["name"] for p in statement["predicate"]["packages"]}
                 assert "dep" in names  # from the recipe's requirements.lock
+                assert "tls.key" not in json.dumps(statement)  # an identity's key file is never listed
             else:
                 build_def = statement["predicate"]["buildDefinition"]
                 assert build_def["externalParameters"]["stage"]["kind"] == image["stage"]
