@@ -354,3 +354,28 @@ def test_a_statement_signed_by_the_key_but_malformed_fails_cleanly(built: dict, 
     assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
     problems = [a["problem"] for a in json.loads(bad.stdout)["attestations"] if not a["ok"]]
     assert len(problems) == 3
+
+
+def test_a_provenance_whose_parameters_do_not_hash_to_its_stage_key_fails(built: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    """Signed by the right key, about the right image, naming the right key and dependencies, but stating
+    other key inputs (another base): the stated parameters must be what the stage key is the hash of."""
+    from regctl_fp.attest.keys import load_signing_key
+
+    root: Path = tmp_path / "copy"
+    shutil.copytree(built["root"], root, symlinks=True)
+    layout = root / "out"
+    image = next(i for i in built["images"] if i["stage"] == "build")
+    _, doc = envelope_of(layout, attestations(layout)[(image["digest"], SLSA)])
+    statement = json.loads(base64.b64decode(doc["payload"]))
+    statement["predicate"]["buildDefinition"]["internalParameters"]["inputs"]["base"]["digest"] = "sha256:" + "0" * 64
+    key = load_signing_key(root / "attest.key", PASSWORD)
+    store = LayoutStore.open(layout)
+    art = artifact(store.resolve(image["name"]), IN_TOTO, sign(json.dumps(statement).encode(), key).to_json(),
+                   "application/vnd.dsse.envelope.v1+json", {A.PREDICATE_TYPE: SLSA, A.ATTEST_KEYID: key.keyid})
+    store.add_referrers([write_artifact(store, art)])
+    store.close()
+    bad = regfp("verify", f"oci:{layout}:{image['name']}", "--attestations", "--key", str(built["pub"]), "--json",
+                check=False)
+    assert bad.returncode == 1
+    problems = [a["problem"] for a in json.loads(bad.stdout)["attestations"] if not a["ok"]]
+    assert len(problems) == 1 and "hash to stage key" in problems[0], problems

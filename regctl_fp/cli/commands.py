@@ -166,7 +166,7 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
             if public is not None:
                 from ..attest.check import check_attestations
 
-                findings = check_attestations(store, desc, public)
+                findings = _with_keys_checked(check_attestations(store, desc, public))
                 report.problems += [f"{label}: {f.predicate} of {f.subject} ({f.referrer or 'missing'}): {f.problem}"
                                     for f in findings if not f.ok]
                 if rebuild and recipe is not None and report.ok:
@@ -195,6 +195,26 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
             output.error(problem)
     if not report.ok:
         raise SystemExit(1)
+
+
+def _with_keys_checked(findings: list[Finding]) -> list[Finding]:
+    """Each verified provenance's parameters must hash to the stage key it names (the key's formula is
+    the engine's, hence here and not in the attestation library)."""
+    from dataclasses import replace
+
+    from ..engine.rebuild import key_problem
+
+    out = []
+    for f in findings:
+        if f.ok and f.predicate == "provenance" and f.statement is not None:
+            try:
+                problem = key_problem(f.statement)
+            except InvalidInput as e:
+                problem = str(e)
+            if problem is not None:
+                f = replace(f, problem=problem, statement=None)
+        out.append(f)
+    return out
 
 
 def _rebuild(recipe: Path, findings: list[Finding], desc: Descriptor, now_text: str | None) -> Rebuilt:

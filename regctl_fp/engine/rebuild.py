@@ -19,7 +19,7 @@ from ..oci.canonical import canonical_json
 from ..recipe.load import LoadedRecipe
 from ..sources import BuildOptions
 from .converge import converge
-from .keys import document_of
+from .keys import document_of, key_of
 from .run import Run
 
 REBUILDABLE = frozenset({"build", "patch", "matrix", "work"})
@@ -40,20 +40,37 @@ class Rebuilt:
         return self.digest == self.expected and self.made_key == self.key
 
 
-def rebuild(lr: LoadedRecipe, statement: Mapping[str, Any], expected: str, scratch: Path, *, now: int,
-            options: BuildOptions, git_cache: Path | None) -> Rebuilt:
-    """Run the stage the provenance ``statement`` describes from ``lr`` into ``scratch``; the result."""
+def claimed_document(statement: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The stage key a provenance names, and the key document it states (kind, format, fragment, inputs,
+    commit); InvalidInput when it lacks them."""
     try:
         definition = statement["predicate"]["buildDefinition"]
         stage = definition["externalParameters"]["stage"]
-        kind, key = str(stage["kind"]), str(stage["key"])
         internal = definition.get("internalParameters") or {}
-        claimed = {"kind": kind, "format": internal.get("format"),
-                   "fragment": definition["externalParameters"]["recipe"].get("fragment"),
-                   "inputs": internal.get("inputs"), "commit": internal.get("commit")}
+        return str(stage["key"]), {"kind": str(stage["kind"]), "format": internal.get("format"),
+                                   "fragment": definition["externalParameters"]["recipe"].get("fragment"),
+                                   "inputs": internal.get("inputs"), "commit": internal.get("commit")}
+    except (KeyError, TypeError, AttributeError):
+        raise InvalidInput("the provenance lacks the stage, its key or its parameters") from None
+
+
+def key_problem(statement: Mapping[str, Any]) -> str | None:
+    """Why the provenance's parameters do not hash to the stage key it names (None: they do), so what
+    it says the stage used is what the key, and the image's ``dev.regfp.key``, stand for."""
+    key, claimed = claimed_document(statement)
+    made = key_of(claimed)
+    return None if made == key else f"its parameters hash to stage key {made}, not the {key} it names"
+
+
+def rebuild(lr: LoadedRecipe, statement: Mapping[str, Any], expected: str, scratch: Path, *, now: int,
+            options: BuildOptions, git_cache: Path | None) -> Rebuilt:
+    """Run the stage the provenance ``statement`` describes from ``lr`` into ``scratch``; the result."""
+    key, claimed = claimed_document(statement)
+    kind = claimed["kind"]
+    try:
         name = str(statement["subject"][0]["name"])
     except (KeyError, TypeError, IndexError):
-        raise InvalidInput("the provenance lacks the stage, its key or the subject name") from None
+        raise InvalidInput("the provenance names no subject") from None
     if kind not in REBUILDABLE:
         raise InvalidInput(f"--rebuild makes build, patch, matrix and work images again, not {kind} images "
                            "(an environment depends on the release ledger and the identity window)")
