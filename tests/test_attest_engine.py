@@ -220,6 +220,7 @@ def test_a_bad_key_or_missing_password_fails_before_anything_is_written(tmp_path
     missing = regfp("build", str(tmp_path / "recipe.yaml"), "--now", NOW, check=False,
                     env={k: v for k, v in os.environ.items() if k != "ATTEST_PW"})
     assert missing.returncode == 2 and "ATTEST_PW" in missing.stderr and "Traceback" not in missing.stderr
+    assert f"{tmp_path / 'recipe.yaml'}:" in missing.stderr or "recipe.yaml:" in missing.stderr  # file:line
     wrong = regfp("build", str(tmp_path / "recipe.yaml"), "--now", NOW, check=False, env=env(ATTEST_PW="nope"))
     assert wrong.returncode == 2 and "nope" not in wrong.stderr + wrong.stdout
     assert not (tmp_path / "out").exists()

@@ -20,7 +20,6 @@ from ..attest.keys import SigningKey, load_signing_key
 from ..attest.provenance import SLSA_PROVENANCE, StageRun, provenance_statement
 from ..attest.sbom import SPDX_PREDICATE, dependency_paths, image_created, sbom_document, sbom_statement
 from ..attest.scan import LayerFindings, inventory, scan_layer
-from ..errors import KeyFileError
 from ..oci import annotation_keys as A
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
@@ -51,8 +50,8 @@ def signing_key(run: Run) -> SigningKey | None:
         if spec.key_password_env:
             password = (run.secrets or {}).get(spec.key_password_env)
             if password is None:
-                raise KeyFileError("signing key", spec.key,
-                                   f"environment variable {spec.key_password_env} is not set")
+                raise run.lr.error(("attest", "keyPasswordEnv"), f"the signing key's password variable "
+                                   f"{spec.key_password_env} is not set")
         run.memo["attest-key"] = load_signing_key(run.lr.resolve(spec.key), password)
     key: SigningKey = run.memo["attest-key"]
     return key
