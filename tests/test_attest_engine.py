@@ -121,6 +121,8 @@ def test_every_image_has_a_valid_sbom_and_a_provenance_signed_with_the_key(built
                 manifest = json.loads(blob(layout, digest).read_text())
                 assert build_def["externalParameters"]["stage"]["key"] == manifest["annotations"][A.KEY]
                 deps = {v for d in build_def["resolvedDependencies"] for v in d["digest"].values()}
+                if image["stage"] == "patch":  # the channel by the reference it stood for
+                    assert any(d["name"].startswith("channel:dir:bases/os-") for d in build_def["resolvedDependencies"])
                 commit = manifest["annotations"]["org.opencontainers.image.revision"]
                 assert commit in deps
                 if "org.opencontainers.image.base.digest" in manifest["annotations"]:

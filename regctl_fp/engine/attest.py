@@ -141,7 +141,7 @@ def _stage_run(run: Run, o: Outcome, source: SourceRef | None, image: Image | No
     fragment, inputs, commit), and every input image digest found in those inputs."""
     assert o.key is not None
     doc = document_of(o.key) or {}
-    inputs = _inputs(o.node.id.kind, doc.get("inputs") or {})
+    inputs = _inputs(o.node.id.kind, doc.get("inputs") or {}, doc.get("fragment"))
     # The OS base the image names (an environment carries its release's) is a dependency even when the
     # stage took it in through another image: a verifier matches it against the image's annotation.
     own = image.annotations if image is not None else {}
@@ -154,9 +154,11 @@ def _stage_run(run: Run, o: Outcome, source: SourceRef | None, image: Image | No
                     inputs=inputs, started=when, finished=when, internal=internal)
 
 
-def _inputs(kind: str, inputs: Any) -> list[Input]:
-    """Every image digest in a key's inputs, named by where it is (or the reference beside it)."""
+def _inputs(kind: str, inputs: Any, fragment: Any) -> list[Input]:
+    """Every image digest in a key's inputs, named by where it is (or the reference beside it; a patch's
+    channel by the reference the channel stands for)."""
     found: dict[tuple[str, str], Input] = {}
+    channel_ref = fragment.get("ref") if kind == "patch" and isinstance(fragment, dict) else None
 
     def walk(value: Any, path: str) -> None:
         if isinstance(value, dict):
@@ -171,7 +173,8 @@ def _inputs(kind: str, inputs: Any) -> list[Input]:
             for i, item in enumerate(value):
                 walk(item, f"{path}[{i}]")
         elif isinstance(value, str) and _DIGEST.fullmatch(value):
-            found.setdefault((path, value), Input(_kind(kind, path), path, Digest.parse(value)))
+            label = str(channel_ref) if path == "base" and channel_ref else path
+            found.setdefault((path, value), Input(_kind(kind, path), label, Digest.parse(value)))
 
     walk(inputs, "")
     return list(found.values())
