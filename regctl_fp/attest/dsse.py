@@ -18,6 +18,7 @@ from ..oci.canonical import canonical_json
 from .keys import PublicKey, SigningKey
 
 IN_TOTO = "application/vnd.in-toto+json"
+DSSE_MEDIA = "application/vnd.dsse.envelope.v1+json"  # an envelope as a blob (an attestation's layer)
 ENVELOPE_LIMIT = 64 << 20  # an SBOM of a large distribution image is a few MiB; far above, not ours
 MAX_SIGNATURES = 64
 

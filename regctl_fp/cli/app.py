@@ -84,12 +84,23 @@ def verify(ref: Annotated[str, typer.Argument(
                                                    "(default: now).")] = None,
            deep: Annotated[bool, typer.Option("--deep", help="Also read every layer's tar archive to its end "
                                               "(a tar cut short can still match its digests).")] = False,
+           attestations: Annotated[bool, typer.Option("--attestations", help="Also check the image's signed SBOM "
+                                                      "and provenance referrers (needs --key).")] = False,
+           key: Annotated[Path | None, typer.Option("--key", help="Public key (PEM) the attestations must be "
+                                                    "signed with.")] = None,
+           rebuild: Annotated[bool, typer.Option("--rebuild", help="Also make the image again from its signed "
+                                                 "provenance in a scratch layout and compare digests (needs "
+                                                 "--key and --recipe).")] = False,
+           recipe: Annotated[Path | None, typer.Option("--recipe", help="The recipe that made the image, for "
+                                                       "--rebuild (its source is checked out at the "
+                                                       "provenance's commit).")] = None,
            json_out: JsonOpt = False) -> None:
     """Re-read every blob and check digests, sizes and diff_ids (every platform of an index, and that each
     entry's platform is its image's); exit 1 naming anything bad."""
     from . import commands
 
-    commands.verify(ref, json_out, ca, now, deep=deep)
+    commands.verify(ref, json_out, ca, now, deep=deep, attestations=attestations or rebuild, key=key,
+                    rebuild=rebuild, recipe=recipe)
 
 
 @app.command()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, assert_never
+from typing import TYPE_CHECKING, Any, NoReturn, assert_never
 
-from ..errors import RefError
+from ..errors import InvalidInput, RefError
 from ..oci import mediatypes as mt
 from ..oci.manifest import Index
 from ..refs import DirRef, LayoutRef, Ref, RegistryRef, parse_ref
@@ -17,6 +17,8 @@ from .progress import progress_bar
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from ..attest.check import Finding
+    from ..engine.rebuild import Rebuilt
     from ..oci.descriptor import Descriptor, Platform
     from ..sources import BuildOptions
     from ..stores.base import ReadStore
@@ -112,7 +114,8 @@ def _manifest_bytes(ref: Ref, text: str, want: Platform | None) -> bytes:
 
 
 def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | None = None, *,
-           deep: bool = False) -> None:
+           deep: bool = False, attestations: bool = False, key: Path | None = None,
+           rebuild: bool = False, recipe: Path | None = None) -> None:
     from ..sources import open_layout_ref
     from ..stages.identity_verify import verify_identity
     from ..stores.layout import LayoutStore
@@ -124,6 +127,19 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
         _unsupported(ref, text)
     if ca is not None and isinstance(ref, LayoutRef) and ref.name is None and ref.digest is None:
         raise RefError(text, "--ca checks one image's identity: name it (oci:PATH:NAME)")
+    if attestations != (key is not None):
+        raise InvalidInput("--attestations and --key go together: the attestations are checked with the key")
+    if rebuild and recipe is None:
+        raise InvalidInput("--rebuild needs --recipe: the recipe that made the image")
+    if attestations and isinstance(ref, LayoutRef) and ref.name is None and ref.digest is None:
+        raise RefError(text, "--attestations checks one image's: name it (oci:PATH:NAME)")
+    public = None
+    if key is not None:
+        from ..attest.keys import load_public_key
+
+        public = load_public_key(key)
+    findings: list[Finding] = []
+    rebuilt: Rebuilt | None = None
     with progress_bar() as bar, ExitStack() as stack:
         if isinstance(ref, LayoutRef) and ref.name is None and ref.digest is None:
             report = verify_layout(LayoutStore.open(ref.path), bar, deep=deep)
@@ -147,15 +163,84 @@ def verify(text: str, json_out: bool, ca: Path | None = None, now_text: str | No
                 from .recipe_cmds import parse_now
 
                 verify_identity(store, desc, _read_ca(ca), report, label, now=parse_now(now_text))
+            if public is not None:
+                from ..attest.check import check_attestations
+
+                findings = _with_keys_checked(check_attestations(store, desc, public))
+                report.problems += [f"{label}: {f.predicate} of {f.subject} ({f.referrer or 'missing'}): {f.problem}"
+                                    for f in findings if not f.ok]
+                if rebuild and recipe is not None and report.ok:
+                    rebuilt = _rebuild(recipe, findings, desc, now_text)
+                    if not rebuilt.ok:
+                        report.problems.append(_rebuild_problem(label, rebuilt))
     if json_out:
-        output.print_json({"ok": report.ok, "verified": report.checked, "problems": report.problems})
+        shown: dict[str, Any] = {"ok": report.ok, "verified": report.checked, "problems": report.problems}
+        if public is not None:
+            shown["attestations"] = [f.to_json() for f in findings]
+        if rebuilt is not None:
+            shown["rebuild"] = {"ok": rebuilt.ok, "kind": rebuilt.kind, "name": rebuilt.name, "key": rebuilt.key,
+                                "expected": rebuilt.expected, "digest": rebuilt.digest, "madeKey": rebuilt.made_key,
+                                "differences": rebuilt.differences}
+        output.print_json(shown)
     else:
         for label in report.checked:
             output.line(f"ok  {label}")
+        signer = public.keyid[:16] if public is not None else ""
+        for f in findings:
+            if f.ok:
+                output.line(f"ok  {f.predicate} of {f.subject} ({f.referrer}), signed by key {signer}")
+        if rebuilt is not None and rebuilt.ok:
+            output.line(f"ok  rebuilt {rebuilt.name} from its provenance: {rebuilt.digest}")
         for problem in report.problems:
             output.error(problem)
     if not report.ok:
         raise SystemExit(1)
+
+
+def _with_keys_checked(findings: list[Finding]) -> list[Finding]:
+    """Each verified provenance's parameters must hash to the stage key it names (the key's formula is
+    the engine's, hence here and not in the attestation library)."""
+    from dataclasses import replace
+
+    from ..engine.rebuild import key_problem
+
+    out = []
+    for f in findings:
+        if f.ok and f.predicate == "provenance" and f.statement is not None:
+            try:
+                problem = key_problem(f.statement)
+            except InvalidInput as e:
+                problem = str(e)
+            if problem is not None:
+                f = replace(f, problem=problem, statement=None)
+        out.append(f)
+    return out
+
+
+def _rebuild(recipe: Path, findings: list[Finding], desc: Descriptor, now_text: str | None) -> Rebuilt:
+    """Make the image again from its (verified) provenance in a scratch layout."""
+    from ..engine.rebuild import rebuild
+    from .recipe_cmds import _git_cache, parse_now
+    from .recipe_file import load
+
+    statement = next((f.statement for f in findings if f.subject == desc.digest.text and
+                      f.predicate == "provenance" and f.statement is not None), None)
+    if statement is None:
+        raise InvalidInput(f"{desc.digest} has no verified provenance to rebuild from")
+    lr = load(recipe)
+    with tempfile.TemporaryDirectory(prefix="regfp-rebuild-") as scratch:
+        return rebuild(lr, statement, desc.digest.text, Path(scratch) / "layout", now=parse_now(now_text),
+                       options=_options(), git_cache=_git_cache())
+
+
+def _rebuild_problem(label: str, rebuilt: Rebuilt) -> str:
+    if rebuilt.digest is None:
+        return f"{label}: not made again: {'; '.join(rebuilt.differences)}"
+    if rebuilt.made_key != rebuilt.key:
+        why = "; ".join(rebuilt.differences) or "the stage key differs"
+        return (f"{label}: made again as {rebuilt.digest} under another stage key (the recipe or an input "
+                f"changed since): {why}")
+    return f"{label}: made again from the same stage key as {rebuilt.digest}, not {rebuilt.expected}: not reproducible"
 
 
 def _read_ca(path: Path) -> x509.Certificate:

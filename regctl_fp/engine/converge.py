@@ -90,6 +90,10 @@ def converge(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | 
     ``with_needs=False`` runs exactly the stages named (a debug image of a release in the ledger)."""
     assert not run.dry
     try:
+        if run.lr.recipe.attest is not None:  # a bad key fails before anything is made
+            from .attest import signing_key
+
+            signing_key(run)
         outcomes = evaluate(run, nodes_of(run, stages, shard, with_needs=with_needs))
         changed = commit(run, outcomes)
     finally:
@@ -113,11 +117,16 @@ def commit(run: Run, outcomes: list[Outcome]) -> set[str]:
     want = desired(outcomes)
     if not want:
         return set()
+    referrers: list[Descriptor] = []
+    if run.lr.recipe.attest is not None:  # listed with the names they attest (engine/attest.py says why)
+        from .attest import attest
+
+        referrers = attest(run, outcomes)
     layout = run.readable
     current = layout.names() if layout is not None else {}  # fresh: read again if another run moved names
     changes = {n: d for n, d in want.items() if not same_entry(current.get(n), d)}
-    if changes:
-        run.store.set_names(changes)
+    if changes or referrers:
+        run.store.set_names(changes, referrers=referrers)
     return set(changes)
 
 

@@ -48,3 +48,6 @@ SOURCE_SUBDIR = "dev.regfp.source.subdir"
 # On a layout's index.json entry of a referrer (an artifact with a subject, listed without a name): the
 # subject's digest, so gc keeps it while that subject lives and listing referrers needs no manifest read.
 SUBJECT = "dev.regfp.subject"
+# On attestation artifacts (referrers): the in-toto predicate type of the statement, and the signing key's id.
+PREDICATE_TYPE = "dev.regfp.predicate-type"
+ATTEST_KEYID = "dev.regfp.attest-keyid"

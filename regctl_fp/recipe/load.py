@@ -35,8 +35,12 @@ class LoadedRecipe:
 
     def password_vars(self) -> list[str]:
         """The environment variables the recipe names for its keys' passwords (read at the CLI edge)."""
-        return sorted({e.identity.key_password_env for e in self.recipe.environments
-                       if e.identity is not None and e.identity.key_password_env})
+        found = {e.identity.key_password_env for e in self.recipe.environments
+                 if e.identity is not None and e.identity.key_password_env}
+        attest = self.recipe.attest
+        if attest is not None and attest.key_password_env:
+            found.add(attest.key_password_env)
+        return sorted(found)
 
     def resolve(self, relative: str) -> Path:
         """A recipe-relative path made absolute (``..`` allowed: recipes often point at their repo)."""

@@ -311,6 +311,16 @@ class Cache:
 
 
 @dataclass(frozen=True)
+class Attest:
+    """Sign an SBOM and a provenance for every build, patch, environment, matrix and work image, attached
+    as OCI referrers."""
+
+    key: RecipePath = field(doc="signing key (PEM, ECDSA P-256 or Ed25519, may be encrypted; owner-only)")
+    key_password_env: EnvVarName | None = field(default=None, doc="environment variable holding the key "
+                                                                  "password (never the password itself)")
+
+
+@dataclass(frozen=True)
 class Output:
     """Where the computed images are written."""
 
@@ -340,6 +350,7 @@ class Recipe:
     output: Output = field(default=Output(), doc="where the images are written")
     push: Push | None = field(default=None, doc="the registry prefix regfp build --push sends images to")
     cache: Cache | None = field(default=None, doc="a registry repository used as a shared stage cache")
+    attest: Attest | None = field(default=None, doc="sign and attach an SBOM and a provenance to every image")
 
 
 def fragment(value: Any) -> Any:
