@@ -16,7 +16,9 @@ import os
 import queue
 import stat
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -381,11 +383,30 @@ def write_layer(entries: Iterable[Entry], sink: BlobSink, *, mtime: int, compres
         pipe.abandon()
         sink.abort()
         raise
+    observer = _observer.get()
+    if observer is not None:
+        observer(ordered, desc)
     if diff is None:
         if desc.digest.algorithm != "sha256":  # every sink regfp has hashes with sha256
             raise RuntimeError(f"blob sink returned a {desc.digest.algorithm} digest; diff_ids are sha256")
         return WrittenLayer(desc, desc.digest, stream.size)
     return WrittenLayer(desc, Digest("sha256", diff), stream.size)
+
+
+LayerObserver = Callable[[Sequence["Entry"], Descriptor], None]
+_observer: ContextVar[LayerObserver | None] = ContextVar("regfp_layer_observer", default=None)
+
+
+@contextmanager
+def observing(observer: LayerObserver) -> Iterator[None]:
+    """Within the block, ``observer(entries, descriptor)`` hears of every layer ``write_layer`` writes on
+    this thread, once it is stored: what it was made of, while its inputs are still open (an SBOM
+    scanner reads the few files it wants from there instead of reading the blob back)."""
+    token = _observer.set(observer)
+    try:
+        yield
+    finally:
+        _observer.reset(token)
 
 
 _DEPTH = 4  # blocks waiting at each stage: enough to ride out uneven files, little memory

@@ -382,3 +382,35 @@ def test_a_provenance_whose_parameters_do_not_hash_to_its_stage_key_fails(built:
     assert bad.returncode == 1
     problems = [a["problem"] for a in json.loads(bad.stdout)["attestations"] if not a["ok"]]
     assert len(problems) == 1 and "hash to stage key" in problems[0], problems
+
+
+def test_the_sbom_reads_no_layer_the_run_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Each layer a run writes is scanned from what it was written from, as it is written: the SBOM reads
+    back (one streaming pass) only layers the run did not write. Here every layer is new (dir: bases
+    included), so no blob is read back; the SBOMs still list what the scan while writing found."""
+    import regctl_fp.engine.attest as engine_attest
+    from regctl_fp.cli import main
+
+    env_project(tmp_path)
+    add_key(tmp_path)
+    monkeypatch.setenv("ATTEST_PW", PASSWORD)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    read_back: list[str] = []
+    real = engine_attest.scan_layer
+
+    def counting(layer, *a, **k):  # type: ignore[no-untyped-def]
+        read_back.append(layer.digest.text)
+        return real(layer, *a, **k)
+
+    monkeypatch.setattr(engine_attest, "scan_layer", counting)
+    with pytest.raises(SystemExit) as done:
+        main(["build", str(tmp_path / "recipe.yaml"), "--json", "--now", NOW])
+    assert done.value.code in (0, None), capsys.readouterr().err
+    made = attestations(tmp_path / "out")
+    assert {p for _, p in made} == {SPDX, SLSA}
+    assert read_back == []
+    sboms = [envelope_of(tmp_path / "out", d)[1] for (_, p), d in made.items() if p == SPDX]
+    packages = {pkg["name"] for e in sboms
+                for pkg in json.loads(base64.b64decode(e["payload"]))["predicate"].get("packages", [])}
+    assert packages, "the SBOMs list packages found while the layers were written"

@@ -11,7 +11,8 @@ predicate by this key (a referrer lookup per image) gets none again: a warm run 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from ..attest.dsse import DSSE_MEDIA, IN_TOTO, sign
@@ -19,7 +20,7 @@ from ..attest.facts import Input, InputKind, SourceRef
 from ..attest.keys import SigningKey, load_signing_key
 from ..attest.provenance import SLSA_PROVENANCE, StageRun, provenance_statement
 from ..attest.sbom import SPDX_PREDICATE, dependency_paths, image_created, sbom_document, sbom_statement
-from ..attest.scan import LayerFindings, inventory, scan_layer
+from ..attest.scan import LayerFindings, inventory, scan_entries, scan_layer
 from ..oci import annotation_keys as A
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
@@ -121,11 +122,33 @@ def _source_ref(run: Run) -> SourceRef | None:
     return SourceRef(src.repo_name, src.commit.sha, url, subdir)
 
 
+def _lockfiles(run: Run, kind: str) -> tuple[str, ...]:
+    build = run.lr.recipe.build
+    return dependency_paths(build.copy, build.dependencies) if build is not None and kind in _FROM_SOURCE else ()
+
+
+@contextmanager
+def scanning(run: Run) -> Iterator[None]:
+    """While the run makes its images, scan each layer it writes from the entries it is written from
+    (only the few files the scanner wants are read again), so the SBOM never reads a new layer's blob
+    back; layers the run did not write (bases, cache hits) are read once, in ``_sbom``."""
+    from ..layers import Entry, observing
+
+    scans: dict[tuple[Digest, tuple[str, ...]], LayerFindings] = run.memo.setdefault("layer-scans", {})
+    lockfiles = {(), _lockfiles(run, "build")}
+
+    def seen(entries: Sequence[Entry], desc: Descriptor) -> None:
+        for files in lockfiles:
+            if (desc.digest, files) not in scans:
+                scans[(desc.digest, files)] = scan_entries(entries, files)
+
+    with observing(seen):
+        yield
+
+
 def _sbom(run: Run, image: Image, name: str, source: SourceRef | None, kind: str) -> dict[str, Any]:
     """The image's SPDX document; each layer is read once per run, whichever images share it."""
-    build = run.lr.recipe.build
-    lockfiles = dependency_paths(build.copy, build.dependencies) if build is not None and kind in _FROM_SOURCE \
-        else ()
+    lockfiles = _lockfiles(run, kind)
     scans: dict[tuple[Digest, tuple[str, ...]], LayerFindings] = run.memo.setdefault("layer-scans", {})
     findings = []
     for layer in image.layers:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 
 from ..oci import annotation_keys as A
 from ..oci.descriptor import Descriptor
@@ -90,11 +91,15 @@ def converge(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | 
     ``with_needs=False`` runs exactly the stages named (a debug image of a release in the ledger)."""
     assert not run.dry
     try:
+        scanning: AbstractContextManager[None] = nullcontext()
         if run.lr.recipe.attest is not None:  # a bad key fails before anything is made
+            from .attest import scanning as scan_layers
             from .attest import signing_key
 
             signing_key(run)
-        outcomes = evaluate(run, nodes_of(run, stages, shard, with_needs=with_needs))
+            scanning = scan_layers(run)  # the SBOM's scan of each layer the run writes, as it is written
+        with scanning:
+            outcomes = evaluate(run, nodes_of(run, stages, shard, with_needs=with_needs))
         changed = commit(run, outcomes)
     finally:
         run.close()
