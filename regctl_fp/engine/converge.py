@@ -91,9 +91,9 @@ def converge(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | 
     assert not run.dry
     try:
         if run.lr.recipe.attest is not None:  # a bad key fails before anything is made
-            from .attest import signing_key
+            from .cache_trust import install
 
-            signing_key(run)
+            install(run)  # loads the key; remote cache entries are signed with it and checked against it
         outcomes = evaluate(run, nodes_of(run, stages, shard, with_needs=with_needs))
         changed = commit(run, outcomes)
     finally:
