@@ -110,10 +110,15 @@ class RemoteCache:
         plain = Descriptor(desc.media_type, desc.digest, desc.size)
         copy_descriptor(source, self.store, plain)
         if referrers:
-            add = getattr(self.store, "add_referrers", None)
-            if add is None:
+            from .referrers import publish as list_referrers
+            from .registry import RegistryStore
+
+            if not isinstance(self.store, RegistryStore):
                 raise RegfpError(f"{self.store.location} cannot hold referrers: not a registry")
-            add([write_artifact(self.store, art) for art in referrers])
+            pushed = [write_artifact(self.store, art) for art in referrers]
+            # No settle pause (referrers.py): a listing a concurrent writer drops costs the next reader a
+            # recompute (no provenance: untrusted), never a wrong hit; the pause would cost every entry.
+            list_referrers(self.store, self.store._write_repo(), pushed, settle=0.0)
         self.store.set_names({self._name(tag): plain})
         self.stats.published += 1
 
