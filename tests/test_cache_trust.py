@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from project import make_project
-from registry_support import Registry
+from registry_support import FaultProxy, Registry
 from test_attest_engine import PASSWORD, add_key
 from test_multiplatform_tools import Built, _build, _machine
 from test_multiplatform_tools import built as built  # the module's two-platform project fixture
@@ -105,11 +105,25 @@ def test_signed_entries_are_hits_on_another_machine(tmp_path: Path, make_registr
     # The entry's provenance went with it: the fallback referrers tag of the build image exists.
     assert reg.tag_exists(REPO, stage_image(first, "build")["digest"].replace(":", "-"))
     assert reg.tag_target(REPO, f"key-{key}") == stage_image(first, "build")["digest"]
-    second = build(b, env_b, "--cache", cache)
+    proxy = FaultProxy(reg.host)  # counts the requests of each machine
+    try:
+        second = build(b, env_b, "--cache", f"{proxy.host}/{REPO}")
+        checked = len(proxy.seen)
+        proxy.clear()
+        [(plain, env_plain)] = machines(tmp_path, "plain", key=None)
+        unchecked = build(plain, env_plain, "--cache", f"{proxy.host}/{REPO}")
+        baseline = len(proxy.seen)
+    finally:
+        proxy.stop()
     assert second["stats"]["layersCompressed"] == 0, second["stats"]
     assert second["stats"]["remote"]["untrusted"] == 0 and second["stats"]["remote"]["hits"] > 0
     assert second["stats"]["remote"]["published"] == 0
     assert names(b / "out") == names(a / "out")  # images and their attestations: identical digests
+    # Cheap: per hit, the referrers listing (fallback tag: HEAD + GET) and the envelope (manifest + blob);
+    # plus one probe of the referrers API per repository.
+    hits = second["stats"]["remote"]["hits"]
+    assert unchecked["stats"]["remote"]["hits"] == hits
+    assert checked - baseline <= 4 * hits + 1, (checked, baseline, hits)
 
 
 def test_forged_entry_is_used_without_a_key_and_refused_with_it(tmp_path: Path, make_registry) -> None:  # type: ignore[no-untyped-def]
