@@ -118,7 +118,7 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
     if options.remote is not None:
         on_bytes = progress.task(f"hashing {path} for the stage cache", total_size(entries))
         identity = _tree_identity(entries, options, on_bytes)
-        found = options.remote.lookup(dir_tag(identity))
+        found = options.remote.lookup(dir_tag(identity), options.remote.vouched("dir", identity))
         if found is not None:  # another machine made this image already: no compression here
             return read_image(options.remote.store, found, options.platform)
     on_bytes = progress.task(f"layer of {path}", total_size(entries))
@@ -137,7 +137,9 @@ def image_from_directory(path: Path, work: Store, options: BuildOptions,
         options.cache.put(key, print_, {"layer": desc.to_dict(), "diffID": written.diff_id.text,
                                         "config": config.to_bytes().decode()})
     if identity is not None and options.remote is not None and not isinstance(work, NullStore):
-        options.remote.publish(dir_tag(identity), work, write_image(work, image))
+        entry = write_image(work, image)  # not ``desc``: the layer's lambda above reads that name
+        options.remote.publish(dir_tag(identity), work, entry,
+                               options.remote.signed(entry, "dir", identity, dir_tag(identity)))
     return image
 
 

@@ -38,7 +38,7 @@ from .run import Run
 ATTESTED = frozenset({"build", "patch", "environment", "matrix", "work"})
 PREDICATES = (SPDX_PREDICATE, SLSA_PROVENANCE)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_FROM_SOURCE = frozenset({"build", "patch", "environment"})  # the kinds whose images hold the application
+FROM_SOURCE = frozenset({"build", "patch", "environment"})  # the kinds whose images hold the application
 
 
 def signing_key(run: Run) -> SigningKey | None:
@@ -97,7 +97,7 @@ def _attest_image(run: Run, o: Outcome, key: SigningKey, name: str, subject: Des
     if not missing:
         return []
     image = read_image(store, subject) if subject.media_type not in mt.INDEX_TYPES else None
-    source = _source_ref(run) if o.node.id.kind in _FROM_SOURCE else None
+    source = source_ref(run) if o.node.id.kind in FROM_SOURCE else None
     out = []
     for predicate in missing:
         if predicate == SPDX_PREDICATE:
@@ -105,14 +105,14 @@ def _attest_image(run: Run, o: Outcome, key: SigningKey, name: str, subject: Des
                 continue  # an index has no layers: each of its images carries its own SBOM
             payload = sbom_statement(name, subject.digest, _sbom(run, image, name, source, o.node.id.kind))
         else:
-            payload = provenance_statement(name, subject.digest, _stage_run(run, o, source, image))
+            payload = provenance_statement(name, subject.digest, stage_run(run, o, source, image))
         art = artifact(subject, IN_TOTO, sign(payload, key).to_json(), DSSE_MEDIA,
                        {A.PREDICATE_TYPE: predicate, A.ATTEST_KEYID: key.keyid})
         out.append(write_artifact(store, art))
     return out
 
 
-def _source_ref(run: Run) -> SourceRef | None:
+def source_ref(run: Run) -> SourceRef | None:
     src = run.source
     recipe = run.lr.recipe
     if src is None:
@@ -124,7 +124,7 @@ def _source_ref(run: Run) -> SourceRef | None:
 
 def _lockfiles(run: Run, kind: str) -> tuple[str, ...]:
     build = run.lr.recipe.build
-    return dependency_paths(build.copy, build.dependencies) if build is not None and kind in _FROM_SOURCE else ()
+    return dependency_paths(build.copy, build.dependencies) if build is not None and kind in FROM_SOURCE else ()
 
 
 @contextmanager
@@ -159,12 +159,12 @@ def _sbom(run: Run, image: Image, name: str, source: SourceRef | None, kind: str
     return sbom_document(image, inventory(findings), name=name, created=image_created(image) or 0, source=source)
 
 
-def _stage_run(run: Run, o: Outcome, source: SourceRef | None, image: Image | None) -> StageRun:
+def stage_run(run: Run, o: Outcome, source: SourceRef | None, image: Image | None) -> StageRun:
     """What the provenance says of the stage: its key and the document the key hashes (kind, recipe
     fragment, inputs, commit), and every input image digest found in those inputs."""
     assert o.key is not None
     doc = document_of(o.key) or {}
-    inputs = _inputs(o.node.id.kind, doc.get("inputs") or {}, doc.get("fragment"))
+    inputs = inputs_of(o.node.id.kind, doc.get("inputs") or {}, doc.get("fragment"))
     # The OS base the image names (an environment carries its release's) is a dependency even when the
     # stage took it in through another image: a verifier matches it against the image's annotation.
     own = image.annotations if image is not None else {}
@@ -177,7 +177,7 @@ def _stage_run(run: Run, o: Outcome, source: SourceRef | None, image: Image | No
                     inputs=inputs, started=when, finished=when, internal=internal)
 
 
-def _inputs(kind: str, inputs: Any, fragment: Any) -> list[Input]:
+def inputs_of(kind: str, inputs: Any, fragment: Any) -> list[Input]:
     """Every image digest in a key's inputs, named by where it is (or the reference beside it; a patch's
     channel by the reference the channel stands for)."""
     found: dict[tuple[str, str], Input] = {}

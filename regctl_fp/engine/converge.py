@@ -94,9 +94,9 @@ def converge(run: Run, stages: Iterable[str] = STAGES, shard: tuple[int, int] | 
         scanning: AbstractContextManager[None] = nullcontext()
         if run.lr.recipe.attest is not None:  # a bad key fails before anything is made
             from .attest import scanning as scan_layers
-            from .attest import signing_key
+            from .cache_trust import install
 
-            signing_key(run)
+            install(run)  # loads the key; remote cache entries are signed with it and checked against it
             scanning = scan_layers(run)  # the SBOM's scan of each layer the run writes, as it is written
         with scanning:
             outcomes = evaluate(run, nodes_of(run, stages, shard, with_needs=with_needs))

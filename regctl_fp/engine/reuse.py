@@ -1,7 +1,8 @@
 """The one reuse-or-make path every keyed stage kind goes through.
 
 layout hit (an index entry with this key) -> remote cache hit -> make and write -> publish to the
-remote cache. Names are not moved here: the run moves every changed name at once, at the end.
+remote cache. With a signing key, a remote hit must be vouched for and an entry is published with its
+signed provenance (cache_trust.py). Names are not moved here: the run moves every changed name at once, at the end.
 """
 
 from __future__ import annotations
@@ -31,16 +32,20 @@ def reuse_or_make(run: Run, node: Node, key: str, names: Iterable[str], make: Ca
     remote = run.options.remote
     if remote is not None and not fresh:
         from ..stores.remote_cache import key_tag
+        from .cache_trust import trust
 
-        found = remote.lookup(key_tag(key))
+        found = remote.lookup(key_tag(key), trust(run, remote, node, key))
         fetched = remote.fetch(found, run.store) if found is not None else None
         if fetched is not None:
             return _outcome(run, node, key, names, fetched, extra, "cached", "remote", REMOTE_HIT)
     desc = make()
     if remote is not None:
         from ..stores.remote_cache import key_tag
+        from .cache_trust import provenance
 
-        remote.publish(key_tag(key), run.store, desc)
+        # Named as the run's attestation will name it (its first name), so both are the same artifact.
+        signed = provenance(run, node, key, names[0] if names else key_tag(key), desc)
+        remote.publish(key_tag(key), run.store, desc, signed)
     return _outcome(run, node, key, names, desc, extra, state, "made", make_reason)
 
 

@@ -5,16 +5,24 @@ became, found by the hash of its uncompressed tar (so a fresh machine can name a
 compressing it); ``ledger-<name>`` the newest known rollout ledger. A hit is trusted only after every
 blob it needs answers a HEAD in the repository, so an entry whose blobs were deleted is recomputed. An
 entry is published only after its blobs and manifest are in the repository (the tag moves last).
+
+A complete entry is only as right as everyone who can push to the repository is honest. With a signing
+key (recipe ``attest:``) the caller passes ``trust`` to ``lookup`` (the entry's signed provenance must
+match the stage) and ``referrers`` to ``publish`` (that provenance, listed before the tag moves); for
+``dir-`` entries, made below the engine, the engine installs a ``Voucher`` that does both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..errors import NotFound, RegfpError, VerificationError
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
 from ..oci.manifest import Index, Manifest
+from ..oci.referrer import Artifact
 from .base import Store
 
 
@@ -22,8 +30,16 @@ from .base import Store
 class CacheStats:
     hits: int = 0
     misses: int = 0
-    untrusted: int = 0  # entries found but incomplete (blobs gone): recomputed
+    untrusted: int = 0  # entries found but incomplete (blobs gone) or not vouched for (trust): recomputed
     published: int = 0
+
+
+class Voucher(Protocol):
+    """Signs the entries this machine publishes and checks those it finds (engine/cache_trust.py)."""
+
+    def vouches(self, store: Store, desc: Descriptor, kind: str, key: str) -> bool: ...
+
+    def sign(self, desc: Descriptor, kind: str, key: str, name: str) -> list[Artifact]: ...
 
 
 @dataclass
@@ -31,18 +47,31 @@ class RemoteCache:
     store: Store  # a RegistryStore bound to the cache repository
     repository: str
     stats: CacheStats = field(default_factory=CacheStats)
+    voucher: Voucher | None = field(default=None, compare=False)  # set by a run with a signing key
+
+    def vouched(self, kind: str, key: str) -> Callable[[Descriptor], bool] | None:
+        """The ``trust`` of ``lookup`` for an entry of ``kind`` and ``key`` (None: no voucher)."""
+        voucher = self.voucher
+        if voucher is None:
+            return None
+        return lambda desc: voucher.vouches(self.store, desc, kind, key)
+
+    def signed(self, desc: Descriptor, kind: str, key: str, name: str) -> list[Artifact]:
+        """The ``referrers`` of ``publish`` for that entry (none without a voucher)."""
+        return [] if self.voucher is None else self.voucher.sign(desc, kind, key, name)
 
     def _name(self, tag: str) -> str:
         return f"{self.repository}:{tag}"
 
-    def lookup(self, tag: str) -> Descriptor | None:
-        """The entry's descriptor when it exists and all its blobs are there; None otherwise."""
+    def lookup(self, tag: str, trust: Callable[[Descriptor], bool] | None = None) -> Descriptor | None:
+        """The entry's descriptor when it exists, all its blobs are there and ``trust`` (if given) accepts
+        it; None otherwise."""
         try:
             desc = self.store.resolve(self._name(tag))
         except NotFound:
             self.stats.misses += 1
             return None
-        if not self._complete(desc):
+        if not self._complete(desc) or (trust is not None and not trust(desc)):
             self.stats.untrusted += 1
             return None
         self.stats.hits += 1
@@ -72,12 +101,24 @@ class RemoteCache:
             self.stats.untrusted += 1
             return None
 
-    def publish(self, tag: str, source: Store, desc: Descriptor) -> None:
-        """Blobs and manifests first (uploaded or mounted), the tag last."""
+    def publish(self, tag: str, source: Store, desc: Descriptor, referrers: Sequence[Artifact] = ()) -> None:
+        """Blobs and manifests first (uploaded or mounted), then the ``referrers`` of the entry (pushed and
+        listed), the tag last: whoever sees the tag finds them."""
+        from .referrers import write_artifact
         from .transfer import copy_descriptor
 
         plain = Descriptor(desc.media_type, desc.digest, desc.size)
         copy_descriptor(source, self.store, plain)
+        if referrers:
+            from .referrers import publish as list_referrers
+            from .registry import RegistryStore
+
+            if not isinstance(self.store, RegistryStore):
+                raise RegfpError(f"{self.store.location} cannot hold referrers: not a registry")
+            pushed = [write_artifact(self.store, art) for art in referrers]
+            # No settle pause (referrers.py): a listing a concurrent writer drops costs the next reader a
+            # recompute (no provenance: untrusted), never a wrong hit; the pause would cost every entry.
+            list_referrers(self.store, self.store._write_repo(), pushed, settle=0.0)
         self.store.set_names({self._name(tag): plain})
         self.stats.published += 1
 
