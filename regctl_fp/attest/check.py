@@ -67,7 +67,7 @@ def _check_subject(store: ReadStore, subject: Descriptor, key: PublicKey) -> lis
         predicate = ref.annotations.get(A.PREDICATE_TYPE, "")
         statement: dict[str, Any] | None = None
         try:
-            statement = _statement(store, ref, key)
+            statement = verified_statement(store, ref, key)
             _check_statement(statement, subject, predicate, own)
             seen.add(predicate)
             problem = None
@@ -85,7 +85,7 @@ def _check_subject(store: ReadStore, subject: Descriptor, key: PublicKey) -> lis
     return found
 
 
-def _statement(store: ReadStore, ref: Descriptor, key: PublicKey) -> dict[str, Any]:
+def verified_statement(store: ReadStore, ref: Descriptor, key: PublicKey) -> dict[str, Any]:
     manifest = Manifest.parse(store.get_manifest(Descriptor(ref.media_type, ref.digest, ref.size)), ref.media_type)
     if len(manifest.layers) != 1 or manifest.layers[0].media_type != DSSE_MEDIA:
         raise ValueError(f"the attestation is not one {DSSE_MEDIA} layer")

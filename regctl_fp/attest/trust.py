@@ -14,7 +14,7 @@ from ..oci.descriptor import Descriptor
 from ..oci.digest import Digest
 from ..stores.base import ReadStore
 from ..stores.referrers import list_referrers
-from .check import _statement
+from .check import verified_statement
 from .dsse import IN_TOTO
 from .keys import PublicKey
 from .provenance import SLSA_PROVENANCE
@@ -37,7 +37,7 @@ def provenance_problem(store: ReadStore, entry: Descriptor, key: PublicKey, kind
     problem = ""
     for ref in refs[:MAX_TRIED]:
         try:
-            _matches(_statement(store, ref, key), entry.digest, kind, stage_key, set(inputs))
+            _matches(verified_statement(store, ref, key), entry.digest, kind, stage_key, set(inputs))
             return None
         except (KeyError, TypeError, AttributeError, IndexError, RecursionError):
             problem = "its signed provenance does not have the shape of a provenance statement"
