@@ -67,3 +67,44 @@ def test_writes_into_a_foreign_index_keep_its_entries_and_order_them(tmp_path: P
         store.set_names({"bb:1": desc})
         assert dict(store.names()) == dict(LayoutStore.open(tmp_path / "l").names())
     assert list(LayoutStore.open(tmp_path / "l").names()) == ["b:1", "bb:1", "c:1"]
+
+
+def test_a_write_splices_the_canonical_text_and_gives_what_encoding_would() -> None:
+    """Entries added and removed by a write are spliced into the text read: for a canonical index the
+    result is byte for byte its canonical encoding; a file in another form is not spliced (None)."""
+    from regctl_fp.oci.canonical import canonical_json
+    from regctl_fp.stores.indexfile import MAX_SPLICES, spliced
+
+    rng = random.Random(11)
+    for trial in range(400):
+        n = rng.randint(0, 30)
+        entries = sorted((_entry(f"n{i:03d}" if rng.random() > 0.1 else None, rng.randint(0, 10**6))
+                          for i in range(n)), key=entry_order)
+        doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}
+        if trial % 3 == 0:
+            doc["annotations"] = {"org.example": "top"}
+        text = canonical_json(doc)
+        names = Names(entries, "t")
+        pool = [f"n{i:03d}" for i in range(n)] + [f"new{trial}-{j}" for j in range(3)]
+        moved = rng.sample(pool, min(len(pool), rng.randint(1, 6)))
+        updates = {m: (_entry(m, 10**7 + i) if rng.random() > 0.35 else None) for i, m in enumerate(moved)}
+        after, _ = merged(entries, names, updates)
+        want = canonical_json({**doc, "manifests": after})
+        assert spliced(text, entries, after) == want, (trial, updates)
+        other = spliced(json.dumps(doc, indent=1).encode(), entries, after)  # another tool's form
+        assert other is None or json.loads(other) == json.loads(want)
+    many = [_entry(f"m{i:03d}", i) for i in range(MAX_SPLICES + 1)]
+    assert spliced(canonical_json({"manifests": []}), [], many) is None  # too many: encoded whole
+    twins = [_entry("a", 1), _entry(None, 5), _entry(None, 5)]  # the same text twice: not spliced
+    assert spliced(canonical_json({"manifests": twins}), twins, twins[:2]) is None
+
+
+def test_stage_keys_are_found_in_one_pass_and_odd_values_are_ignored() -> None:
+    entries = [_entry("a", 1), _entry("b", 2), _entry("c", 3), _entry(None, 4)]
+    entries[0]["annotations"]["dev.regfp.key"] = "k1"  # type: ignore[index]
+    entries[1]["annotations"]["dev.regfp.key"] = ["not", "a", "string"]  # type: ignore[index]
+    entries[2]["annotations"]["dev.regfp.key"] = "k1"  # type: ignore[index]
+    names = Names(entries, "t")
+    assert names.holding_key("k1") == "a" and names.holding_key("k2") is None
+    after, added = merged(entries, names, {"a": None})
+    assert names.updated(after, {"a"}, added, ordered=True).holding_key("k1") == "c"

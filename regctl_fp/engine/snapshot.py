@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import RegfpError
-from ..oci import annotation_keys as A
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
 from ..oci.manifest import Index, Manifest
@@ -23,7 +22,6 @@ class Snapshot:
     def __init__(self, store: LayoutStore | None) -> None:
         self.store = store
         self.names: Mapping[str, Descriptor] = store.names() if store is not None else {}
-        self._by_key: dict[str, str] | None = None  # stage key -> a name whose entry carries it
         self._annotations: dict[str, dict[str, str]] = {}
 
     @classmethod
@@ -34,15 +32,10 @@ class Snapshot:
 
     def by_key(self, key: str) -> Descriptor | None:
         """An image named in the layout whose key is ``key`` (its manifest blob present), or None."""
-        if self._by_key is None:
-            self._by_key = {}
-            if isinstance(self.names, Names):  # keys from the raw entries: no entry is parsed for this
-                for entry in self.names:
-                    k = self.names.annotation(entry, A.KEY)
-                    if k is not None:
-                        self._by_key.setdefault(k, entry)
-        holder = self._by_key.get(key)
-        if holder is None or self.store is None:
+        if self.store is None or not isinstance(self.names, Names):
+            return None
+        holder = self.names.holding_key(key)
+        if holder is None:
             return None
         found = self.names[holder]
         return found if self.store.has_blob(found.digest) else None

@@ -16,10 +16,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import LayoutError
+from ..oci import annotation_keys as A
+from ..oci.canonical import canonical_json
 from ..oci.descriptor import Descriptor
 from ..oci.errors import InvalidDocument
 
 REF_NAME = "org.opencontainers.image.ref.name"
+KEY = A.KEY
 
 
 def entry_order(entry: Any) -> tuple[str, str]:
@@ -53,6 +56,7 @@ class Names(Mapping[str, Descriptor]):
         self.repeated: set[str] = set()  # names on more than one entry (resolve says so)
         ordered = True  # entries in ``entry_order`` with no name twice: a write can insert, not sort
         last = ""
+        keys: dict[str, str] = {}  # the engine's stage key on an entry -> the first name holding it
         for entry in entries:  # tight: this loop runs over every name on every run
             annotations = entry.get("annotations") if entry.__class__ is dict else None
             name = annotations.get(REF_NAME) if annotations.__class__ is dict else None
@@ -63,8 +67,12 @@ class Names(Mapping[str, Descriptor]):
                     ordered = False
                 raw[name] = entry
                 last = name
+                k = annotations.get(KEY)  # type: ignore[union-attr]
+                if k.__class__ is str:
+                    keys.setdefault(k, name)
             elif last:  # an unnamed entry after a named one
                 ordered = False
+        self._keys: dict[str, str] | None = keys
         self._raw = raw
         self._entries = entries
         self._built: dict[str, Descriptor] = {}
@@ -102,6 +110,16 @@ class Names(Mapping[str, Descriptor]):
         """The raw index.json entry of ``name`` (the last one, if the name is on several)."""
         return self._raw[name]
 
+    def holding_key(self, key: str) -> str | None:
+        """A name whose entry carries the stage key ``key`` (``dev.regfp.key``), in O(1)."""
+        if self._keys is None:
+            self._keys = {}
+            for name in self._raw:
+                k = self.annotation(name, KEY)
+                if k is not None:
+                    self._keys.setdefault(k, name)
+        return self._keys.get(key)
+
     def annotation(self, name: str, key: str) -> str | None:
         """One annotation of a name's entry, without parsing the entry."""
         return entry_annotation(self._raw[name], key)
@@ -121,6 +139,7 @@ class Names(Mapping[str, Descriptor]):
         new._entries = entries
         new._built = {n: d for n, d in self._built.items() if n not in removed and n not in added}
         new._where = self._where
+        new._keys = None  # built again when asked: moved names may have held keys
         new.repeated = self.repeated - removed - set(added)
         new.ordered = ordered and not new.repeated
         return new
@@ -143,3 +162,58 @@ def merged(entries: list[Any], names: Names, updates: Mapping[str, Any | None]) 
         kept.extend(added.values())
         kept.sort(key=entry_order)
     return kept, added
+
+
+MAX_SPLICES = 32  # entries added or removed by one write that are spliced into the text; more: encode it all
+_OPEN = b'"manifests":['
+
+
+def spliced(text: bytes, old: list[Any], new: list[Any]) -> bytes | None:
+    """``text`` (index.json as read, whose entries were ``old``) edited in place into the index whose
+    entries are ``new`` (kept entries are the same objects as in ``old``), or None when that cannot be
+    done with certainty. Each removed entry's canonical text is cut out, and each added entry's inserted
+    after its predecessor's; every text looked for must occur exactly once (an entry's canonical text
+    holds its unique name; a quote inside a string is escaped, so a string never holds it). A file in
+    another form (another tool wrote it) has no such occurrences: the caller encodes the whole index.
+    For a canonical file the result is byte for byte the canonical encoding of the new index, for the
+    cost of a few searches instead of encoding every entry."""
+    kept = {id(e) for e in new}
+    removed = [e for e in old if id(e) not in kept]
+    was = {id(e) for e in old}
+    added = [i for i, e in enumerate(new) if id(e) not in was]
+    if len(removed) + len(added) > MAX_SPLICES:
+        return None
+    buf = text
+    for entry in removed:
+        t = canonical_json(entry)
+        at = _once(buf, t)
+        if at is None:
+            return None
+        end = at + len(t)
+        if buf[end:end + 1] == b",":
+            buf = buf[:at] + buf[end + 1:]
+        elif buf[at - 1:at] == b",":
+            buf = buf[:at - 1] + buf[end:]
+        else:
+            buf = buf[:at] + buf[end:]
+    for i in added:
+        t = canonical_json(new[i])
+        if i == 0:
+            at = _once(buf, _OPEN)
+            if at is None:
+                return None
+            at += len(_OPEN)
+            buf = buf[:at] + t + (b"," if buf[at:at + 1] != b"]" else b"") + buf[at:]
+        else:
+            before = canonical_json(new[i - 1])
+            at = _once(buf, before)
+            if at is None:
+                return None
+            at += len(before)
+            buf = buf[:at] + b"," + t + buf[at:]
+    return buf
+
+
+def _once(text: bytes, part: bytes) -> int | None:
+    at = text.find(part)
+    return at if at >= 0 and text.find(part, at + 1) < 0 else None

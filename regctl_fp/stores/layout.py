@@ -50,7 +50,7 @@ from ..oci.streams import ByteReader
 from ..oci.verify import VerifyingReader, read_verified
 from ..regularfile import open_regular, read_regular
 from .base import MANIFEST_LIMIT, check_size, closure
-from .indexfile import REF_NAME, Names, entry_annotation, entry_order, merged
+from .indexfile import REF_NAME, Names, entry_annotation, entry_order, merged, spliced
 from .localblob import LocalBlobReader, link_verified
 
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
@@ -67,7 +67,9 @@ class LayoutStore:
         self._swept = 0  # abandoned temp files this store removed when its writer session began
         # index.json parsed, with the (inode, size, mtime) it was read at: it is only ever replaced by
         # rename, so an unchanged stat means unchanged content and the parse can be reused.
+        # ... and its text, which a write edits in place where it can (indexfile.spliced).
         self._doc: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+        self._text = b""
         self._index: Index | None = None  # the parsed forms of _doc, made when first asked for
         self._names: Names | None = None
         self._referrers: dict[Digest, list[Descriptor]] | None = None  # by subject, made when first asked for
@@ -263,6 +265,7 @@ class LayoutStore:
         if doc.get("schemaVersion") != 2 or not isinstance(doc.get("manifests"), list):
             raise LayoutError(str(self.path), "index.json: not an OCI image index (schemaVersion 2, manifests)")
         self._doc = (key, doc)
+        self._text = data
         self._index = None
         self._names = None
         self._referrers = None
@@ -384,10 +387,12 @@ class LayoutStore:
                         listed.add(_referrer_key(entry))
                         bisect.insort(entries, entry, key=entry_order)
             new = {**doc, "manifests": entries}
-            self._replace_file("index.json", canonical_json(new))
+            text = spliced(self._text, doc["manifests"], entries) or canonical_json(new)
+            self._replace_file("index.json", text)
             # What we wrote is what the names hold until someone else replaces the file (its stat changes).
             st = os.stat(self.path / "index.json")
             self._doc = ((st.st_ino, st.st_size, st.st_mtime_ns), new)
+            self._text = text
             self._index = None
             self._names = names.updated(entries, set(updates), added, ordered=True)
             self._referrers = None
