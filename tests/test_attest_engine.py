@@ -414,3 +414,38 @@ def test_the_sbom_reads_no_layer_the_run_wrote(tmp_path: Path, monkeypatch: pyte
     packages = {pkg["name"] for e in sboms
                 for pkg in json.loads(base64.b64decode(e["payload"]))["predicate"].get("packages", [])}
     assert packages, "the SBOMs list packages found while the layers were written"
+
+
+def test_two_concurrent_pushes_list_every_attestation_in_the_fallback_index(built: dict, registry: Registry,  # type: ignore[type-arg]
+                                                                             tmp_path: Path) -> None:
+    """Two CI jobs push the same images at once, each with its own signing key (so each image gets two
+    different SBOMs and provenances): distribution 2.8 has no referrers API, and the referrers tag of
+    every image lists all four attestations afterwards."""
+    prefix = f"{registry.host}/conc{os.getpid()}"
+    roots = []
+    for side in ("a", "b"):
+        root = tmp_path / side
+        shutil.copytree(built["root"], root, symlinks=True)
+        shutil.rmtree(root / "out")
+        recipe = root / "recipe.yaml"
+        text = recipe.read_text().replace("attest: {key: attest.key, keyPasswordEnv: ATTEST_PW}\n", "")
+        recipe.write_text(text.replace("output: {layout: out}\n",
+                                       f'push: {{prefix: "{prefix}", private: true}}\noutput: {{layout: out}}\n'))
+        add_key(root, ed=side == "b")
+        build(root)  # made first: the pushes below are what runs at once
+        roots.append(root)
+    procs = [subprocess.Popen([sys.executable, "-m", "regctl_fp", "build", str(root / "recipe.yaml"), "--push",
+                               "--json", "--now", NOW], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for root in roots]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    images = [i for i in json.loads(results[0][0])["images"] if i["stage"] in KINDS]
+    second = {(s, p + " (b)"): d for (s, p), d in attestations(roots[1] / "out").items()}
+    made = {**attestations(roots[0] / "out"), **second}
+    for image in images:
+        want = {d for (s, _), d in made.items() if s == image["digest"]}
+        assert len(want) == 4  # two keys, two predicates
+        repo = f"{prefix}/{image['name'].rpartition(':')[0]}"
+        listed = json.loads(regfp("ls", repo, "--json").stdout)
+        entry = next(e for e in listed["entries"] if e["digest"] == image["digest"])
+        assert {r["digest"] for r in entry["referrers"]} >= want, image["name"]
