@@ -95,8 +95,12 @@ def elf_machine(path: Path) -> str:
 def arm64_rootfs(tmp_path: Path) -> Path:
     """An arm64 busybox root filesystem from Debian's busybox-static:arm64 (testdata/arm64/make-base.sh;
     its .deb is cached in TOOLS_CACHE)."""
+    return make_arm64_rootfs(tmp_path / "rootfs-arm64")
+
+
+def make_arm64_rootfs(root: Path) -> Path:
+    """``arm64_rootfs`` at ``root`` (for module-scoped set-ups)."""
     need("dpkg-deb")
-    root = tmp_path / "rootfs-arm64"
     done = subprocess.run(["bash", str(ROOT / "testdata/arm64/make-base.sh"), str(root), str(TOOLS_CACHE)],
                           capture_output=True, text=True, timeout=300)
     if done.returncode != 0:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TOOLS_CACHE, elf_machine, need, regfp, regfp_json, run_arm64
+from conftest import ROOT, TOOLS_CACHE, elf_machine, make_arm64_rootfs, need, regfp, regfp_json, run_arm64
 from registry_support import Fault, FaultProxy, Registry
 from test_multiplatform import PROJECT, index_of, make_multi_project, manifest_of
 from test_podman import podman
@@ -38,17 +38,6 @@ class Built:
 
     def ref(self, name: str) -> str:
         return f"oci:{self.layout}:{name}"
-
-
-def make_arm64_rootfs(root: Path) -> Path:
-    need("dpkg-deb")
-    done = subprocess.run(["bash", str(ROOT / "testdata/arm64/make-base.sh"), str(root), str(TOOLS_CACHE)],
-                          capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        if os.environ.get("REGFP_REQUIRE_TOOLS"):
-            pytest.fail(f"the arm64 base could not be made: {done.stderr}")
-        pytest.skip(f"no arm64 base: {done.stderr.strip()}")
-    return root
 
 
 @pytest.fixture(scope="module")

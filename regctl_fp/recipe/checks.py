@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import RefError
@@ -57,15 +57,21 @@ def _per_platform(lr: LoadedRecipe, kp: KeyPath, mapping: Mapping[str, str],
     if want is None:
         return have, ".".join(map(str, kp))
     platforms, whose = want
-    missing = [str(p) for p in platforms if not any(same_platform(p, h) for h in have)]
+    check_same_platforms(lr, kp, have, platforms, whose)
+    return want
+
+
+def check_same_platforms(lr: LoadedRecipe, kp: KeyPath, have: Sequence[Platform], want: Sequence[Platform],
+                         whose: str) -> None:
+    """A per-platform mapping at ``kp`` must name exactly the platforms ``want`` (listed in ``whose``)."""
+    missing = [str(p) for p in want if not any(same_platform(p, h) for h in have)]
     if missing:
         raise lr.error(kp, f"names no image for {', '.join(missing)} (listed in {whose}); add "
                            f"'{missing[0]}: REFERENCE'")
-    extra = [str(h) for h in have if not any(same_platform(h, p) for p in platforms)]
+    extra = [str(h) for h in have if not any(same_platform(h, p) for p in want)]
     if extra:
-        raise lr.error((*kp, extra[0]), f"{extra[0]} is not one of the platforms "
-                                        f"({', '.join(map(str, platforms))}, from {whose})")
-    return want
+        raise lr.error((*kp, extra[0]), f"{extra[0]} is not one of the recipe's platforms "
+                                        f"({', '.join(map(str, want))}, from {whose})")
 
 
 def _valid_ref(lr: LoadedRecipe, kp: KeyPath, ref: str) -> None:

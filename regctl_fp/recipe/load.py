@@ -13,9 +13,9 @@ from pathlib import Path
 from ..errors import InputFileError, RecipeError, RefError
 from ..refs import DirRef, LayoutRef, Ref, parse_ref
 from ..regularfile import read_regular
-from .checks import check_units
+from .checks import check_same_platforms, check_units
 from .model import Recipe
-from .platforms import Refs, duplicate, parse_platform, same_platform
+from .platforms import Refs, duplicate, parse_platform
 from .schema import Converter, json_schema
 from .yamlsrc import Document, KeyPath, load_yaml
 
@@ -255,15 +255,7 @@ def _check_platforms(lr: LoadedRecipe) -> None:
     want, whose = (listed, "platforms") if listed else ([parse_platform(p) for p in maps[0][1]],
                                                         ".".join(map(str, maps[0][0])))
     for kp, mapping in maps:
-        have = [parse_platform(p) for p in mapping]
-        missing = [str(p) for p in want if not any(same_platform(p, h) for h in have)]
-        if missing:
-            raise lr.error(kp, f"names no image for {', '.join(missing)} (listed in {whose}); add "
-                               f"'{missing[0]}: REFERENCE'")
-        extra = [str(h) for h in have if not any(same_platform(h, p) for p in want)]
-        if extra:
-            raise lr.error((*kp, extra[0]), f"{extra[0]} is not one of the recipe's platforms "
-                                            f"({', '.join(map(str, want))}, from {whose})")
+        check_same_platforms(lr, kp, [parse_platform(p) for p in mapping], want, whose)
 
 
 def _check_per_platform(lr: LoadedRecipe, kp: KeyPath, mapping: Mapping[str, str],
