@@ -108,3 +108,20 @@ def test_stage_keys_are_found_in_one_pass_and_odd_values_are_ignored() -> None:
     assert names.holding_key("k1") == "a" and names.holding_key("k2") is None
     after, added = merged(entries, names, {"a": None})
     assert names.updated(after, {"a"}, added, ordered=True).holding_key("k1") == "c"
+
+
+def test_a_nested_copy_of_an_entry_is_never_taken_for_it() -> None:
+    """A foreign index holding, in another field, the canonical text of an entry whose own text is in
+    another form: the extra digest token gives it away, and the index is encoded whole instead."""
+    from regctl_fp.oci.canonical import canonical_json
+    from regctl_fp.stores.indexfile import spliced
+
+    a, b = _entry("a", 1), _entry("b", 2)
+    pretty = json.dumps({"manifests": [a, b]}, indent=1).encode()
+    hostile = pretty[:-1] + b',"x":[' + canonical_json(a) + b"]}"
+    doc = json.loads(hostile)
+    old = doc["manifests"]
+    names = Names(old, "t")
+    after, _ = merged(old, names, {"a": None})
+    assert spliced(hostile, old, after) is None
+    assert spliced(canonical_json({"manifests": old}), old, after) == canonical_json({"manifests": after})

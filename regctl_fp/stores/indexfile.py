@@ -173,10 +173,16 @@ def spliced(text: bytes, old: list[Any], new: list[Any]) -> bytes | None:
     entries are ``new`` (kept entries are the same objects as in ``old``), or None when that cannot be
     done with certainty. Each removed entry's canonical text is cut out, and each added entry's inserted
     after its predecessor's; every text looked for must occur exactly once (an entry's canonical text
-    holds its unique name; a quote inside a string is escaped, so a string never holds it). A file in
-    another form (another tool wrote it) has no such occurrences: the caller encodes the whole index.
+    holds its unique name; a quote inside a string is escaped, so a string never holds it), and the text
+    must hold no ``"digest":`` but the entries' own (the caller splices only an index whose top level has
+    no descriptor of its own). A file in another form (another tool wrote it) has no such occurrences:
+    the caller encodes the whole index.
     For a canonical file the result is byte for byte the canonical encoding of the new index, for the
     cost of a few searches instead of encoding every entry."""
+    # Every ``"digest":`` token of the text must be an entry's own: then an entry's text cannot also
+    # stand somewhere else (a nested copy in another field), where a search could find it instead.
+    if text.count(b'"digest":') != sum(1 for e in old if isinstance(e, dict) and "digest" in e):
+        return None
     kept = {id(e) for e in new}
     removed = [e for e in old if id(e) not in kept]
     was = {id(e) for e in old}

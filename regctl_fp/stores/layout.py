@@ -387,7 +387,8 @@ class LayoutStore:
                         listed.add(_referrer_key(entry))
                         bisect.insort(entries, entry, key=entry_order)
             new = {**doc, "manifests": entries}
-            text = spliced(self._text, doc["manifests"], entries) or canonical_json(new)
+            plain_top = set(doc) <= {"schemaVersion", "mediaType", "manifests", "annotations", "artifactType"}
+            text = (spliced(self._text, doc["manifests"], entries) if plain_top else None) or canonical_json(new)
             self._replace_file("index.json", text)
             # What we wrote is what the names hold until someone else replaces the file (its stat changes).
             st = os.stat(self.path / "index.json")
