@@ -128,3 +128,17 @@ def test_recipe_never_imports_the_engine() -> None:
     for module in graph.find_children("regctl_fp.recipe"):
         imported = graph.find_modules_directly_imported_by(module)
         assert not any(m.startswith("regctl_fp.engine") for m in imported), module
+
+
+def test_every_stage_kind_names_functions_that_exist() -> None:
+    """The table of stage kinds names each kind's module and functions (imported on first use): every
+    name must resolve to a callable, so a misspelling fails here rather than in the one run that needs it."""
+    import importlib
+
+    from regctl_fp.engine.kinds import KINDS
+
+    for kind in KINDS:
+        module = importlib.import_module(f"regctl_fp.engine.{kind.module}")
+        for name in (kind.nodes_fn, kind.evaluate_fn, kind.check_fn):
+            if name is not None:
+                assert callable(getattr(module, name, None)), f"{kind.name}: {kind.module}.{name}"
