@@ -36,6 +36,20 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 
 # -- the registry process -------------------------------------------------------------------------------
+def serve(handler: type[BaseHTTPRequestHandler], bind: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """A threaded HTTP server for a test's stub on a free port of ``bind``, serving from a daemon thread
+    (``server.server_address[1]`` is its port; ``stop_serving`` ends it)."""
+    server = ThreadingHTTPServer((bind, 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def stop_serving(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
 class Registry:
     """One ``docker-registry serve`` process with its own config, storage directory and log."""
 
@@ -213,8 +227,7 @@ class TokenServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        stop_serving(self._server)
 
     def grant(self, user: str | None, scope: str) -> dict[str, Any] | None:
         kind, _, rest = scope.partition(":")
@@ -360,10 +373,8 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = serve(self._handler())
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     @property
     def host(self) -> str:
@@ -380,8 +391,7 @@ class FaultProxy:
             self.seen.clear()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        stop_serving(self._server)
 
     def _match(self, method: str, path: str, length: int) -> Fault | None:
         with self._lock:

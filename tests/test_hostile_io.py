@@ -14,18 +14,17 @@ import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from conftest import regfp
 from pki import make_ca
 from project import make_project
-from registry_support import Registry
+from registry_support import Registry, serve, stop_serving
 
 pytest_plugins = ["registry_fixtures"]
 
@@ -262,14 +261,11 @@ class HostileRegistry:
 
             do_GET = do_HEAD = do_POST = do_PUT = _any
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = serve(Handler)
         self.host = f"127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        stop_serving(self._server)
 
 
 @pytest.fixture

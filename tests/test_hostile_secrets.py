@@ -18,17 +18,17 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus
 
 import pytest
 from conftest import need
-from registry_support import USERS, Registry, TlsRegistry, TokenRegistry
+from registry_support import USERS, Registry, TlsRegistry, TokenRegistry, stop_serving
+from registry_support import serve as serve_http
 
 from regctl_fp.redaction import MASK, remember_secret, scrub
 from regctl_fp.stores.auth import Credential, credential_refusal
@@ -93,19 +93,16 @@ class EchoRegistry:
         self.token = f"tok-{uuid.uuid4().hex}"
         self.seen: list[tuple[str, str, str]] = []  # method, path, Authorization
         self.forms: list[dict[str, list[str]]] = []
-        self._server = ThreadingHTTPServer((bind, 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = serve_http(self._handler(), bind)
         self.bind = bind
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     @property
     def host(self) -> str:
         return f"{self.bind}:{self.port}"
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        stop_serving(self._server)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         reg = self
@@ -446,14 +443,11 @@ class Relay:
                 self.wfile.write(body)
                 conn.close()
 
-        self._server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = serve_http(Handler, "127.0.0.2")
         self.host = f"127.0.0.2:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        stop_serving(self._server)
 
 
 def test_a_plain_http_registry_cannot_send_the_password_to_a_realm_on_another_host(

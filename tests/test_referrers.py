@@ -14,13 +14,13 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import need, regfp, regfp_json
-from registry_support import Registry, make_image
+from registry_support import Registry, make_image, serve, stop_serving
 
 from regctl_fp.oci import mediatypes as mt
 from regctl_fp.oci.descriptor import Descriptor
@@ -380,14 +380,11 @@ class ReferrersFront:
                     self.wfile.write(data)
                 up.close()
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = serve(Handler)
         self.host = f"127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        stop_serving(self._server)
 
 
 @pytest.fixture
