@@ -17,7 +17,7 @@ import hashlib
 import posixpath
 import tarfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any, Literal
 
 from .layertar import open_tar
@@ -25,6 +25,7 @@ from .oci import mediatypes as mt
 from .oci.descriptor import Platform
 from .oci.digest import Digest
 from .oci.image import Image, Layer
+from .values import valueclass
 
 CHUNK = 1 << 20
 _WH = ".wh."
@@ -36,7 +37,7 @@ FileKind = Literal["file", "dir", "symlink", "hardlink", "other"]
 Change = Literal["added", "removed", "modified"]
 
 
-@dataclass(frozen=True)
+@valueclass
 class FileInfo:
     kind: FileKind
     mode: int
@@ -57,7 +58,7 @@ class FileInfo:
         return out
 
 
-@dataclass(frozen=True)
+@valueclass
 class FileChange:
     path: str
     change: Change
@@ -92,7 +93,7 @@ class FileChange:
                 "whiteout": self.whiteout, "details": self.details}
 
 
-@dataclass(frozen=True)
+@valueclass
 class LayerRef:
     index: int
     layer: Layer
@@ -106,7 +107,7 @@ class LayerRef:
         return out
 
 
-@dataclass(frozen=True)
+@valueclass
 class ValueChange:
     field: str
     before: Any
@@ -116,7 +117,7 @@ class ValueChange:
         return {"field": self.field, "a": self.before, "b": self.after}
 
 
-@dataclass(frozen=True)
+@valueclass
 class ImageDiff:
     a: Image
     b: Image
@@ -178,7 +179,7 @@ def diff_images(a: Image, b: Image, *, files: bool = True) -> ImageDiff:
 PlatformChange = Literal["same", "modified", "added", "removed"]
 
 
-@dataclass(frozen=True)
+@valueclass
 class PlatformDiff:
     platform: Platform
     a: Image | None  # None: only B has this platform
@@ -199,7 +200,7 @@ class PlatformDiff:
         return doc
 
 
-@dataclass(frozen=True)
+@valueclass
 class IndexDiff:
     a: Digest  # the two indexes
     b: Digest

@@ -16,9 +16,11 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
+
+from .values import valueclass
 
 MAX_ENTRIES = 512
 # How close to the scan's start a change must be to make a fingerprint racy. File timestamps come from
@@ -29,7 +31,7 @@ MAX_ENTRIES = 512
 RACY_MARGIN_NS = 2_000_000_000
 
 
-@dataclass(frozen=True)
+@valueclass
 class Fingerprint:
     """A tree's fingerprint; ``racy`` when an entry changed within ``RACY_MARGIN_NS`` of the scan's
     start, so a later write in the same timestamp tick would not change it."""

@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
 
 from .errors import InvalidInput, RegfpError
 from .oci.streams import ByteReader
+from .values import valueclass
 
 _HEX = re.compile(r"[0-9a-f]+")
 _PACKED_REFS_LIMIT = 16 << 20  # bytes of packed-refs scanned for a tag; a larger file is left to git
@@ -30,14 +30,14 @@ class GitError(InvalidInput):
     """A repository or ref that cannot be used (exit 2: the recipe names something that is not there)."""
 
 
-@dataclass(frozen=True)
+@valueclass
 class Commit:
     sha: str
     time: int  # committer time, seconds since the epoch
     tag: str | None  # the tag name when the ref was a tag
 
 
-@dataclass(frozen=True)
+@valueclass
 class TreeEntry:
     path: bytes  # relative to the tree root asked for
     mode: int  # git mode: 0o100644, 0o100755, 0o120000 (symlink), 0o160000 (submodule)

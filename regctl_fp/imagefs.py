@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
-from dataclasses import dataclass
 from typing import Literal
 
 from .errors import RegfpError
 from .layertar import open_tar
 from .oci.image import Image, Layer
+from .values import valueclass
 
 MAX_FILE = 64 << 20  # bytes; these lookups are for configuration files (CA bundles, passwd)
 _WH = ".wh."
 _OPAQUE = ".wh..wh..opq"
 
 
-@dataclass(frozen=True)
+@valueclass
 class FoundFile:
     path: str  # where the content was found (after following symlinks)
     data: bytes
@@ -50,13 +50,13 @@ def read_file(image: Image, path: str, *, follow: int = 8) -> FoundFile | None:
     raise RegfpError(f"{path}: too many levels of symbolic links in the image")
 
 
-@dataclass(frozen=True)
+@valueclass
 class _File:
     data: bytes
     member: tarfile.TarInfo
 
 
-@dataclass(frozen=True)
+@valueclass
 class _Link:
     target: str  # as written in the layer: absolute, or relative to the link's directory
 

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -32,6 +32,7 @@ from .oci.descriptor import Descriptor
 from .oci.digest import Digest
 from .oci.streams import ByteStream, Opener
 from .regularfile import describe_mode
+from .values import valueclass
 
 if TYPE_CHECKING:  # futures (and logging with them) only when a layer is written
     from concurrent.futures import Future
@@ -48,7 +49,7 @@ class BlobSink(Protocol):
     def abort(self) -> None: ...
 
 
-@dataclass(frozen=True)
+@valueclass
 class Entry:
     """One tar entry. ``path`` is relative to the layer root, ``/``-separated bytes, no trailing slash."""
 
@@ -310,7 +311,7 @@ def _with_path(e: Entry, path: bytes, target: bytes) -> Entry:
 
 # ---- writing ---------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@valueclass
 class WrittenLayer:
     descriptor: Descriptor
     diff_id: Digest

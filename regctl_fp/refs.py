@@ -4,10 +4,10 @@ registry references ``HOST[:PORT]/REPO[:TAG|@DIGEST]``. Pure: nothing here touch
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from .errors import InvalidDigest, RefError
 from .oci.digest import Digest
+from .values import valueclass
 
 # OCI image-layout ref.name grammar (annotations.md): components of alphanumerics joined by separators.
 _LAYOUT_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
@@ -50,7 +50,7 @@ def split_name(name: str) -> tuple[str, str]:
     return name[:colon], name[colon + 1:]
 
 
-@dataclass(frozen=True)
+@valueclass
 class LayoutRef:
     """An image in an OCI layout: by name, by digest, or (neither) the layout's only image."""
 
@@ -64,7 +64,7 @@ class LayoutRef:
         return f"oci:{self.path}:{self.name}" if self.name else f"oci:{self.path}"
 
 
-@dataclass(frozen=True)
+@valueclass
 class DirRef:
     """A plain directory, turned into a single-layer image deterministically."""
 
@@ -74,7 +74,7 @@ class DirRef:
         return f"dir:{self.path}"
 
 
-@dataclass(frozen=True)
+@valueclass
 class RegistryRef:
     registry: str  # host[:port], already normalised (docker.io -> registry-1.docker.io)
     repository: str

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from .stores.layout import LayoutStore
 from .stores.null import NullStore
 from .stores.remote_cache import RemoteCache, dir_tag
 from .timeutil import rfc3339
+from .values import valueclass
 
 if TYPE_CHECKING:
     from .filedigests import FileDigests
@@ -35,7 +36,7 @@ LINUX_AMD64 = Platform("linux", "amd64")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass(frozen=True)
+@valueclass
 class BuildOptions:
     """How a ``dir:`` reference becomes an image."""
 

@@ -22,7 +22,6 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -37,6 +36,7 @@ from .oci.digest import Digest
 from .oci.image import Image, Layer
 from .oci.streams import ByteReader
 from .progress import SILENT, Progress
+from .values import valueclass
 
 CHUNK = 1 << 20
 Kind = Literal["file", "directory", "tree"]
@@ -52,7 +52,7 @@ class UnsafePath(InvalidInput):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@valueclass
 class PullItem:
     """What one layer becomes: a file at ``target``, a directory at ``target`` (a tar layer under its
     title), or a tree unpacked at the destination's root (``target`` None)."""
@@ -67,7 +67,7 @@ class PullItem:
         return "/".join(self.target) if self.target else "."
 
 
-@dataclass(frozen=True)
+@valueclass
 class Pulled:
     path: str  # relative to the destination; "." for a tree unpacked at the root
     kind: Kind

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from ..errors import RegfpError
@@ -17,6 +17,7 @@ from ..oci.descriptor import Descriptor
 from ..oci.manifest import Index, Manifest
 from ..stores.base import ReadStore
 from ..stores.referrers import list_referrers
+from ..values import valueclass
 from .dsse import DSSE_MEDIA, ENVELOPE_LIMIT, IN_TOTO, verify
 from .keys import PublicKey
 from .provenance import SLSA_PROVENANCE
@@ -25,7 +26,7 @@ from .sbom import SPDX_PREDICATE
 _SHORT = {SPDX_PREDICATE: "sbom", SLSA_PROVENANCE: "provenance"}
 
 
-@dataclass(frozen=True)
+@valueclass
 class Finding:
     """One attestation's result (``referrer`` None: one that should be there and is not)."""
 

@@ -6,15 +6,15 @@ path), commit ids and digests, so two clones attest the same bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 from ..oci.digest import Digest
+from ..values import valueclass
 
 InputKind = Literal["base", "channel", "polyfill", "tool", "image", "data"]
 
 
-@dataclass(frozen=True)
+@valueclass
 class SourceRef:
     """The application source: a Git commit, and where it can be fetched if the recipe says so
     (``source.url``); ``subdir`` the part of the tree the image was built from."""
@@ -32,7 +32,7 @@ class SourceRef:
         return self.url if self.url.startswith("git+") else f"git+{self.url}"
 
 
-@dataclass(frozen=True)
+@valueclass
 class Input:
     """An input image of a stage: what it is for (``kind``), a name people know it by (the recipe's
     reference, e.g. ``stable`` or ``oci:tools:apm:1``), and its digest."""

@@ -8,13 +8,14 @@ statement, and its envelope signed deterministically, have the same digest where
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from .. import __version__
 from ..oci.canonical import canonical_json
 from ..oci.digest import Digest
 from ..timeutil import rfc3339
+from ..values import valueclass
 from .facts import Input, SourceRef
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -23,7 +24,7 @@ BUILD_TYPE = "https://regfp.dev/buildtypes/stage/v1"
 BUILDER_ID = f"https://regfp.dev/builder/v{__version__}"
 
 
-@dataclass(frozen=True)
+@valueclass
 class StageRun:
     """One stage's evaluation as provenance describes it. ``recipe`` is the stage's recipe fragment (the
     JSON-able mapping its key hashes); ``started``/``finished`` are epoch seconds the caller chose (the

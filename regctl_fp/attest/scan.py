@@ -17,6 +17,7 @@ from typing import Literal
 from ..layers import Entry
 from ..layertar import open_tar
 from ..oci.image import Layer
+from ..values import valueclass
 from . import pkgdb
 from .pkgdb import DbKind, Package
 
@@ -25,7 +26,7 @@ _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 
 
-@dataclass(frozen=True)
+@valueclass
 class ScanLimits:
     member: int = 32 << 20  # one database file (a large Debian status file is a few MiB)
     total: int = 128 << 20  # all database files of one layer
@@ -37,7 +38,7 @@ class ScanLimits:
 LIMITS = ScanLimits()
 
 
-@dataclass(frozen=True)
+@valueclass
 class FileRecord:
     """A lockfile the recipe names, as the SBOM lists it: checksums and size (never its content)."""
 
@@ -167,7 +168,7 @@ class Found:
     where: str  # the database or lockfile it is recorded in
 
 
-@dataclass(frozen=True)
+@valueclass
 class Inventory:
     """The image's packages and lockfiles after the layers are stacked (whiteouts applied)."""
 

@@ -9,13 +9,13 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput, RefError
 from ..oci.image import Image
 from ..refs import DirRef, LayoutRef, Ref, RegistryRef, check_tag, parse_ref
+from ..values import valueclass
 from . import edge, output
 from .progress import progress_bar
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 Build = Callable[["Store", "Progress"], Image]
 
 
-@dataclass(frozen=True)
+@valueclass
 class PushOptions:
     artifact_type: str | None = None
     annotations: tuple[str, ...] = ()

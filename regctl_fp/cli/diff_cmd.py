@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from ..diff import FileChange, ImageDiff, IndexDiff, diff_images, diff_indexes
 from ..errors import InvalidInput
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.image import Image
+from ..values import valueclass
 from . import edge, output
 from .output import clean
 from .render import _layer_type, human_size
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 _STYLE = {"added": "green", "removed": "red", "modified": "yellow", "shared": "dim", "same": "dim"}
 
 
-@dataclass(frozen=True)
+@valueclass
 class _Index:
     """One side that is an image index: its descriptor, annotations and each platform's image."""
     desc: Descriptor

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform as host
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,7 +51,8 @@ def transfer_rate() -> Rate:
 
 
 def host_platform() -> Platform:
-    arch, variant = _ARCH.get(host.machine().lower(), (host.machine().lower(), None))
+    machine = os.uname().machine.lower()  # what platform.machine() reads, without importing platform
+    arch, variant = _ARCH.get(machine, (machine, None))
     return Platform("linux", arch, variant)
 
 

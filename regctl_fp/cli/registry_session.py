@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
 from ..refs import Ref, RegistryRef
+from ..values import valueclass
 from . import edge
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 CERTS_D = Path("/etc/docker/certs.d")  # docker's per-registry CA directory
 
 
-@dataclass(frozen=True)
+@valueclass
 class Flags:
     insecure: tuple[str, ...] = ()  # hosts allowed plain HTTP (besides localhost and 127.0.0.1)
     ca_file: str | None = None

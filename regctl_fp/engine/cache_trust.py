@@ -11,7 +11,6 @@ engine, in sources.py) get the same through the ``KeyVoucher`` a run installs on
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..attest.dsse import DSSE_MEDIA, IN_TOTO, sign
 from ..attest.keys import SigningKey
@@ -23,6 +22,7 @@ from ..oci.descriptor import Descriptor
 from ..oci.referrer import Artifact, artifact
 from ..stores.base import Store, read_image
 from ..stores.remote_cache import RemoteCache
+from ..values import valueclass
 from .attest import FROM_SOURCE, inputs_of, signing_key, source_ref, stage_run
 from .graph import Node, Outcome
 from .keys import document_of
@@ -64,7 +64,7 @@ def _signed(subject: Descriptor, payload: bytes, signer: SigningKey) -> Artifact
                     {A.PREDICATE_TYPE: SLSA_PROVENANCE, A.ATTEST_KEYID: signer.keyid})
 
 
-@dataclass(frozen=True)
+@valueclass
 class KeyVoucher:
     """The ``Voucher`` of the entries made below the engine (``dir-`` trees): a provenance of kind
     ``dir`` whose stage key is the tree's identity, signed by the recipe's key."""

@@ -7,8 +7,6 @@ patch of the current commit (built and patched in the same run), or on a release
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..errors import InvalidDocument, InvalidInput, LayoutError, NotFound, RefError
 from ..oci import annotation_keys as A
 from ..oci import mediatypes as mt
@@ -20,6 +18,7 @@ from ..recipe.model import Environment
 from ..stages.debug import DebugInputs, HostKey, HostKeyInputs, debug_image, derive_host_key
 from ..stores.base import read_image, write_image
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
+from ..values import valueclass
 from .graph import Node, NodeId, Outcome
 from .keys import stage_key
 from .patch import patch_id
@@ -30,7 +29,7 @@ DEBUG = NodeId("debug")
 DEFAULT_TTL = 8 * 3600
 
 
-@dataclass(frozen=True, kw_only=True)
+@valueclass(kw_only=True)
 class DebugRequest:
     keys: tuple[str, ...]  # the developers' public keys, checked
     host_seed: bytes  # the per-user secret host keys are derived from
@@ -47,7 +46,7 @@ class DebugRequest:
         return self.release is not None or self.delta is not None
 
 
-@dataclass(frozen=True, kw_only=True)
+@valueclass(kw_only=True)
 class DebugResult:
     name: str
     digest: str

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +25,7 @@ from ..regularfile import PEM_LIMIT, SMALL_FILE_LIMIT, read_regular
 from ..stages.environment import FileSpec, ca_pem_certificates, check_ca_pem, pem_blocks
 from ..stages.validity import window
 from ..timeutil import parse_duration, parse_rfc3339, rfc3339
+from ..values import valueclass
 from .graph import Node, NodeId, Outcome
 from .keys import stage_key
 from .reuse import reuse_or_make
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ..stages.rollout import Ledger, Release
 
 
-@dataclass(frozen=True)
+@valueclass
 class PreparedEnv:
     spec: Environment
     index: int

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..oci.descriptor import Descriptor
+from ..values import valueclass
 
 KindName = Literal["input", "build", "from", "patch", "rollout", "environment", "matrix", "work", "debug"]
 # What a node's names will hold, as a plan shows it: an input, already there, to be made (state
@@ -26,7 +27,7 @@ class NodeId:
         return f"{self.kind}:{self.part}" if self.part else self.kind
 
 
-@dataclass(frozen=True)
+@valueclass
 class Node:
     id: NodeId
     names: tuple[str, ...] = ()  # names known before evaluation (an environment's :live, a patch name)
@@ -35,7 +36,7 @@ class Node:
     label: str = ""  # for inputs: the reference as written
 
 
-@dataclass(frozen=True)
+@valueclass
 class Outcome:
     """What one node's evaluation gave. ``names`` is the desired index entry of every name the node
     owns (None: the name must not exist); ``digest`` its main output, for the nodes that consume it."""

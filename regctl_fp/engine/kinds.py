@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import cast
 
+from ..values import valueclass
 from .graph import KindName, Node, Outcome
 from .run import Run
 
@@ -30,7 +30,7 @@ def _function(module: str, name: str) -> Callable[..., object]:
     return cast(Callable[..., object], getattr(importlib.import_module(f"{__package__}.{module}"), name))
 
 
-@dataclass(frozen=True)
+@valueclass
 class Kind:
     name: KindName
     stage: Stage

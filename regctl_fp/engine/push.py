@@ -10,7 +10,6 @@ A registry cannot delete tags: a name the layout no longer holds keeps pointing 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..errors import InvalidInput, NotFound, RegfpError
 from ..oci import annotation_keys as A
@@ -21,9 +20,10 @@ from ..stages.rollout import Ledger, ledger_name
 from ..stores.base import Store, manifest_annotations
 from ..stores.layout import LayoutStore
 from ..stores.registry import RegistryStore
+from ..values import valueclass
 
 
-@dataclass(frozen=True)
+@valueclass
 class Target:
     prefix: str  # registry host and repository prefix, e.g. localhost:5000/acme
     name: str  # regfp name under that prefix, e.g. build/hello:<sha>

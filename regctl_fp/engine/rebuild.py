@@ -10,7 +10,7 @@ an input changed since the image was made, and the differing parts of the key's 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from ..errors import InvalidInput
 from ..oci.canonical import canonical_json
 from ..recipe.load import LoadedRecipe
 from ..sources import BuildOptions
+from ..values import valueclass
 from .converge import converge
 from .keys import document_of, key_of
 from .run import Run
@@ -25,7 +26,7 @@ from .run import Run
 REBUILDABLE = frozenset({"build", "patch", "matrix", "work"})
 
 
-@dataclass(frozen=True)
+@valueclass
 class Rebuilt:
     kind: str
     name: str  # the statement's subject name

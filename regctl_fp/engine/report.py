@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..values import valueclass
 from .graph import State
 
 
-@dataclass(frozen=True, kw_only=True)
+@valueclass(kw_only=True)
 class ImageResult:
     stage: str
     name: str

@@ -23,6 +23,7 @@ from ..sources import BuildOptions, load_image
 from ..stores.base import Store
 from ..stores.layout import LayoutStore
 from ..stores.null import NullStore
+from ..values import valueclass
 from .graph import NodeId, Outcome
 from .snapshot import Snapshot
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@valueclass
 class LedgerChange:
     """An operator's change to the release stream, applied before the stream converges (yank/unyank)."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RecipeError, RegfpError
@@ -12,10 +11,11 @@ from ..gitsource import Commit, Repository
 from ..recipe.load import LoadedRecipe
 from ..recipe.model import fragment
 from ..refs import check_tag
+from ..values import valueclass
 from .keys import stage_key
 
 
-@dataclass(frozen=True)
+@valueclass
 class Source:
     repo: Repository | None  # None for patch.from
     repo_name: str  # <repo> in image names

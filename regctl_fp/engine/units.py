@@ -16,7 +16,6 @@ import itertools
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..oci import annotation_keys as A
@@ -29,6 +28,7 @@ from ..recipe.yamlsrc import KeyPath
 from ..stages.matrix import cell_tag
 from ..stages.work import WorkItem, assign
 from ..stores.base import write_image, write_index
+from ..values import valueclass
 from .build import image_input
 from .graph import Node, NodeId, Outcome
 from .keys import stage_key
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ..filedigests import FileDigests
 
 
-@dataclass(frozen=True)
+@valueclass
 class Cell:
     matrix: Matrix
     position: int  # the matrix's place in the recipe (for errors)
@@ -69,7 +69,7 @@ def cells(lr: LoadedRecipe) -> Iterator[Cell]:
             yield Cell(m, i, tuple(combo))
 
 
-@dataclass(frozen=True)
+@valueclass
 class Chunk:
     work: Work
     index: int  # 0-based

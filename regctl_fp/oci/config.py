@@ -7,10 +7,10 @@ Fields regfp understands have typed accessors and ``with_*`` updates; every othe
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from ..values import valueclass
 from .canonical import canonical_json
 from .descriptor import Platform
 from .digest import Digest
@@ -20,7 +20,7 @@ from .frozen import EMPTY, FrozenDict, JSONObject, freeze, thaw
 _HISTORY_KEYS = ("created", "created_by", "author", "comment", "empty_layer")
 
 
-@dataclass(frozen=True)
+@valueclass
 class History:
     created: str | None = None
     created_by: str | None = None
@@ -80,7 +80,7 @@ def _check(doc: Mapping[str, Any]) -> None:
                 raise InvalidDocument(what, f"config.{key} must map strings to strings")
 
 
-@dataclass(frozen=True)
+@valueclass
 class ImageConfig:
     doc: JSONObject
 

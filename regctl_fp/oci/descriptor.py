@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any
 
+from ..values import valueclass
 from .digest import Digest
 from .errors import InvalidDigest, InvalidDocument
 from .frozen import EMPTY, FrozenDict, frozen_str_map
@@ -29,7 +30,7 @@ def _str_map(value: object, what: str) -> FrozenDict[str, str]:
     return frozen_str_map(value)
 
 
-@dataclass(frozen=True)
+@valueclass
 class Platform:
     os: str
     architecture: str
@@ -97,7 +98,7 @@ def normalize_variant(p: Platform) -> str | None:
     return p.variant
 
 
-@dataclass(frozen=True)
+@valueclass
 class Descriptor:
     media_type: str
     digest: Digest

@@ -7,9 +7,10 @@ is the stored digest; any change (``with_*``) drops them and the manifest is re-
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from functools import cached_property
 
+from ..values import valueclass
 from . import mediatypes as mt
 from .config import History, ImageConfig
 from .descriptor import Descriptor
@@ -23,7 +24,7 @@ def _no_opener() -> ByteStream:
     raise LookupError("this layer's content is not available here")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Layer:
     """A blob of an image: its descriptor, its uncompressed digest (None for non-tar blobs) and an
     opener returning a stream of the stored (compressed) bytes that verifies itself as it is read."""
@@ -52,7 +53,7 @@ class Layer:
         return mt.LAYER_COMPRESSION.get(self.media_type)
 
 
-@dataclass(frozen=True)
+@valueclass
 class Image:
     config: ImageConfig
     layers: tuple[Layer, ...] = ()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from ..values import valueclass
 from . import mediatypes as mt
 from .canonical import canonical_json
 from .descriptor import Descriptor, Platform, _str_map, check_media_type
@@ -50,7 +51,7 @@ def sniff_media_type(data: bytes) -> str:
     raise InvalidDocument("manifest", "neither an image manifest nor an index (no mediaType)")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Manifest:
     config: Descriptor
     layers: tuple[Descriptor, ...]
@@ -102,7 +103,7 @@ class Manifest:
         return canonical_json(self.to_dict())
 
 
-@dataclass(frozen=True)
+@valueclass
 class Index:
     manifests: tuple[Descriptor, ...]
     media_type: str = mt.OCI_INDEX

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from functools import cached_property
 
+from ..values import valueclass
 from . import mediatypes as mt
 from .descriptor import Descriptor
 from .digest import Digest
@@ -32,7 +32,7 @@ def subject_of(desc: Descriptor) -> Descriptor:
     return Descriptor(desc.media_type, desc.digest, desc.size)
 
 
-@dataclass(frozen=True)
+@valueclass
 class Artifact:
     """An artifact manifest and the bytes of its one layer (its config is the empty descriptor)."""
 

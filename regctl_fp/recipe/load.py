@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputFileError, RecipeError, RefError
 from ..refs import DirRef, LayoutRef, Ref, parse_ref
 from ..regularfile import read_regular
+from ..values import valueclass
 from .checks import check_same_platforms, check_units
 from .model import Recipe
 from .platforms import Refs, duplicate, parse_platform
@@ -23,7 +24,7 @@ FORMAT = 1
 MAX_SIZE = 1 << 20
 
 
-@dataclass(frozen=True)
+@valueclass
 class LoadedRecipe:
     recipe: Recipe
     path: Path  # absolute path of the recipe file

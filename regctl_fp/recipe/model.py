@@ -7,13 +7,13 @@ fragment, which goes into its cache key, does not depend on where the recipe liv
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from ..imagepath import image_path_problem
 from ..oci.frozen import EMPTY, FrozenDict
 from ..oci.mediatypes import Compression
 from ..timeutil import parse_duration
+from ..values import valueclass
 from .platforms import check_platform
 from .schema import Spec, field, pattern_spec
 
@@ -87,7 +87,7 @@ PlatformName = Annotated[str, Spec("platform", {"pattern": "^[a-z0-9]+/[a-z0-9_]
 PerPlatformRefs = FrozenDict[PlatformName, str]
 
 
-@dataclass(frozen=True)
+@valueclass
 class Source:
     """Where the application comes from: a Git repository at a branch, tag or full commit id."""
 
@@ -98,7 +98,7 @@ class Source:
     url: str | None = field(default=None, doc="recorded as org.opencontainers.image.source")
 
 
-@dataclass(frozen=True)
+@valueclass
 class CopyRule:
     """Copy a file or directory of the source tree into the image."""
 
@@ -107,7 +107,7 @@ class CopyRule:
     chown: Owner | None = field(default=None, doc="numeric uid:gid for the copied entries (default 0:0)")
 
 
-@dataclass(frozen=True)
+@valueclass
 class RunStep:
     """A host-side command run in a temporary export of the tree; its outputs become a layer."""
 
@@ -123,7 +123,7 @@ class RunStep:
                           "once; its layer is one blob shared by every platform)")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Build:
     """How the tree becomes an image on a base."""
 
@@ -149,7 +149,7 @@ class Build:
             raise ValueError("build needs at least one 'copy' rule or a 'run' step")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Patch:
     """OS channels the build is rebased onto."""
 
@@ -164,7 +164,7 @@ class Patch:
 Percent = Annotated[str, pattern_spec("percent", r"(?:100|[1-9]?[0-9])%", "{value!r} is not a percentage (0% to 100%)")]
 
 
-@dataclass(frozen=True)
+@valueclass
 class Cohorts:
     """Static A/B tags: rollouts/<name>:cohort-<k>; buckets below the canary share follow n-0."""
 
@@ -176,7 +176,7 @@ class Cohorts:
             raise ValueError("buckets must be between 1 and 1000")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Rollouts:
     """The release stream rollouts/<name>: releases r<N> cut from one patch channel, and tags n-<k>."""
 
@@ -190,7 +190,7 @@ _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 DnsName = Annotated[str, pattern_spec("dns", rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*", "{value!r} is not a DNS name")]
 
 
-@dataclass(frozen=True)
+@valueclass
 class Identity:
     """A per-environment identity certificate issued from this CA into every environment image."""
 
@@ -204,7 +204,7 @@ class Identity:
     puller: str | None = field(default=None, doc="the identity that pulls the image (urn:regfp:puller:...)")
 
 
-@dataclass(frozen=True)
+@valueclass
 class FileSource:
     """A file for the image, with its mode and owner."""
 
@@ -213,7 +213,7 @@ class FileSource:
     owner: Owner = field(default="0:0", doc="numeric uid:gid of the file in the image")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Push:
     """Where regfp build --push sends images."""
 
@@ -221,7 +221,7 @@ class Push:
     private: bool = field(default=False, doc="the target is private: images with secrets may go there")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Environment:
     """One location x environment variant following the release stream at its delta."""
 
@@ -244,7 +244,7 @@ class Environment:
             raise ValueError("delta must be 0 or more")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Debug:
     """What regfp debug-image adds: ad-hoc images with tools, root and sshd, never promoted."""
 
@@ -255,7 +255,7 @@ class Debug:
                                             "drops it after)")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Matrix:
     """One image per combination of the axes: matrix/<name>:<v1>-<v2>-... (layers in axis order)."""
 
@@ -283,7 +283,7 @@ class Matrix:
                              f"{', '.join(self.axes)}")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Work:
     """Work items split into chunk images work/<name>:<i>-of-<n> for fan-out workers."""
 
@@ -303,14 +303,14 @@ class Work:
             raise ValueError("work images run as a non-root user")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Cache:
     """A registry repository used as a shared, content-addressed stage cache (tags key-<hex>, ...)."""
 
     repository: str = field(doc="registry repository, e.g. ghcr.io/acme/regfp-cache")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Attest:
     """Sign an SBOM and a provenance for every build, patch, environment, matrix and work image, attached
     as OCI referrers."""
@@ -320,14 +320,14 @@ class Attest:
                                                                   "password (never the password itself)")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Output:
     """Where the computed images are written."""
 
     layout: RecipePath = field(default="out", doc="OCI layout directory, relative to the recipe")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Recipe:
     """A regfp recipe, format 1."""
 

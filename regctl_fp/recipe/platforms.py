@@ -4,10 +4,10 @@ references given once for every platform or per platform (``{linux/amd64: ..., l
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from ..oci.canonical import canonical_json
 from ..oci.descriptor import Platform
+from ..values import valueclass
 
 # Values of the image-spec's platform.os / platform.architecture (Go's GOOS/GOARCH) that images use,
 # and the names people type instead (uname -m, Debian, Rust).
@@ -58,7 +58,7 @@ def duplicate(platforms: Iterable[Platform]) -> tuple[Platform, Platform] | None
     return None
 
 
-@dataclass(frozen=True)
+@valueclass
 class Refs:
     """An image reference for every platform (``single``; an index gives each its own manifest), or one
     per platform (``per_platform``: platform name -> reference)."""

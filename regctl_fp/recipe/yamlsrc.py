@@ -77,7 +77,9 @@ def load_yaml(text: str, path: str) -> Document:
     return doc
 
 
-_constructor = yaml.SafeLoader("")  # only used for its scalar constructors
+# Only its scalar constructors are used. A constructor alone: a whole SafeLoader would run PyYAML's
+# pure-Python reader on "", compiling the pattern ``yamlguard`` leaves for first use.
+_constructor = yaml.constructor.SafeConstructor()
 
 
 def _convert(node: yaml.Node, kp: KeyPath, doc: Document, budget: list[int]) -> Any:

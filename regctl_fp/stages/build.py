@@ -12,7 +12,6 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +29,7 @@ from ..progress import SILENT, Progress
 from ..regularfile import open_regular
 from ..stores.base import Store
 from ..timeutil import parse_duration, rfc3339
+from ..values import valueclass
 
 STAGE = "build"
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -97,7 +97,7 @@ class RunStepFailed(RegfpError):
         self.output = output
 
 
-@dataclass(frozen=True)
+@valueclass
 class SourceInputs:
     spec: Build
     repo: Repository
@@ -200,7 +200,7 @@ def _norm(path: str) -> bytes:
     return b"" if p == "." else os.fsencode(p)
 
 
-@dataclass(frozen=True)
+@valueclass
 class _Placed:
     """Something a copy rule puts at a path in the image: a tree entry, or a directory it implies."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,6 +33,7 @@ from ..oci.verify import VerifyingReader
 from ..progress import SILENT, Progress
 from ..stores.base import Store
 from ..timeutil import rfc3339
+from ..values import valueclass
 
 DATA_ARTIFACT_TYPE = "application/vnd.regfp.data.v1"
 SOURCE_ARTIFACT_TYPE = "application/vnd.regfp.source.v1"
@@ -47,7 +48,7 @@ SUBDIR = "dev.regfp.source.subdir"
 CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
+@valueclass
 class DataOptions:
     """How paths become an artifact. ``epoch`` is the mtime of every entry in directory layers."""
 
@@ -71,7 +72,7 @@ class DataOptions:
         return self
 
 
-@dataclass(frozen=True)
+@valueclass
 class DataInput:
     """One path to store and the title it gets."""
 
@@ -191,7 +192,7 @@ def _dir_layer(item: DataInput, store: Store, opts: DataOptions, progress: Progr
 
 
 # -- a Git tree at a commit ----------------------------------------------------------------------------
-@dataclass(frozen=True)
+@valueclass
 class SourceSpec:
     repo: Repository
     commit: Commit

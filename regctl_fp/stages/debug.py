@@ -21,6 +21,7 @@ from ..oci.canonical import canonical_json
 from ..oci.config import History
 from ..oci.image import Image, Layer
 from ..stores.base import Store
+from ..values import valueclass
 from .environment import merge_polyfill_env
 from .promotion import A_DEBUG, A_EXPIRES
 from .validity import IDENTITY_DIR
@@ -97,7 +98,7 @@ class HostKey:
         return f"HostKey({self.public_line[:40]}...)"
 
 
-@dataclass(frozen=True)
+@valueclass
 class HostKeyInputs:
     """What a debug image's host key is derived from. Everything that names the debug target is here
     and nothing that changes on a re-make (expiry, port), so re-making or re-pulling a debug image keeps
@@ -135,7 +136,7 @@ def _ssh_string(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-@dataclass(frozen=True)
+@valueclass
 class DebugInputs:
     parent: Image  # the patched release (never an environment image)
     tools: Image

@@ -11,11 +11,12 @@ all of them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
 from ..progress import SILENT, Progress
+from ..values import valueclass
 from .validity import IDENTITY_DIR
 
 if TYPE_CHECKING:  # the layer machinery is imported when an image is made: a warm run only reads inputs
@@ -33,7 +34,7 @@ CA_BUNDLES = ("etc/ssl/certs/ca-certificates.crt", "etc/pki/tls/certs/ca-bundle.
 PLATFORM_JSON = "etc/regfp/platform.json"
 
 
-@dataclass(frozen=True)
+@valueclass
 class FileSpec:
     path: str  # absolute path in the image
     data: bytes
@@ -42,7 +43,7 @@ class FileSpec:
     gid: int = 0
 
 
-@dataclass(frozen=True)
+@valueclass
 class EnvironmentInputs:
     release: Image
     release_number: int

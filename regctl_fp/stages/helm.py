@@ -19,7 +19,6 @@ import struct
 import tarfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from ..oci.frozen import EMPTY, frozen_str_map
 from ..oci.image import Image
 from ..progress import SILENT, Progress
 from ..stores.base import Store
+from ..values import valueclass
 from ..yamlguard import YamlTooLarge, check_bounds
 from .data import _open_regular, store_file
 
@@ -65,7 +65,7 @@ class ChartError(InvalidInput):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@valueclass
 class Chart:
     """A chart archive's metadata, as Helm's loader sees it."""
 

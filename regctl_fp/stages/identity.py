@@ -25,6 +25,7 @@ from ..errors import InputFileError, InvalidInput, KeyFileError
 from ..oci.canonical import canonical_json
 from ..privatekey import load_private_key
 from ..regularfile import PEM_LIMIT, read_regular
+from ..values import valueclass
 from .validity import IDENTITY_DIR, window
 
 __all__ = ["IDENTITY_DIR", "Authority", "IdentityError", "Issued", "Subject", "check", "issue", "load_authority",
@@ -88,7 +89,7 @@ def _public_der(key: PublicKeyTypes) -> bytes:
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-@dataclass(frozen=True)
+@valueclass
 class Subject:
     """What the certificate says: the image, where it may run, who pulls it, its environment."""
 

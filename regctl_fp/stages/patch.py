@@ -10,7 +10,6 @@ history, and the result says so.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import InvalidInput, RegfpError
@@ -21,6 +20,7 @@ from ..oci.digest import Digest
 from ..oci.image import Image
 from ..oci.manifest import Index
 from ..stores.base import Store, read_image, write_image
+from ..values import valueclass
 
 
 class MissingBase(InvalidInput):
@@ -93,7 +93,7 @@ Loader = Callable[[str, Platform | None], Image]
 Matched = Literal["digest", "diff_id", "buildpacks"]
 
 
-@dataclass(frozen=True)
+@valueclass
 class PatchedImage:
     """One patched image: the index entry it replaces (None for a lone image), the result, the new base,
     and how the old base was found under the image (``diff_id``: its layers were re-encoded)."""
@@ -104,7 +104,7 @@ class PatchedImage:
     matched: Matched
 
 
-@dataclass(frozen=True)
+@valueclass
 class Patched:
     """The result of patching one image or every platform of an index, ready to be written."""
 

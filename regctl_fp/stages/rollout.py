@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ..errors import InvalidDocument, InvalidInput
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
 from ..oci.frozen import frozen_str_map
 from ..oci.manifest import Index
+from ..values import valueclass
 
 A_RELEASE = "dev.regfp.release"
 A_YANKED = "dev.regfp.yanked"
@@ -30,7 +31,7 @@ A_BASE_DIGEST = "org.opencontainers.image.base.digest"
 _RELEASE_NAME = re.compile(r"r([1-9][0-9]*)")
 
 
-@dataclass(frozen=True)
+@valueclass
 class Release:
     number: int
     image: Descriptor  # the released image (annotations stripped)
@@ -51,7 +52,7 @@ class Release:
                           platform=self.image.platform)
 
 
-@dataclass(frozen=True)
+@valueclass
 class Ledger:
     name: str
     releases: tuple[Release, ...] = ()
@@ -138,7 +139,7 @@ def names(ledger: Ledger, keep: int, cohorts: Cohorts | None) -> dict[str, Descr
     return out
 
 
-@dataclass(frozen=True)
+@valueclass
 class Cohorts:
     """Static A/B tags: buckets below the canary share follow n-0, the others n-1."""
 

@@ -22,7 +22,7 @@ import functools
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 from ..filedigests import hash_file
@@ -32,6 +32,7 @@ from ..oci.descriptor import Platform
 from ..oci.image import Image, Layer
 from ..regularfile import open_regular
 from ..stores.base import Store
+from ..values import valueclass
 
 if TYPE_CHECKING:  # the layer writer is imported when a chunk image is made
     from ..layers import Entry
@@ -88,7 +89,7 @@ def chunk_of(item: str, items: Sequence[str], chunks: int) -> int:
     raise AssertionError("every item is assigned")
 
 
-@dataclass(frozen=True)
+@valueclass
 class WorkItem:
     name: str  # path relative to the work root, '/'-separated
     path: str

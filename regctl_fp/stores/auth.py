@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ..redaction import remember_secret
+from ..values import valueclass
 
 PULL = ("pull",)
 PUSH = ("pull", "push")
@@ -100,7 +101,7 @@ def credential_refusal(url: str, credential: Credential | None, insecure: Iterab
     return None
 
 
-@dataclass(frozen=True)
+@valueclass
 class Challenge:
     scheme: str  # lowercase: "basic" or "bearer"
     params: Mapping[str, str]
@@ -174,7 +175,7 @@ def covers(have: frozenset[str], want: frozenset[str]) -> bool:
 
 
 # -- the flow ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@valueclass
 class Token:
     value: str = field(repr=False)
     expires_at: float  # on the authenticator's clock

@@ -6,9 +6,9 @@ end, or one byte every few seconds, fails with a clear error instead of exhausti
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..errors import RegistryError
+from ..values import valueclass
 from .http_client import DecodingError, Response
 
 BODY_LIMIT = 16 << 20  # a response read whole: token answers, tag and repository lists, /v2/
@@ -17,7 +17,7 @@ DEFAULT_MIN_RATE = 100 << 10  # bytes per second, on average over a whole transf
 DEFAULT_GRACE = 60.0  # seconds every transfer gets on top of what the minimum rate allows
 
 
-@dataclass(frozen=True)
+@valueclass
 class Rate:
     """The slowest transfer regfp waits for: ``grace`` seconds plus ``size / min_rate``."""
 

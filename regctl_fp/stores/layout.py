@@ -26,7 +26,6 @@ import tempfile
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -49,6 +48,7 @@ from ..oci.manifest import Index, parse_json
 from ..oci.streams import ByteReader
 from ..oci.verify import VerifyingReader, read_verified
 from ..regularfile import open_regular, read_regular
+from ..values import valueclass
 from .base import MANIFEST_LIMIT, check_size, closure
 from .indexfile import REF_NAME, Names, entry_annotation, entry_order, merged, spliced
 from .localblob import LocalBlobReader, link_verified
@@ -608,7 +608,7 @@ def similar_names(name: str, names: list[str], shown: int = 5) -> str:
     return f"names: {', '.join(unique[:shown])}{more}"
 
 
-@dataclass(frozen=True)
+@valueclass
 class GcReport:
     removed: tuple[tuple[Digest, int], ...]
     kept: int

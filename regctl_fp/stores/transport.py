@@ -18,6 +18,7 @@ from .. import __version__
 from ..errors import InvalidInput, RegistryError
 from ..redaction import scrub
 from ..regularfile import PEM_LIMIT, read_regular
+from ..values import valueclass
 from . import http_client as http
 from .auth import Authenticator, Credential, credential_refusal, header_safe, parse_challenges
 from .bounded import ERROR_BODY_LIMIT, Rate, read_body
@@ -30,7 +31,7 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 Body = bytes | Callable[[], Iterable[bytes]] | None
 
 
-@dataclass(frozen=True)
+@valueclass
 class RetryPolicy:
     attempts: int = 5  # tries per request, the first included
     base_delay: float = 0.25  # seconds; doubled per try, capped at max_delay, then jittered
@@ -42,7 +43,7 @@ class RetryPolicy:
         return cap / 2 + cap / 2 * rand  # "equal jitter": never zero, spread over the second half
 
 
-@dataclass(frozen=True)
+@valueclass
 class Timing:
     """Clocks, sleep and the jitter source, injectable so tests can observe and control them."""
 
@@ -52,7 +53,7 @@ class Timing:
     random: Callable[[], float] = random.random
 
 
-@dataclass(frozen=True)
+@valueclass
 class ClientOptions:
     plain_http: bool = False  # only for localhost, 127.0.0.1 or hosts the user named insecure
     insecure_hosts: tuple[str, ...] = ()  # --insecure-registry: also where a token server may be plain HTTP
