@@ -11,7 +11,7 @@ from pathlib import Path
 from regctl_fp.oci.config import ImageConfig
 from regctl_fp.oci.image import Image
 from regctl_fp.stores.base import write_image
-from regctl_fp.stores.indexfile import REF_NAME, Names, entry_order, merged
+from regctl_fp.stores.indexfile import REF_NAME, Edit, Names, entry_order, merged
 from regctl_fp.stores.layout import LayoutStore
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -37,14 +37,20 @@ def test_merged_inserts_in_order_and_drops_by_identity() -> None:
         names = Names(entries, "t")
         moved = [*rng.sample(pool, min(len(pool), rng.randint(0, 4))), f"new{trial}"]
         updates = {n: (_entry(n, 1000 + i) if rng.random() > 0.3 else None) for i, n in enumerate(moved)}
-        after, added = merged(entries, names, updates)
+        after, added, edit = merged(entries, names, updates)
         want = [e for e in entries if e.get("annotations", {}).get(REF_NAME) not in updates]  # type: ignore[union-attr]
         want += [e for e in updates.values() if e is not None]
         assert sorted(map(json.dumps, after)) == sorted(map(json.dumps, want))
         assert after == sorted(after, key=entry_order)
-        derived = names.updated(after, set(updates), added, ordered=True)
+        # The edit merged reports is the one a comparison of the lists finds, entry for entry.
+        found = Edit.between(entries, after)
+        assert edit.old_with_digest == found.old_with_digest == names.with_digest
+        assert sorted(map(id, edit.removed)) == sorted(map(id, found.removed))
+        assert sorted(map(id, edit.added)) == sorted(map(id, found.added))
+        derived = names.updated(after, set(updates), added, ordered=True, edit=edit)
         fresh = Names(after, "t")
         assert dict(derived) == dict(fresh) and derived.repeated == fresh.repeated
+        assert derived.with_digest == fresh.with_digest
 
 
 def test_writes_into_a_foreign_index_keep_its_entries_and_order_them(tmp_path: Path) -> None:
@@ -88,9 +94,10 @@ def test_a_write_splices_the_canonical_text_and_gives_what_encoding_would() -> N
         pool = [f"n{i:03d}" for i in range(n)] + [f"new{trial}-{j}" for j in range(3)]
         moved = rng.sample(pool, min(len(pool), rng.randint(1, 6)))
         updates = {m: (_entry(m, 10**7 + i) if rng.random() > 0.35 else None) for i, m in enumerate(moved)}
-        after, _ = merged(entries, names, updates)
+        after, _, edit = merged(entries, names, updates)
         want = canonical_json({**doc, "manifests": after})
         assert spliced(text, entries, after) == want, (trial, updates)
+        assert spliced(text, entries, after, edit) == want, (trial, updates)  # merged's own edit
         other = spliced(json.dumps(doc, indent=1).encode(), entries, after)  # another tool's form
         assert other is None or json.loads(other) == json.loads(want)
     many = [_entry(f"m{i:03d}", i) for i in range(MAX_SPLICES + 1)]
@@ -106,8 +113,8 @@ def test_stage_keys_are_found_in_one_pass_and_odd_values_are_ignored() -> None:
     entries[2]["annotations"]["dev.regfp.key"] = "k1"  # type: ignore[index]
     names = Names(entries, "t")
     assert names.holding_key("k1") == "a" and names.holding_key("k2") is None
-    after, added = merged(entries, names, {"a": None})
-    assert names.updated(after, {"a"}, added, ordered=True).holding_key("k1") == "c"
+    after, added, edit = merged(entries, names, {"a": None})
+    assert names.updated(after, {"a"}, added, ordered=True, edit=edit).holding_key("k1") == "c"
 
 
 def test_a_nested_copy_of_an_entry_is_never_taken_for_it() -> None:
@@ -122,6 +129,7 @@ def test_a_nested_copy_of_an_entry_is_never_taken_for_it() -> None:
     doc = json.loads(hostile)
     old = doc["manifests"]
     names = Names(old, "t")
-    after, _ = merged(old, names, {"a": None})
+    after, _, edit = merged(old, names, {"a": None})
     assert spliced(hostile, old, after) is None
+    assert spliced(hostile, old, after, edit) is None
     assert spliced(canonical_json({"manifests": old}), old, after) == canonical_json({"manifests": after})

@@ -57,8 +57,14 @@ class Names(Mapping[str, Descriptor]):
         ordered = True  # entries in ``entry_order`` with no name twice: a write can insert, not sort
         last = ""
         keys: dict[str, str] = {}  # the engine's stage key on an entry -> the first name holding it
+        with_digest = 0  # entries that carry a "digest" (a write's splice checks the text against it)
         for entry in entries:  # tight: this loop runs over every name on every run
-            annotations = entry.get("annotations") if entry.__class__ is dict else None
+            if entry.__class__ is dict:
+                annotations = entry.get("annotations")
+                if "digest" in entry:
+                    with_digest += 1
+            else:
+                annotations = None
             name = annotations.get(REF_NAME) if annotations.__class__ is dict else None
             if name.__class__ is str:
                 if name in raw:
@@ -73,6 +79,7 @@ class Names(Mapping[str, Descriptor]):
             elif last:  # an unnamed entry after a named one
                 ordered = False
         self._keys: dict[str, str] | None = keys
+        self.with_digest = with_digest
         self._raw = raw
         self._entries = entries
         self._built: dict[str, Descriptor] = {}
@@ -124,10 +131,12 @@ class Names(Mapping[str, Descriptor]):
         """One annotation of a name's entry, without parsing the entry."""
         return entry_annotation(self._raw[name], key)
 
-    def updated(self, entries: list[Any], removed: set[str], added: Mapping[str, Any], *, ordered: bool) -> Names:
+    def updated(self, entries: list[Any], removed: set[str], added: Mapping[str, Any], *, ordered: bool,
+                edit: Edit) -> Names:
         """These names after a write that removed ``removed`` and named ``added`` (name -> entry), with
-        ``entries`` the index's new entries: derived from this one without a pass over every entry (read
-        again when names stay repeated: which of their entries a name stands for follows the new order)."""
+        ``entries`` the index's new entries and ``edit`` the write's edit: derived from this one without a
+        pass over every entry (read again when names stay repeated: which of their entries a name stands
+        for follows the new order)."""
         if self.repeated - removed - set(added):
             return Names(entries, self._where)
         new = Names.__new__(Names)
@@ -142,18 +151,49 @@ class Names(Mapping[str, Descriptor]):
         new._keys = None  # built again when asked: moved names may have held keys
         new.repeated = self.repeated - removed - set(added)
         new.ordered = ordered and not new.repeated
+        new.with_digest = edit.new_with_digest()
         return new
 
 
-def merged(entries: list[Any], names: Names, updates: Mapping[str, Any | None]) -> tuple[list[Any], dict[str, Any]]:
+class Edit:
+    """What a write changes in the entries, for ``spliced``: the entries it removes and those it adds
+    (the very objects), and how many of the old entries carry a ``"digest"``."""
+
+    def __init__(self, old_with_digest: int, removed: list[Any], added: list[Any]) -> None:
+        self.old_with_digest = old_with_digest
+        self.removed = removed
+        self.added = added
+
+    @classmethod
+    def between(cls, old: list[Any], new: list[Any]) -> Edit:
+        """Found by comparing the lists, a pass over each (kept entries are the same objects)."""
+        kept = {id(e) for e in new}
+        was = {id(e) for e in old}
+        return cls(sum(1 for e in old if _has_digest(e)),
+                   [e for e in old if id(e) not in kept], [e for e in new if id(e) not in was])
+
+    def new_with_digest(self) -> int:
+        """How many entries carry a ``"digest"`` after the edit."""
+        return (self.old_with_digest - sum(1 for e in self.removed if _has_digest(e))
+                + sum(1 for e in self.added if _has_digest(e)))
+
+
+def _has_digest(entry: Any) -> bool:
+    return isinstance(entry, dict) and "digest" in entry
+
+
+def merged(entries: list[Any], names: Names,
+           updates: Mapping[str, Any | None]) -> tuple[list[Any], dict[str, Any], Edit]:
     """index.json's entries after moving ``updates`` (name -> new entry, or None to remove the name),
-    and the entries added by name. The order stays ``entry_order``: new entries are inserted where they
-    belong when the old ones were in order, and everything is sorted otherwise."""
+    the entries added by name, and the edit (what ``spliced`` needs, known here without another pass).
+    The order stays ``entry_order``: new entries are inserted where they belong when the old ones were
+    in order, and everything is sorted otherwise."""
     if names.repeated & set(updates):  # a name on two entries (another tool wrote it): drop them all
-        kept = [e for e in entries if ref_of(e) not in updates]
+        removed = [e for e in entries if ref_of(e) in updates]
     else:
-        dropped = {id(names.entry(n)) for n in updates if n in names}
-        kept = [e for e in entries if id(e) not in dropped] if dropped else list(entries)
+        removed = [names.entry(n) for n in updates if n in names]
+    gone = {id(e) for e in removed}
+    kept = [e for e in entries if id(e) not in gone] if gone else list(entries)
     added = {name: entry for name, entry in updates.items() if entry is not None}
     if names.ordered:
         for entry in added.values():
@@ -161,36 +201,35 @@ def merged(entries: list[Any], names: Names, updates: Mapping[str, Any | None]) 
     else:
         kept.extend(added.values())
         kept.sort(key=entry_order)
-    return kept, added
+    return kept, added, Edit(names.with_digest, removed, list(added.values()))
 
 
 MAX_SPLICES = 32  # entries added or removed by one write that are spliced into the text; more: encode it all
 _OPEN = b'"manifests":['
 
 
-def spliced(text: bytes, old: list[Any], new: list[Any]) -> bytes | None:
+def spliced(text: bytes, old: list[Any], new: list[Any], edit: Edit | None = None) -> bytes | None:
     """``text`` (index.json as read, whose entries were ``old``) edited in place into the index whose
-    entries are ``new`` (kept entries are the same objects as in ``old``), or None when that cannot be
-    done with certainty. Each removed entry's canonical text is cut out, and each added entry's inserted
-    after its predecessor's; every text looked for must occur exactly once (an entry's canonical text
-    holds its unique name; a quote inside a string is escaped, so a string never holds it), and the text
-    must hold no ``"digest":`` but the entries' own (the caller splices only an index whose top level has
-    no descriptor of its own). A file in another form (another tool wrote it) has no such occurrences:
+    entries are ``new`` (kept entries are the same objects as in ``old``; ``new`` in ``entry_order``), or
+    None when that cannot be done with certainty. ``edit`` says what changed (``merged`` knows it; else
+    the lists are compared). Each removed entry's canonical text is cut out, and each added entry's
+    inserted after its predecessor's; every text looked for must occur exactly once (an entry's canonical
+    text holds its unique name; a quote inside a string is escaped, so a string never holds it), and the
+    text must hold no ``"digest":`` but the entries' own (the caller splices only an index whose top level
+    has no descriptor of its own). A file in another form (another tool wrote it) has no such occurrences:
     the caller encodes the whole index.
     For a canonical file the result is byte for byte the canonical encoding of the new index, for the
     cost of a few searches instead of encoding every entry."""
+    if edit is None:
+        edit = Edit.between(old, new)
+    if len(edit.removed) + len(edit.added) > MAX_SPLICES:
+        return None
     # Every ``"digest":`` token of the text must be an entry's own: then an entry's text cannot also
     # stand somewhere else (a nested copy in another field), where a search could find it instead.
-    if text.count(b'"digest":') != sum(1 for e in old if isinstance(e, dict) and "digest" in e):
-        return None
-    kept = {id(e) for e in new}
-    removed = [e for e in old if id(e) not in kept]
-    was = {id(e) for e in old}
-    added = [i for i, e in enumerate(new) if id(e) not in was]
-    if len(removed) + len(added) > MAX_SPLICES:
+    if text.count(b'"digest":') != edit.old_with_digest:
         return None
     buf = text
-    for entry in removed:
+    for entry in edit.removed:
         t = canonical_json(entry)
         at = _once(buf, t)
         if at is None:
@@ -202,7 +241,11 @@ def spliced(text: bytes, old: list[Any], new: list[Any]) -> bytes | None:
             buf = buf[:at - 1] + buf[end:]
         else:
             buf = buf[:at] + buf[end:]
-    for i in added:
+    # Added entries in the order they stand in ``new``, so that each one's predecessor is in place.
+    positions = [_position(new, entry) for entry in edit.added]
+    if None in positions:  # not where entry_order puts it: not a list this can splice into
+        return None
+    for i in sorted(p for p in positions if p is not None):
         t = canonical_json(new[i])
         if i == 0:
             at = _once(buf, _OPEN)
@@ -218,6 +261,18 @@ def spliced(text: bytes, old: list[Any], new: list[Any]) -> bytes | None:
             at += len(before)
             buf = buf[:at] + b"," + t + buf[at:]
     return buf
+
+
+def _position(entries: list[Any], entry: Any) -> int | None:
+    """Where ``entry`` (the object) stands in ``entries``, which are in ``entry_order``: a binary search,
+    then the neighbours of the same order (a name stands once; unnamed entries may share an order)."""
+    order = entry_order(entry)
+    for i in range(bisect.bisect_left(entries, order, key=entry_order), len(entries)):
+        if entries[i] is entry:
+            return i
+        if entry_order(entries[i]) != order:
+            break
+    return None
 
 
 def _once(text: bytes, part: bytes) -> int | None:

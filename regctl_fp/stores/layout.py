@@ -379,23 +379,24 @@ class LayoutStore:
             names = self.names()
             wanted = {name: desc.with_annotations({**desc.annotations, REF_NAME: name}).to_dict()
                       if desc is not None else None for name, desc in updates.items()}
-            entries, added = merged(doc["manifests"], names, wanted)  # in entry_order
+            entries, added, edit = merged(doc["manifests"], names, wanted)  # in entry_order
             if new_referrers:
                 listed = {_referrer_key(e) for e in entries}
                 for entry in new_referrers:
                     if _referrer_key(entry) not in listed:
                         listed.add(_referrer_key(entry))
                         bisect.insort(entries, entry, key=entry_order)
+                        edit.added.append(entry)
             new = {**doc, "manifests": entries}
             plain_top = set(doc) <= {"schemaVersion", "mediaType", "manifests", "annotations", "artifactType"}
-            text = (spliced(self._text, doc["manifests"], entries) if plain_top else None) or canonical_json(new)
+            text = (spliced(self._text, doc["manifests"], entries, edit) if plain_top else None) or canonical_json(new)
             self._replace_file("index.json", text)
             # What we wrote is what the names hold until someone else replaces the file (its stat changes).
             st = os.stat(self.path / "index.json")
             self._doc = ((st.st_ino, st.st_size, st.st_mtime_ns), new)
             self._text = text
             self._index = None
-            self._names = names.updated(entries, set(updates), added, ordered=True)
+            self._names = names.updated(entries, set(updates), added, ordered=True, edit=edit)
             self._referrers = None
 
     def _referrer_entry(self, desc: Descriptor) -> dict[str, Any]:
