@@ -23,7 +23,15 @@ def run() -> None:
     nothing left to clean: its files are closed and its temporary directories gone (context managers),
     its threads joined, and its layout locks go with the process. So the streams are flushed and the
     process ends at once. ``main`` itself still raises ``SystemExit``, for callers in a process.
+
+    The cyclic garbage collector runs after every 700 net allocations of tracked objects by default: the
+    imports of a warm no-op build alone set off 54 collections (50 young, 4 older) over the ~22,000
+    objects they leave. Rarer collections make that command ~7 ms faster (150 ms instead of 157, median
+    of 25 runs each, interleaved); cycles are still collected.
     """
+    import gc
+
+    gc.set_threshold(50_000, 20, 100)
     try:
         main()
         code: object = 0

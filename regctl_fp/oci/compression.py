@@ -1,7 +1,10 @@
 """Layer compression as pure stream transforms: deterministic compressors and streaming decompressors.
 
 Both compressors give bytes that depend only on the input, never on how it was split into writes, on
-thread counts, or on the machine's core count:
+thread counts, or on the machine's core count. One limit, measured: ISA-L picks its deflate code by the
+CPU's features, and an x86-64 CPU without SSE4.2 (before Nehalem, 2008) gets other, equally valid, gzip
+bytes: ``qemu-x86_64 -cpu Penryn`` gives another digest for the same input, while ``-cpu Nehalem``,
+``-cpu Haswell`` and this project's AVX-512 machines agree. arm64 hosts were not compared.
 
 - gzip is ISA-L's deflate (``isal``) inside a gzip member whose header regfp writes itself (mtime 0,
   no name, OS "unknown"). The stream is cut into ``BLOCK``-sized blocks at fixed offsets; each block is
