@@ -87,6 +87,23 @@ def test_a_re_push_imports_no_recipe_identity_or_httpx_machinery(registry: Regis
     assert "regctl_fp.stores.transport" in modules  # it did talk to the registry
 
 
+def test_inspect_off_a_terminal_writes_plain_lines_without_rich(tmp_path: Path) -> None:
+    """``inspect`` into a pipe: the JSON document, or aligned plain lines (labels padded, a layer table),
+    and rich, which only styles a terminal's output, is never imported."""
+    layout = tmp_path / "layout"
+    with LayoutStore.open_or_create(layout) as store:
+        digest = make_image(store, "app:1").digest
+    for args in (("--json",), ()):
+        modules, stdout = modules_of(tmp_path, "inspect", f"oci:{layout}:app:1", *args)
+        assert present(modules, NEVER | HTTP | {"cryptography", "yaml", "zstandard"}) == []
+        if args:
+            assert json.loads(stdout)["digest"] == str(digest)
+        else:
+            lines = stdout.splitlines()
+            assert f"Digest        {digest}" in lines
+            assert lines[0].startswith("Reference     oci:") and not any(line != line.rstrip() for line in lines)
+
+
 def test_the_process_ends_without_tearing_the_interpreter_down_and_loses_no_output(tmp_path: Path) -> None:
     """``regfp`` (``cli.run``) flushes its streams and ends the process: no interpreter teardown (~40 ms
     of garbage collection and exit hooks). Its output and exit code are whole all the same."""

@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rich.text import Text
-
 from ..oci.descriptor import Descriptor
 from ..oci.image import Image
 from ..oci.manifest import Index
@@ -68,14 +66,25 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _line(bold: str, rest: str = "") -> None:
+    """``bold`` (a label, a header) and ``rest`` on one line of stdout: rich styles it on a terminal;
+    anywhere else it is written plain, without importing rich."""
+    if output.stdout_is_terminal():
+        from rich.text import Text
+
+        text = Text()
+        text.append(bold, style="bold")
+        text.append(rest)
+        output.line(text)
+    else:
+        output.line(bold + rest)
+
+
 def _field(label: str, values: str | Iterable[str]) -> None:
     """``label`` then its value(s), one per line, aligned; every value is sanitised."""
     items = [values] if isinstance(values, str) else list(values)
     for i, value in enumerate(items or [""]):
-        text = Text()
-        text.append((label if i == 0 else "").ljust(_LABEL_WIDTH), style="bold")
-        text.append(clean(value, keep_newlines=False))
-        output.line(text)
+        _line((label if i == 0 else "").ljust(_LABEL_WIDTH), clean(value, keep_newlines=False))
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> None:
@@ -87,9 +96,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: frozense
         parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         return ("  " + "  ".join(parts)).rstrip()
 
-    output.line(Text(fmt(header), style="bold"))
+    _line(fmt(header))
     for row in cells:
-        output.line(Text(fmt(row)))
+        output.line(fmt(row))
 
 
 def _layer_type(media_type: str) -> str:
